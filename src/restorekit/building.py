@@ -1,0 +1,117 @@
+"""Build parts from specs: ``{type: name, **kwargs}`` -> object.
+
+Nested specs are built by the part that owns them (a model builds its body with
+``build_part("body", body)``), so each constructor states which kind it expects.
+Partial specs (no ``type``) merge onto the owner's defaults with the recipe rules
+(:func:`merge_spec`), which is what makes ``build_model("dino_ir",
+backbone={"weights": "x.pth"})`` work.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+from restorekit.errors import BuildError, RecipeError
+from restorekit.recipes import find_recipe, load_recipe, merge
+from restorekit.registry import MODELS, registry
+
+
+def split_spec(kind: str, spec: str | Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(name, kwargs) of a spec given as a name or a mapping with ``type``."""
+    if isinstance(spec, str):
+        return spec, {}
+    if not isinstance(spec, Mapping):
+        raise BuildError(f"a {kind} spec must be a name or a mapping with 'type', got {spec!r}")
+    if "type" not in spec:
+        known = ", ".join(registry(kind).names())
+        raise BuildError(f"{kind} spec {dict(spec)!r} has no 'type' (known {kind}s: {known})")
+    kwargs = dict(spec)
+    return str(kwargs.pop("type")), kwargs
+
+
+def accepted_keywords(factory: Any) -> tuple[list[str], bool]:
+    """Keyword names ``factory`` accepts, and whether it takes ``**kwargs``."""
+    try:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return [], True
+    names = [
+        p.name
+        for p in params
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self"
+    ]
+    return names, any(p.kind is p.VAR_KEYWORD for p in params)
+
+
+def build(kind: str, spec: str | Mapping[str, Any], **extra: Any) -> Any:
+    """Build the part a spec names; ``extra`` keywords join the spec's own."""
+    name, kwargs = split_spec(kind, spec)
+    kwargs.update(extra)
+    factory = registry(kind).get(name)
+    names, var_kw = accepted_keywords(factory)
+    unexpected = sorted(k for k in kwargs if k not in names)
+    if unexpected and not var_kw:
+        raise BuildError(
+            f"{kind} {name!r} got unexpected keyword(s) {', '.join(map(repr, unexpected))}; "
+            f"accepted: {', '.join(names) or '(none)'}"
+        )
+    return factory(**kwargs)
+
+
+def build_part(kind: str, spec_or_part: Any, **extra: Any) -> Any:
+    """Build ``spec_or_part`` if it is a spec; pass an already built part through."""
+    if isinstance(spec_or_part, (str, Mapping)):
+        return build(kind, spec_or_part, **extra)
+    return spec_or_part
+
+
+def merge_spec(default: Mapping[str, Any], given: Any) -> Any:
+    """A part's default spec with the user's (partial) spec merged on top.
+
+    ``None`` keeps the default, a built object is used as is, a name string
+    switches type, and a mapping merges by the recipe rules (a different ``type``
+    replaces the default whole).
+    """
+    if given is None:
+        return dict(default)
+    if isinstance(given, str):
+        return merge(default, {"type": given})
+    if isinstance(given, Mapping):
+        return merge(default, given)
+    return given
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.endswith((".yaml", ".yml")) or os.sep in name and Path(name).exists()
+
+
+def model_spec(name_or_recipe: str | Mapping[str, Any], **overrides: Any) -> dict[str, Any]:
+    """The model spec ``build_model`` would build (a registered model or a recipe's model)."""
+    if isinstance(name_or_recipe, Mapping):
+        spec = dict(name_or_recipe)
+    elif not _looks_like_path(name_or_recipe) and name_or_recipe in MODELS:
+        spec = {"type": name_or_recipe}
+    else:
+        try:
+            find_recipe(name_or_recipe)
+        except RecipeError:
+            if _looks_like_path(name_or_recipe):
+                raise
+            MODELS.get(name_or_recipe)  # raises the unknown-model error with close matches
+        recipe = load_recipe(name_or_recipe)
+        if not recipe.get("model"):
+            raise RecipeError(f"recipe {name_or_recipe!r} has no 'model' section")
+        spec = recipe["model"]
+    return merge(spec, overrides) if overrides else spec
+
+
+def build_model(name_or_recipe: str | Mapping[str, Any] = "dino_ir", **overrides: Any) -> Any:
+    """The front door: a model by registered name, recipe name or path, or spec.
+
+    ``build_model("dino_ir", fusion={"type": "concat"})`` merges the keywords onto
+    the model spec with the recipe rules.
+    """
+    return build("model", model_spec(name_or_recipe, **overrides))

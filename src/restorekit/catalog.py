@@ -1,0 +1,64 @@
+"""The builtin parts, as lazy ``"module:attr"`` targets.
+
+Listing parts reads this table and imports nothing heavy; a part's module is
+imported only when the part is built. Each kind's section is owned by the
+subpackage that implements it.
+"""
+
+BUILTINS: dict[str, dict[str, str]] = {
+    "backbone": {
+        "timm": "restorekit.backbones.timm_vit:TimmBackbone",
+        "dinov2": "restorekit.backbones.timm_vit:DINOv2Backbone",
+        "clip": "restorekit.backbones.clip:CLIPBackbone",
+    },
+    "fusion": {
+        "msf": "restorekit.fusion.msf:MultiLayerSemanticFusion",
+        "concat": "restorekit.fusion.concat:ConcatFusion",
+    },
+    "adapter": {
+        "dino_restore": "restorekit.adapters.dino_restore:DinoRestoreAdapter",
+    },
+    "body": {
+        "restormer": "restorekit.bodies.restormer:Restormer",
+        "promptir": "restorekit.bodies.promptir:PromptIR",
+    },
+    "model": {
+        "dino_ir": "restorekit.models.dino_ir:DinoIR",
+        # A body is a complete restoration model on its own (the baselines).
+        "restormer": "restorekit.bodies.restormer:Restormer",
+        "promptir": "restorekit.bodies.promptir:PromptIR",
+    },
+    "loss": {
+        "l1": "restorekit.losses.pixel:L1Loss",
+        "mse": "restorekit.losses.pixel:MSELoss",
+        "charbonnier": "restorekit.losses.pixel:CharbonnierLoss",
+        "weighted_sum": "restorekit.losses.pixel:WeightedSumLoss",
+        "dpc": "restorekit.losses.dpc:DPCLoss",
+    },
+    "metric": {
+        "psnr": "restorekit.metrics:psnr",
+        "ssim": "restorekit.metrics:ssim",
+        "psnr_y": "restorekit.metrics:psnr_y",
+        "ssim_y": "restorekit.metrics:ssim_y",
+    },
+    "degradation": {
+        "identity": "restorekit.data.degradations:Identity",
+        "noise": "restorekit.data.degradations:GaussianNoise",
+        "rain": "restorekit.data.degradations:RainStreaks",
+        "haze": "restorekit.data.degradations:Haze",
+        "motion_blur": "restorekit.data.degradations:MotionBlur",
+        "defocus_blur": "restorekit.data.degradations:DefocusBlur",
+        "low_light": "restorekit.data.degradations:LowLight",
+        "jpeg": "restorekit.data.degradations:JPEG",
+    },
+    "dataset": {
+        "paired_folder": "restorekit.data.datasets:PairedFolderDataset",
+        "synthetic": "restorekit.data.datasets:SyntheticDataset",
+        "samples": "restorekit.data.samples:SamplesDataset",
+        "denoise": "restorekit.data.protocol:DenoiseDataset",
+        "derain": "restorekit.data.protocol:DerainDataset",
+        "dehaze": "restorekit.data.protocol:DehazeDataset",
+        "deblur": "restorekit.data.protocol:DeblurDataset",
+        "lowlight": "restorekit.data.protocol:LowLightDataset",
+    },
+}

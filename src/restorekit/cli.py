@@ -1,0 +1,53 @@
+"""The ``restorekit`` command line: one subcommand per module in ``restorekit.commands``.
+
+Each command module is light at import time (no torch at top level) and exposes
+``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+from restorekit.errors import RestorekitError
+
+COMMANDS: dict[str, str] = {
+    "list": "restorekit.commands.list_parts",
+    "plugins": "restorekit.commands.plugins",
+    "show": "restorekit.commands.show",
+    "diff": "restorekit.commands.diff",
+}
+
+
+def make_parser() -> argparse.ArgumentParser:
+    from restorekit import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="restorekit", description="Compose, train and run image-restoration models."
+    )
+    parser.add_argument("--version", action="version", version=f"restorekit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, module_name in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        command = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(command)
+        command.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except RestorekitError as exc:
+        print(f"restorekit {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"restorekit {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of the ``restorekit`` command line, one module each."""

@@ -1,0 +1,38 @@
+"""restorekit plugins [--check]: plugin parts found through entry points."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "list plugin parts from entry points; --check imports them all"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--check", action="store_true", help="import every plugin; exit 1 if any fails"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from restorekit.recipes import plugin_recipe_dirs
+    from restorekit.registry import KINDS, registry
+
+    failed = 0
+    shown = 0
+    for kind in KINDS:
+        reg = registry(kind)
+        if args.check:
+            reg.check_all()
+        for entry in reg.plugin_entries():
+            shown += 1
+            note = " (shadowed by a builtin)" if entry.shadowed else ""
+            state = f"FAILED: {entry.error}" if entry.error else ("ok" if entry.obj is not None else "not loaded")
+            print(f"{kind:11s} {entry.name:30s} {entry.source:30s} {state}{note}")
+            print(f"{'':11s} {entry.entry_point}")
+            failed += bool(entry.error)
+    for source, folder in plugin_recipe_dirs():
+        shown += 1
+        print(f"{'recipes':11s} {str(folder):30s} {source}")
+    if not shown:
+        print("no plugins installed (or RESTOREKIT_DISABLE_PLUGINS is set)")
+    return 1 if args.check and failed else 0

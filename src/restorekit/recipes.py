@@ -1,0 +1,316 @@
+"""Recipes: YAML files with ``base:`` inheritance, merge rules and ``-o`` overrides.
+
+Merge rules (one function, :func:`merge`, used for inheritance, overrides and
+``build_model(**overrides)`` alike):
+
+* dicts merge key by key;
+* lists and scalars replace;
+* a dict whose ``type`` differs from the base node's ``type`` replaces the whole
+  node, so no keyword of the old part leaks into the new one;
+* a dict with ``_replace_: true`` replaces the node explicitly.
+
+Inheritance follows fvcore's ``load_yaml_with_base`` in spirit: a few dozen lines.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.metadata as metadata
+import os
+import re
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import yaml
+
+from restorekit.errors import RecipeError
+
+REPLACE_KEY = "_replace_"
+BASE_KEY = "base"
+RECIPE_PATH_ENV = "RESTOREKIT_RECIPE_PATH"
+TOP_LEVEL_KEYS = ("name", "description", "model", "loss", "data", "train", "eval")
+
+
+# -- YAML --------------------------------------------------------------------------
+class _RecipeLoader(yaml.SafeLoader):
+    """Safe loader that rejects duplicate keys and reads ``2e-4`` as a float."""
+
+
+def _construct_mapping(loader: _RecipeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    loader.flatten_mapping(node)
+    result: dict = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in result:
+            mark = key_node.start_mark
+            raise RecipeError(
+                f"{mark.name}:{mark.line + 1}: duplicate key {key!r} in the same mapping"
+            )
+        result[key] = loader.construct_object(value_node, deep=deep)
+    return result
+
+
+_RecipeLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping
+)
+# YAML 1.1 wants a dot in floats ("2.0e-4"); recipes write "2e-4" and mean a float.
+_RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+][0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def parse_yaml(text: str, source: str = "<string>") -> Any:
+    """Parse YAML text with the recipe loader; errors name ``source``."""
+    try:
+        return yaml.load(text, Loader=_RecipeLoader)  # noqa: S506 - a SafeLoader subclass
+    except RecipeError as exc:
+        raise RecipeError(str(exc).replace("<unicode string>", source)) from None
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"{source}: invalid YAML: {exc}") from None
+
+
+def load_yaml(path: str | os.PathLike) -> dict:
+    """Read one YAML file (no inheritance); it must hold a mapping."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RecipeError(f"cannot read recipe {path}: {exc.strerror or exc}") from None
+    data = parse_yaml(text, str(path))
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: a recipe must be a mapping, got {type(data).__name__}")
+    return data
+
+
+# -- merge rules -----------------------------------------------------------------
+def merge(base: Any, override: Any) -> Any:
+    """Merge ``override`` onto ``base`` by the recipe rules; inputs are not modified."""
+    if isinstance(override, Mapping):
+        if override.get(REPLACE_KEY):
+            return strip_replace_markers(override)
+        if isinstance(base, Mapping):
+            base_type, new_type = base.get("type"), override.get("type")
+            if "type" in override and "type" in base and new_type != base_type:
+                return strip_replace_markers(override)
+            merged = {k: copy.deepcopy(v) for k, v in base.items()}
+            for key, value in override.items():
+                if key == REPLACE_KEY:
+                    continue
+                merged[key] = merge(base[key], value) if key in base else strip_replace_markers(value)
+            return merged
+        return strip_replace_markers(override)
+    return copy.deepcopy(override)
+
+
+def strip_replace_markers(node: Any) -> Any:
+    """A deep copy of ``node`` without ``_replace_`` keys."""
+    if isinstance(node, Mapping):
+        return {k: strip_replace_markers(v) for k, v in node.items() if k != REPLACE_KEY}
+    if isinstance(node, list):
+        return [strip_replace_markers(v) for v in node]
+    return copy.deepcopy(node)
+
+
+# -- finding recipes ---------------------------------------------------------------
+def builtin_recipe_dir() -> Path | None:
+    """The recipes shipped with restorekit (in the wheel, or the repo's ``recipes/``)."""
+    package_dir = Path(__file__).resolve().parent
+    for candidate in (package_dir / "_recipes", package_dir.parents[1] / "recipes"):
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def recipe_dirs() -> list[Path]:
+    """Folders searched for recipe names, in order of precedence (plugins come last)."""
+    dirs = [Path(p) for p in os.environ.get(RECIPE_PATH_ENV, "").split(os.pathsep) if p]
+    builtin = builtin_recipe_dir()
+    return dirs + ([builtin] if builtin else [])
+
+
+def plugin_recipe_dirs() -> list[tuple[str, Path]]:
+    """(source, folder) for each ``restorekit.recipes`` entry point (imports the package)."""
+    from restorekit.registry import _dist_of, _entry_points, _normalise_dist, disabled_plugin_dists
+
+    disabled = disabled_plugin_dists()
+    if disabled is None:
+        return []
+    found = []
+    for ep in _entry_points("restorekit.recipes"):
+        dist, version = _dist_of(ep)
+        if _normalise_dist(dist) in disabled:
+            continue
+        try:
+            import importlib.resources as resources
+
+            folder = Path(str(resources.files(ep.value)))
+        except Exception:  # noqa: BLE001 - a broken recipe plugin is skipped, not fatal
+            continue
+        found.append((f"{dist}=={version}", folder))
+    return found
+
+
+def find_recipe(name: str | os.PathLike, relative_to: Path | None = None) -> Path:
+    """Resolve a recipe path or name (``dino_ir``, ``ablations/concat_fusion``)."""
+    raw = Path(name)
+    candidates: list[Path] = []
+    if relative_to is not None and not raw.is_absolute():
+        candidates.append(relative_to / raw)
+    candidates.append(raw)
+    names = [raw] if raw.suffix in {".yaml", ".yml"} else [raw.with_suffix(".yaml"), raw]
+    for folder in recipe_dirs() + [d for _, d in plugin_recipe_dirs()]:
+        candidates.extend(folder / n for n in names)
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate.resolve()
+    known = sorted(list_recipes())
+    import difflib
+
+    close = difflib.get_close_matches(str(name), known, n=3, cutoff=0.5)
+    hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+    where = f" (referenced from {relative_to})" if relative_to else ""
+    raise RecipeError(f"recipe {str(name)!r} not found{where}{hint}")
+
+
+def list_recipes() -> dict[str, str]:
+    """Recipe name -> source ("builtin", a folder from the environment, or ``dist==version``)."""
+    builtin = builtin_recipe_dir()
+    sources = [("builtin" if d == builtin else str(d), d) for d in recipe_dirs()]
+    out: dict[str, str] = {}
+    for source, folder in sources + plugin_recipe_dirs():
+        for path in sorted(folder.rglob("*.yaml")):
+            out.setdefault(path.relative_to(folder).with_suffix("").as_posix(), source)
+    return out
+
+
+# -- loading -----------------------------------------------------------------------
+def load_recipe(
+    name_or_path: str | os.PathLike,
+    overrides: Sequence[str] | Mapping[str, Any] = (),
+) -> dict:
+    """Load a recipe with its ``base`` chain, then apply ``-o`` style overrides."""
+    recipe = _load_with_base(find_recipe(name_or_path), stack=())
+    recipe = apply_overrides(recipe, overrides)
+    validate_recipe(recipe, str(name_or_path))
+    return recipe
+
+
+def _load_with_base(path: Path, stack: tuple[Path, ...]) -> dict:
+    if path in stack:
+        chain = " -> ".join(str(p) for p in stack + (path,))
+        raise RecipeError(f"recipe inheritance cycle: {chain}")
+    data = load_yaml(path)
+    bases = data.pop(BASE_KEY, None)
+    if bases is None:
+        return data
+    if isinstance(bases, str):
+        bases = [bases]
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise RecipeError(f"{path}: key 'base' must be a recipe name or a list of them")
+    merged: dict = {}
+    for base in bases:
+        base_path = find_recipe(base, relative_to=path.parent)
+        merged = merge(merged, _load_with_base(base_path, stack + (path,)))
+    return merge(merged, data)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``a.b.c=value`` into its key path and YAML-parsed value."""
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise RecipeError(f"override {text!r} must look like key.path=value")
+    return key.split("."), parse_yaml(value, f"override {key}") if value.strip() else None
+
+
+def apply_overrides(recipe: dict, overrides: Sequence[str] | Mapping[str, Any]) -> dict:
+    """Apply ``["a.b=1", ...]`` or ``{"a.b": 1}`` with the same merge rules."""
+    items: Iterable[tuple[list[str], Any]]
+    if isinstance(overrides, Mapping):
+        items = [(k.split("."), v) for k, v in overrides.items()]
+    else:
+        items = [parse_override(o) for o in overrides]
+    for path, value in items:
+        recipe = _merge_at(recipe, path, value, [])
+    return recipe
+
+
+def _merge_at(node: Any, path: list[str], value: Any, done: list[str]) -> Any:
+    if not path:
+        return merge(node, value)
+    head, rest = path[0], path[1:]
+    where = ".".join(done + [head])
+    if isinstance(node, list):
+        if not head.lstrip("-").isdigit() or not -len(node) <= int(head) < len(node):
+            raise RecipeError(f"override key {where!r}: index out of range for a list of {len(node)}")
+        out = list(node)
+        out[int(head)] = _merge_at(node[int(head)], rest, value, done + [head])
+        return out
+    if node is None:
+        node = {}
+    if not isinstance(node, Mapping):
+        raise RecipeError(f"override key {where!r}: {'.'.join(done)!r} is not a mapping")
+    out = dict(node)
+    out[head] = _merge_at(node.get(head), rest, value, done + [head]) if rest else merge(node.get(head), value)
+    return out
+
+
+def validate_recipe(recipe: Mapping[str, Any], source: str) -> None:
+    """Top-level keys must be known; sections must be mappings."""
+    import difflib
+
+    for key, value in recipe.items():
+        if key not in TOP_LEVEL_KEYS:
+            close = difflib.get_close_matches(str(key), TOP_LEVEL_KEYS, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise RecipeError(
+                f"{source}: unknown top-level key {key!r}{hint} (known: {', '.join(TOP_LEVEL_KEYS)})"
+            )
+        if key in {"model", "loss", "data", "train", "eval"} and not isinstance(value, (dict, type(None))):
+            raise RecipeError(f"{source}: key {key!r} must be a mapping, got {type(value).__name__}")
+
+
+# -- showing and comparing ---------------------------------------------------------
+def dump_recipe(recipe: Mapping[str, Any]) -> str:
+    """YAML text of a resolved recipe (round-trips through :func:`parse_yaml`)."""
+    return yaml.safe_dump(dict(recipe), sort_keys=False, default_flow_style=None)
+
+
+def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists stay values."""
+    if isinstance(node, Mapping) and node:
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: node}
+
+
+_MISSING = object()
+
+
+def recipe_diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
+    """The dotted keys whose values differ, as (key, value in a, value in b)."""
+    flat_a, flat_b = flatten(a), flatten(b)
+    rows = []
+    for key in sorted(set(flat_a) | set(flat_b)):
+        va, vb = flat_a.get(key, _MISSING), flat_b.get(key, _MISSING)
+        if va != vb:
+            rows.append((key, va, vb))
+    return rows
+
+
+def is_missing(value: Any) -> bool:
+    """True for the placeholder :func:`recipe_diff` uses for an absent key."""
+    return value is _MISSING

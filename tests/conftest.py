@@ -1,0 +1,28 @@
+"""Test set-up: never touch the network, keep torch to the CPU threads we have."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+import pytest  # noqa: E402
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except Exception:  # noqa: BLE001
+        return False
+
+
+@pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def device(request: pytest.FixtureRequest) -> str:
+    """Device-parametrised tests run on the CPU, and on CUDA where there is one."""
+    if request.param == "cuda" and not _cuda_available():
+        pytest.skip("no CUDA device on this machine")
+    return request.param
