@@ -44,6 +44,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RestorekitError as exc:
         print(f"restorekit {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and closed early
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print(f"restorekit {args.command}: interrupted", file=sys.stderr)
         return 130

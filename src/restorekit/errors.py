@@ -59,3 +59,7 @@ class RecipeError(RestorekitError, ValueError):
 
 class CheckpointError(RestorekitError, ValueError):
     """A weights file does not fit; the message names the file and the mismatch."""
+
+
+class DataError(RestorekitError, ValueError):
+    """A dataset cannot be read: missing folder, unmatched pairs, a task with no image."""

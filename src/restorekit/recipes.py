@@ -261,6 +261,8 @@ def _merge_at(node: Any, path: list[str], value: Any, done: list[str]) -> Any:
         node = {}
     if not isinstance(node, Mapping):
         raise RecipeError(f"override key {where!r}: {'.'.join(done)!r} is not a mapping")
+    if path == ["type"]:  # switching a part's type replaces its node, as nesting would
+        return merge(node, {"type": value})
     out = dict(node)
     out[head] = _merge_at(node.get(head), rest, value, done + [head]) if rest else merge(node.get(head), value)
     return out

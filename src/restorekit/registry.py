@@ -10,6 +10,7 @@ plugin finder makes). A broken plugin is recorded, never raised while listing.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import importlib
 import importlib.metadata as metadata
@@ -44,9 +45,12 @@ DISABLE_ENV = "RESTOREKIT_DISABLE_PLUGINS"
 _MODULE_KINDS = {"backbone", "fusion", "adapter", "body", "model", "loss"}
 
 
+_PLURALS = {"body": "bodies", "loss": "losses"}
+
+
 def entry_point_group(kind: str) -> str:
-    """The entry-point group a plugin uses to add parts of ``kind``."""
-    return f"restorekit.{kind}s"
+    """The entry-point group a plugin uses to add parts of ``kind`` (``restorekit.fusions``)."""
+    return f"restorekit.{_PLURALS.get(kind, kind + 's')}"
 
 
 def disabled_plugin_dists() -> set[str] | None:
@@ -177,9 +181,7 @@ class Registry:
         key = None if disabled is None else tuple(sorted(disabled))
         if self._plugins_found and key == self._plugin_disable_key:
             return
-        # Forget plugins found under another switch setting.
-        for name in [n for n, e in self._entries.items() if e.entry_point]:
-            del self._entries[name]
+        self.refresh()  # forget plugins found under another switch setting
         self._plugins_found = True
         self._plugin_disable_key = key
         if disabled is None:
@@ -226,11 +228,27 @@ class Registry:
                     target=None,
                 )
 
+    def refresh(self) -> None:
+        """Forget discovered plugins; the next lookup reads entry-point metadata again."""
+        self._plugins_found = False
+        self._plugin_disable_key = None
+        for name in [n for n, e in self._entries.items() if e.entry_point]:
+            del self._entries[name]
+
     # -- lookup -------------------------------------------------------------------
     def entries(self) -> list[Entry]:
-        """All entries (plugins discovered from metadata, none imported)."""
+        """One row per reachable name (plugins read from metadata, none imported).
+
+        A plugin also reachable under its plain name is listed once, by that name;
+        a shadowed or ambiguous one is listed as ``dist/name``.
+        """
         self._find_plugins()
-        return sorted(self._entries.values(), key=lambda e: (e.entry_point is not None, e.name))
+        rows = []
+        for key, entry in self._entries.items():
+            if "/" in key and self._entries.get(entry.name) is entry:
+                continue
+            rows.append(entry if key == entry.name else dataclasses.replace(entry, name=key))
+        return sorted(rows, key=lambda e: (e.entry_point is not None, e.name))
 
     def names(self) -> list[str]:
         self._find_plugins()
@@ -356,6 +374,12 @@ def registry(kind: str) -> Registry:
         close = difflib.get_close_matches(kind, KINDS, n=3)
         hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
         raise UnknownComponentError.for_kind(kind, hint) from None
+
+
+def refresh_plugins() -> None:
+    """Re-read plugin metadata on next use (after installing a package at run time)."""
+    for reg in REGISTRIES.values():
+        reg.refresh()
 
 
 def register(kind: str, name: str | None = None, obj: Any = None, **kwargs: Any) -> Any:

@@ -1,0 +1,1 @@
+"""Example restorekit plugin (see docs/plugins.md)."""

@@ -1,0 +1,113 @@
+"""D-R adapter: adaption to the point's size, identity at init, fusion types, query side."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from restorekit import build
+from restorekit.adapters.dino_restore import DinoRestoreAdapter, default_heads
+
+FAST = settings(max_examples=10, deadline=None)
+FUSIONS = ["attention", "concat", "add"]
+
+
+def _perturb_zero_init(adapter: DinoRestoreAdapter, seed: int = 0) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in adapter.zero_initialised():
+            module.weight.copy_(torch.randn(module.weight.shape, generator=gen) * 0.1)
+
+
+@FAST
+@given(
+    fusion=st.sampled_from(FUSIONS),
+    query=st.sampled_from(["guide", "feature"]),
+    guide_hw=st.tuples(st.integers(1, 6), st.integers(1, 6)),
+    feat_hw=st.tuples(st.integers(1, 12), st.integers(1, 12)),
+)
+def test_adapter_is_identity_at_init_for_any_sizes(fusion, query, guide_hw, feat_hw) -> None:
+    torch.manual_seed(0)
+    adapter = DinoRestoreAdapter(12, 8, fusion=fusion, query=query, head_channels=4)
+    feature = torch.randn(2, 8, *feat_hw)
+    out = adapter(feature, torch.randn(2, 12, *guide_hw))
+    assert out.shape == feature.shape
+    assert torch.equal(out, feature)
+
+
+@pytest.mark.parametrize("fusion", FUSIONS)
+@pytest.mark.parametrize("query", ["guide", "feature"])
+def test_every_parameter_trains_once_the_zero_init_layer_moves(fusion, query) -> None:
+    torch.manual_seed(1)
+    adapter = DinoRestoreAdapter(12, 8, fusion=fusion, query=query, heads=2, bias=True)
+    feature, guide = torch.randn(2, 8, 10, 10), torch.randn(2, 12, 5, 5)
+    adapter(feature, guide).square().mean().backward()
+    zero = {id(p) for m in adapter.zero_initialised() for p in m.parameters()}
+    for name, p in adapter.named_parameters():  # at init only the zero layer can learn
+        has_grad = p.grad is not None and p.grad.abs().sum() > 0
+        assert has_grad == (id(p) in zero), name
+    adapter.zero_grad()
+    _perturb_zero_init(adapter)
+    out = adapter(feature, guide)
+    assert not torch.equal(out, feature)
+    out.square().mean().backward()
+    for name, p in adapter.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_query_side_changes_the_result() -> None:
+    torch.manual_seed(2)
+    a = DinoRestoreAdapter(12, 8, query="guide", heads=2)
+    b = DinoRestoreAdapter(12, 8, query="feature", heads=2)
+    b.load_state_dict(a.state_dict())
+    _perturb_zero_init(a), _perturb_zero_init(b)
+    feature, guide = torch.randn(2, 8, 6, 6), torch.randn(2, 12, 3, 3)
+    assert not torch.allclose(a(feature, guide), b(feature, guide))
+
+
+def test_adaption_resizes_bilinearly_after_the_channel_match() -> None:
+    torch.manual_seed(3)
+    adapter = DinoRestoreAdapter(12, 8, fusion="add")
+    _perturb_zero_init(adapter)
+    guide = torch.randn(1, 12, 4, 4)
+    adapted = adapter.adaption(guide, (8, 8))
+    small = adapter.adaption.proj(adapter.adaption.act(adapter.adaption.conv(guide)))
+    expected = torch.nn.functional.interpolate(small, size=(8, 8), mode="bilinear", align_corners=False)
+    assert torch.allclose(adapted, expected)
+    feature = torch.randn(1, 8, 8, 8)
+    assert torch.allclose(adapter(feature, guide), feature + expected)
+
+
+def test_attention_adapter_uses_the_shared_channel_attention(monkeypatch) -> None:
+    import restorekit.adapters.dino_restore as dr
+
+    calls = []
+    original = dr.channel_attention
+
+    def spy(q, k, v, heads, temperature):
+        calls.append(heads)
+        return original(q, k, v, heads, temperature)
+
+    monkeypatch.setattr(dr, "channel_attention", spy)
+    DinoRestoreAdapter(12, 96)(torch.randn(1, 96, 4, 4), torch.randn(1, 12, 2, 2))
+    assert calls == [2]
+
+
+def test_default_heads_follow_restormer_widths() -> None:
+    assert [default_heads(c, 48) for c in (384, 192, 96, 48, 16, 100)] == [8, 4, 2, 1, 1, 2]
+
+
+def test_adapter_rejects_bad_knobs() -> None:
+    with pytest.raises(ValueError, match="fusion"):
+        DinoRestoreAdapter(12, 8, fusion="film")
+    with pytest.raises(ValueError, match="query"):
+        DinoRestoreAdapter(12, 8, query="both")
+    with pytest.raises(ValueError, match="heads=3"):
+        DinoRestoreAdapter(12, 8, heads=3)
+
+
+def test_adapter_builds_from_the_registry() -> None:
+    adapter = build("adapter", {"type": "dino_restore", "guide_channels": 12, "channels": 8, "fusion": "concat"})
+    assert isinstance(adapter, DinoRestoreAdapter) and adapter.fusion_type == "concat"

@@ -1,0 +1,196 @@
+"""Recipe loading, inheritance, merge rules and overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from restorekit.errors import RecipeError
+from restorekit.recipes import (
+    apply_overrides,
+    dump_recipe,
+    load_recipe,
+    merge,
+    parse_override,
+    parse_yaml,
+    recipe_diff,
+)
+
+# -- strategies for recipe-like trees ------------------------------------------------
+keys = st.sampled_from(["a", "b", "c", "lr", "dim", "layers"])
+scalars = st.one_of(st.integers(-5, 5), st.floats(allow_nan=False, allow_infinity=False, width=32),
+                    st.booleans(), st.text(max_size=4), st.none())
+types = st.sampled_from(["msf", "concat", "film"])
+
+
+def trees(max_leaves: int = 12):
+    return st.recursive(
+        scalars | st.lists(st.integers(0, 9), max_size=3),
+        lambda children: st.dictionaries(keys, children, max_size=4)
+        | st.fixed_dictionaries({"type": types}, optional={"x": children, "y": children}),
+        max_leaves=max_leaves,
+    )
+
+
+mappings = st.dictionaries(keys, trees(), max_size=4)
+
+
+def leaves(node, prefix=()):
+    """(path, value) of each non-mapping value; an empty mapping overrides nothing."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from leaves(v, prefix + (k,))
+    else:
+        yield prefix, node
+
+
+@settings(max_examples=60, deadline=None)
+@given(mappings)
+def test_merging_an_empty_override_is_the_identity(base):
+    assert merge(base, {}) == base
+
+
+@settings(max_examples=60, deadline=None)
+@given(mappings, mappings)
+def test_an_override_always_wins(base, override):
+    merged = merge(base, override)
+    for path, value in leaves(override):
+        node = merged
+        for key in path:
+            node = node[key]
+        assert node == value
+
+
+@settings(max_examples=60, deadline=None)
+@given(mappings, mappings)
+def test_applying_the_same_override_twice_changes_nothing(base, override):
+    once = merge(base, override)
+    assert merge(once, override) == once
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(), max_size=4), st.lists(st.integers(), max_size=4))
+def test_lists_replace(a, b):
+    assert merge({"k": a}, {"k": b}) == {"k": b}
+
+
+@settings(max_examples=60, deadline=None)
+@given(types, types, st.dictionaries(keys, scalars, max_size=3), st.dictionaries(keys, scalars, max_size=3))
+def test_a_type_switch_never_leaks_the_old_parts_keys(t1, t2, kw1, kw2):
+    base = {"fusion": {"type": t1, "old_only": 1, **kw1}}
+    merged = merge(base, {"fusion": {"type": t2, **kw2}})
+    if t1 != t2:
+        assert merged["fusion"] == {"type": t2, **kw2}
+    else:
+        assert merged["fusion"]["old_only"] == 1
+
+
+def test_explicit_replace_marker():
+    base = {"data": {"a": 1, "b": 2}}
+    assert merge(base, {"data": {"_replace_": True, "c": 3}}) == {"data": {"c": 3}}
+
+
+def test_inputs_are_not_modified():
+    base, over = {"a": {"b": [1]}}, {"a": {"c": 2}}
+    merged = merge(base, over)
+    merged["a"]["b"].append(9)
+    assert base == {"a": {"b": [1]}} and over == {"a": {"c": 2}}
+
+
+# -- YAML -------------------------------------------------------------------------
+def test_exponent_floats_read_as_floats():
+    assert parse_yaml("lr: 2e-4\nx: 1E5\ny: 3") == {"lr": 2e-4, "x": 1e5, "y": 3}
+    assert isinstance(parse_yaml("lr: 2e-4")["lr"], float)
+
+
+def test_duplicate_keys_are_errors_naming_the_file(tmp_path):
+    path = tmp_path / "dup.yaml"
+    path.write_text("train:\n  lr: 1\n  lr: 2\n")
+    with pytest.raises(RecipeError, match=r"dup.yaml:3: duplicate key 'lr'"):
+        load_recipe(path)
+
+
+def test_unsafe_tags_are_rejected(tmp_path):
+    path = tmp_path / "evil.yaml"
+    path.write_text("model: !!python/object/apply:os.system ['echo hi']\n")
+    with pytest.raises(RecipeError, match="evil.yaml"):
+        load_recipe(path)
+
+
+# -- inheritance ---------------------------------------------------------------------
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_base_inheritance_relative_to_the_file(tmp_path):
+    write(tmp_path / "base.yaml", "model:\n  type: dino_ir\n  fusion: {type: msf, experts: 4}\ntrain: {lr: 2e-4, iterations: 10}\n")
+    child = write(tmp_path / "sub" / "child.yaml",
+                  "base: ../base.yaml\nmodel:\n  fusion: {type: concat}\ntrain: {iterations: 20}\n")
+    recipe = load_recipe(child)
+    assert recipe == {
+        "model": {"type": "dino_ir", "fusion": {"type": "concat"}},
+        "train": {"lr": 2e-4, "iterations": 20},
+    }
+
+
+def test_base_cycle_is_an_error(tmp_path):
+    write(tmp_path / "a.yaml", "base: b.yaml\n")
+    write(tmp_path / "b.yaml", "base: a.yaml\n")
+    with pytest.raises(RecipeError, match="cycle"):
+        load_recipe(tmp_path / "a.yaml")
+
+
+def test_missing_base_names_the_referencing_file(tmp_path):
+    path = write(tmp_path / "a.yaml", "base: nowhere.yaml\n")
+    with pytest.raises(RecipeError, match=r"'nowhere.yaml' not found \(referenced from"):
+        load_recipe(path)
+
+
+def test_unknown_top_level_key_names_file_and_key(tmp_path):
+    path = write(tmp_path / "a.yaml", "trian: {lr: 1}\n")
+    with pytest.raises(RecipeError, match=r"unknown top-level key 'trian'; did you mean 'train'"):
+        load_recipe(path)
+
+
+# -- overrides -------------------------------------------------------------------------
+def test_overrides_parse_with_the_same_loader():
+    assert parse_override("train.lr=2e-4") == (["train", "lr"], 2e-4)
+    assert parse_override("model.layers=[1, 2]") == (["model", "layers"], [1, 2])
+    assert parse_override("model.fusion={type: concat}") == (["model", "fusion"], {"type": "concat"})
+    with pytest.raises(RecipeError, match="key.path=value"):
+        parse_override("novalue")
+
+
+def test_overrides_follow_the_merge_rules():
+    recipe = {"model": {"fusion": {"type": "msf", "experts": 4}}, "loss": {"terms": [{"w": 1}, {"w": 2}]}}
+    out = apply_overrides(recipe, ["model.fusion.type=concat", "loss.terms.1.w=0"])
+    assert out["model"]["fusion"] == {"type": "concat"}
+    assert out["loss"]["terms"] == [{"w": 1}, {"w": 0}]
+    with pytest.raises(RecipeError, match="'loss.terms.5'"):
+        apply_overrides(recipe, ["loss.terms.5.w=0"])
+    with pytest.raises(RecipeError, match="'model.fusion.experts.x'"):
+        apply_overrides(recipe, ["model.fusion.experts.x=1"])
+
+
+@settings(max_examples=40, deadline=None)
+@given(mappings, st.lists(st.tuples(st.lists(keys, min_size=1, max_size=3), st.integers(0, 9)), max_size=4))
+def test_override_application_is_idempotent(recipe, overrides):
+    items = {".".join(path): value for path, value in overrides}
+    try:
+        once = apply_overrides(recipe, items)
+    except RecipeError:
+        return  # e.g. a path through a scalar; errors are tested above
+    assert apply_overrides(once, items) == once
+
+
+def test_dump_round_trips_and_diff(tmp_path):
+    recipe = {"model": {"type": "dino_ir", "layers": [2, 5]}, "train": {"lr": 2e-4}}
+    assert parse_yaml(dump_recipe(recipe)) == recipe
+    other = {"model": {"type": "dino_ir", "layers": [5]}, "train": {"lr": 2e-4, "ema": 0.9}}
+    assert recipe_diff(recipe, other)[0] == ("model.layers", [2, 5], [5])
+    assert [row[0] for row in recipe_diff(recipe, other)] == ["model.layers", "train.ema"]

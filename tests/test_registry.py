@@ -1,0 +1,122 @@
+"""Registry behaviour: registration, lookup errors, building specs."""
+
+from __future__ import annotations
+
+import pytest
+
+import restorekit
+from restorekit.building import build, build_part, merge_spec, model_spec
+from restorekit.errors import BuildError, DuplicateComponentError, UnknownComponentError
+from restorekit.registry import FUSIONS, KINDS, registry
+
+
+class Widget:
+    def __init__(self, size: int, color: str = "red") -> None:
+        self.size, self.color = size, color
+
+
+class Holder:
+    def __init__(self, inner: dict | Widget, scale: float = 1.0) -> None:
+        self.inner = build_part("fusion", merge_spec({"type": "rk_test_widget", "size": 1}, inner))
+        self.scale = scale
+
+
+@pytest.fixture
+def widget():
+    FUSIONS.register("rk_test_widget", Widget)
+    FUSIONS.register("rk_test_holder", Holder)
+    yield
+    FUSIONS.unregister("rk_test_widget")
+    FUSIONS.unregister("rk_test_holder")
+
+
+def test_every_kind_has_a_registry():
+    assert set(KINDS) == {
+        "backbone", "fusion", "adapter", "body", "model", "loss", "metric", "degradation", "dataset"
+    }
+    for kind in KINDS:
+        assert registry(kind).kind == kind
+    groups = {registry(kind).group for kind in KINDS}
+    assert groups == {
+        "restorekit.backbones", "restorekit.fusions", "restorekit.adapters", "restorekit.bodies",
+        "restorekit.models", "restorekit.losses", "restorekit.metrics", "restorekit.degradations",
+        "restorekit.datasets",
+    }
+
+
+def test_builtins_are_listed_lazily():
+    entries = {e.name: e for e in registry("fusion").entries()}
+    assert entries["msf"].source == "builtin"
+    assert entries["msf"].target == "restorekit.fusion.msf:MultiLayerSemanticFusion"
+
+
+def test_decorator_and_build(widget):
+    obj = build("fusion", {"type": "rk_test_widget", "size": 3})
+    assert isinstance(obj, Widget) and obj.size == 3 and obj.color == "red"
+    assert build("fusion", "rk_test_widget", size=2).size == 2
+
+
+def test_decorator_form_registers_and_returns_the_class():
+    @restorekit.register("loss", "rk_test_decorated")
+    class Decorated:
+        pass
+
+    try:
+        assert registry("loss").get("rk_test_decorated") is Decorated
+    finally:
+        registry("loss").unregister("rk_test_decorated")
+
+
+def test_unknown_name_suggests_close_matches():
+    with pytest.raises(UnknownComponentError) as err:
+        registry("fusion").get("msff")
+    msg = str(err.value)
+    assert "unknown fusion 'msff'" in msg and "'msf'" in msg
+
+
+def test_unknown_kind_suggests_close_kinds():
+    with pytest.raises(UnknownComponentError, match="did you mean 'fusion'"):
+        registry("fusions")
+
+
+def test_unexpected_keyword_lists_accepted(widget):
+    with pytest.raises(BuildError) as err:
+        build("fusion", {"type": "rk_test_widget", "size": 1, "colour": "blue"})
+    assert "'colour'" in str(err.value) and "size, color" in str(err.value)
+
+
+def test_spec_without_type_is_a_clear_error():
+    with pytest.raises(BuildError, match="has no 'type'"):
+        build("fusion", {"size": 1})
+
+
+def test_duplicate_registration_says_where_the_existing_one_lives(widget):
+    with pytest.raises(DuplicateComponentError) as err:
+        FUSIONS.register("rk_test_widget", Widget)
+    assert "test_registry:Widget" in str(err.value)
+    with pytest.raises(DuplicateComponentError, match="restorekit.fusion.msf:MultiLayerSemanticFusion"):
+        FUSIONS.register("msf", Widget)
+
+
+def test_nested_specs_build_recursively_and_merge_onto_defaults(widget):
+    holder = build("fusion", {"type": "rk_test_holder", "inner": {"size": 5}})
+    assert isinstance(holder.inner, Widget) and holder.inner.size == 5
+    built = Widget(9)
+    assert build("fusion", {"type": "rk_test_holder", "inner": built}).inner is built
+
+
+def test_merge_spec_type_switch_replaces_default():
+    assert merge_spec({"type": "msf", "experts": 4}, {"type": "concat"}) == {"type": "concat"}
+    assert merge_spec({"type": "msf", "experts": 4}, {"experts": 2}) == {"type": "msf", "experts": 2}
+    assert merge_spec({"type": "msf", "experts": 4}, None) == {"type": "msf", "experts": 4}
+    assert merge_spec({"type": "msf", "experts": 4}, "concat") == {"type": "concat"}
+
+
+def test_model_spec_merges_keyword_overrides():
+    spec = model_spec("dino_ir", fusion={"type": "concat"}, backbone={"weights": "x.pth"})
+    assert spec == {"type": "dino_ir", "fusion": {"type": "concat"}, "backbone": {"weights": "x.pth"}}
+
+
+def test_model_spec_unknown_name_is_a_model_error():
+    with pytest.raises(UnknownComponentError, match="unknown model 'dino_irr'.*'dino_ir'"):
+        model_spec("dino_irr")
