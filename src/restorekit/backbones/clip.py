@@ -1,0 +1,141 @@
+"""The vision tower of an open_clip ViT as a frozen feature backbone.
+
+Only the image tower is built, through open_clip's own builder from the named
+model config, so any open_clip ViT config works (``ViT-B-16`` by default). CLIP
+towers have learned position embeddings for one input size: the input is
+resized to that size (OpenAI mean/std) and the token maps are resized to the
+requested grid, which is how the paper compares CLIP with DINOv2 layer by layer.
+"""
+
+from __future__ import annotations
+
+import types
+from typing import Any, Mapping, Sequence
+
+import torch
+
+from restorekit.backbones.base import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, FeatureBackbone
+from restorekit.backbones.weights import (
+    existing_file,
+    is_file_spec,
+    load_exactly,
+    open_clip_hub_file,
+    read_state_dict,
+)
+from restorekit.errors import BuildError, CheckpointError
+
+
+def _vision_config(model_name: str, vision_cfg: Mapping[str, Any] | None) -> tuple[int, dict[str, Any], bool]:
+    """(projection dim, vision config, quick_gelu) of an open_clip model config."""
+    import difflib
+
+    import open_clip
+
+    cfg = open_clip.get_model_config(model_name)
+    if cfg is None:
+        close = difflib.get_close_matches(model_name, open_clip.list_models(), n=3)
+        hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+        raise BuildError(f"unknown open_clip model {model_name!r}{hint} (see open_clip.list_models())")
+    vision = {**cfg["vision_cfg"], **dict(vision_cfg or {})}
+    if vision.get("timm_model_name"):
+        raise BuildError(
+            f"open_clip {model_name!r} uses a timm image tower; use the timm backbone "
+            f"(type: timm, model_name: {vision['timm_model_name']!r}) instead"
+        )
+    if isinstance(vision.get("layers"), (list, tuple)):
+        raise BuildError(f"open_clip {model_name!r} has a ResNet image tower; the clip backbone serves ViTs")
+    return int(cfg["embed_dim"]), vision, bool(cfg.get("quick_gelu", False))
+
+
+def visual_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The image tower's tensors from a full open_clip checkpoint (or a tower-only one)."""
+    if any(k.startswith("visual.") for k in state):
+        return {k[len("visual."):]: v for k, v in state.items() if k.startswith("visual.")}
+    return dict(state)
+
+
+class CLIPBackbone(FeatureBackbone):
+    """open_clip image tower (ViT) with the backbone interface.
+
+    Args:
+        model_name: open_clip model config (``ViT-B-16``, ``ViT-L-14``, ...).
+        weights: None (random init), True or an open_clip pretrained tag
+            (``openai``, ``laion2b_s34b_b88k``, ...), or a local open_clip checkpoint
+            (a full CLIP state dict with ``visual.*`` keys, or the tower alone).
+        frozen: keep the weights fixed.
+        quick_gelu: QuickGELU activations (OpenAI-trained weights need them);
+            None takes the model config's or the pretrained tag's setting.
+        vision_cfg: overrides of the config's ``vision_cfg`` (e.g. a tiny test tower).
+        mean, std: input normalisation (OpenAI's by default).
+        dtype: autocast dtype on CUDA (``bf16``), None for full precision.
+        antialias: antialias when resizing the input to the tower's size.
+    """
+
+    def __init__(
+        self,
+        model_name: str = "ViT-B-16",
+        weights: Any = None,
+        frozen: bool = True,
+        quick_gelu: bool | None = None,
+        vision_cfg: Mapping[str, Any] | None = None,
+        mean: Sequence[float] = OPENAI_CLIP_MEAN,
+        std: Sequence[float] = OPENAI_CLIP_STD,
+        dtype: str | torch.dtype | None = None,
+        antialias: bool = False,
+    ) -> None:
+        super().__init__(name=model_name, frozen=frozen, mean=mean, std=std, dtype=dtype, antialias=antialias)
+        from open_clip.model import _build_vision_tower
+
+        embed_dim, vision, config_quick_gelu = _vision_config(model_name, vision_cfg)
+        path: str | None = None
+        described: str | None = None
+        if weights is None or weights is False:
+            pass
+        elif is_file_spec(weights):
+            path = str(existing_file(weights, f"open_clip {model_name}"))
+            described = path
+        else:
+            tag, path, tag_cfg = open_clip_hub_file(model_name, weights)
+            described = f"{model_name}:{tag}"
+            config_quick_gelu = config_quick_gelu or bool(tag_cfg.get("quick_gelu", False))
+        use_quick_gelu = config_quick_gelu if quick_gelu is None else bool(quick_gelu)
+        try:
+            tower = _build_vision_tower(embed_dim, vision, quick_gelu=use_quick_gelu)
+        except TypeError as exc:
+            raise BuildError(f"open_clip {model_name!r}: bad vision_cfg {dict(vision_cfg or {})!r}: {exc}") from exc
+        self.tower = tower
+        self.quick_gelu = use_quick_gelu
+        if path is not None:
+            self._load(path, model_name)
+        self.weights, self.weights_file = described, path
+        self.embed_dim = int(tower.transformer.width)
+        self.num_layers = len(tower.transformer.resblocks)
+        patch = tuple(tower.patch_size)
+        if patch[0] != patch[1]:
+            raise BuildError(f"open_clip {model_name!r}: non-square patches {patch} are not supported")
+        self.patch_size = int(patch[0])
+        self.fixed_input_size = (int(tower.image_size[0]), int(tower.image_size[1]))
+        self._finish_init()
+
+    def _load(self, path: str, model_name: str) -> None:
+        from open_clip.model import resize_pos_embed
+
+        arch = f"the open_clip {model_name} image tower"
+        state = visual_state(read_state_dict(path, arch))
+        try:
+            if "positional_embedding" in state:
+                # Same tower at another input size: resample the grid as open_clip does.
+                wrapped = {"visual.positional_embedding": state["positional_embedding"]}
+                resize_pos_embed(wrapped, types.SimpleNamespace(visual=self.tower))
+                state["positional_embedding"] = wrapped["visual.positional_embedding"]
+            load_exactly(self.tower, state, path, arch)
+        except CheckpointError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - e.g. a resample on a wrong-width tensor
+            raise CheckpointError(f"weights file {path!r} does not fit {arch}: {exc}") from exc
+
+    def _extract(self, x: torch.Tensor, indices: list[int]) -> list[torch.Tensor]:
+        out = self.tower.forward_intermediates(
+            x, indices=indices, stop_early=True, intermediates_only=True, output_fmt="NCHW"
+        )
+        return out["image_intermediates"]
