@@ -1,0 +1,202 @@
+"""From a recipe's ``data`` section to a training stream and evaluation sets.
+
+```yaml
+data:
+  root: data                 # protocol datasets read <root>/<task>/<split>/
+  patch_size: 128
+  augment: true              # the 8 flips and rotations
+  num_workers: 4
+  train:                     # task name -> dataset spec and its share
+    denoise_15: {dataset: {type: denoise, split: train, sigma: 15}, repeat: 3}
+    derain:     {dataset: {type: derain, split: train}, repeat: 120}
+  val:                       # task name -> full-size test images
+    derain:     {dataset: {type: derain, split: test}, limit: 20}
+```
+
+Shares: with ``repeat`` (default 1) a task is drawn in proportion to
+``repeat * its image count``, as if its image list were repeated and all lists
+concatenated (PromptIR's sampler); with ``weight`` it is drawn in proportion to
+the weight whatever its size. One section uses one rule.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from restorekit.errors import DataError, RecipeError, RestorekitError
+
+log = logging.getLogger("restorekit.data")
+
+DATA_KEYS = ("root", "patch_size", "augment", "num_workers", "pin_memory", "train", "val")
+TRAIN_KEYS = ("dataset", "repeat", "weight")
+VAL_KEYS = ("dataset", "limit")
+
+
+@dataclass
+class TaskEntry:
+    """One task of a section, as written in the recipe, with what it found."""
+
+    section: str  # "train" or "val"
+    name: str
+    spec: Any
+    repeat: float | None = None
+    weight: float | None = None
+    limit: int | None = None
+    dataset: Any = None
+    error: str | None = None
+
+    @property
+    def where(self) -> str:
+        return f"data.{self.section}.{self.name}"
+
+    @property
+    def share(self) -> float:
+        if self.weight is not None:
+            return float(self.weight)
+        return float(self.repeat if self.repeat is not None else 1) * len(self.dataset)
+
+
+def _unknown(keys: Any, allowed: tuple[str, ...], where: str) -> None:
+    import difflib
+
+    for key in keys:
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise RecipeError(f"{where}: unknown key {key!r}{hint} (known: {', '.join(allowed)})")
+
+
+def check_data_config(data_cfg: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The data section with defaults filled in; RecipeError naming the key at fault."""
+    if not data_cfg:
+        raise RecipeError("the recipe has no 'data' section")
+    if not isinstance(data_cfg, Mapping):
+        raise RecipeError(f"data must be a mapping, got {type(data_cfg).__name__}")
+    _unknown(data_cfg, DATA_KEYS, "data")
+    cfg = {"root": None, "patch_size": 128, "augment": True, "num_workers": 0, "pin_memory": False,
+           "train": {}, "val": {}}
+    cfg.update({k: v for k, v in data_cfg.items() if v is not None})
+    for key in ("patch_size", "num_workers"):
+        value = cfg[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < (1 if key == "patch_size" else 0):
+            raise RecipeError(f"data.{key} must be an integer >= {1 if key == 'patch_size' else 0}, got {value!r}")
+    for key in ("augment", "pin_memory"):
+        if not isinstance(cfg[key], bool):
+            raise RecipeError(f"data.{key} must be true or false, got {cfg[key]!r}")
+    for section in ("train", "val"):
+        if not isinstance(cfg[section], Mapping):
+            raise RecipeError(f"data.{section} must map task names to {{dataset: ...}}, got {cfg[section]!r}")
+    return cfg
+
+
+def task_entries(cfg: Mapping[str, Any], section: str) -> list[TaskEntry]:
+    """The entries of ``data.train`` or ``data.val``, checked but not built."""
+    allowed = TRAIN_KEYS if section == "train" else VAL_KEYS
+    entries = []
+    for name, entry in cfg[section].items():
+        where = f"data.{section}.{name}"
+        if not isinstance(entry, Mapping) or "dataset" not in entry:
+            raise RecipeError(f"{where} must be a mapping with a 'dataset' spec, e.g. {{dataset: {{type: denoise}}}}")
+        _unknown(entry, allowed, where)
+        out = TaskEntry(section, str(name), entry["dataset"])
+        for key in ("repeat", "weight"):
+            value = entry.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
+                raise RecipeError(f"{where}.{key} must be a number > 0, got {value!r}")
+            setattr(out, key, value)
+        if out.repeat is not None and out.weight is not None:
+            raise RecipeError(f"{where}: give repeat or weight, not both")
+        limit = entry.get("limit")
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise RecipeError(f"{where}.limit must be an integer >= 1, got {limit!r}")
+        out.limit = limit
+        entries.append(out)
+    if section == "train":
+        uses_weight = {e.weight is not None for e in entries}
+        if len(uses_weight) > 1:
+            mixed = ", ".join(e.name for e in entries if e.weight is None)
+            raise RecipeError(
+                f"data.train: some tasks set weight and others ({mixed}) do not; use weight for all or repeat for all"
+            )
+    return entries
+
+
+def build_dataset(entry: TaskEntry, root: str | None) -> Any:
+    """Build one task's dataset; the data root and the task name are passed where accepted."""
+    from restorekit.building import accepted_keywords, build, split_spec
+    from restorekit.registry import registry
+
+    type_name, kwargs = split_spec("dataset", entry.spec)
+    try:
+        names, var_kw = accepted_keywords(registry("dataset").get(type_name))
+        if root is not None and "root" not in kwargs and ("root" in names or var_kw):
+            kwargs["root"] = root
+        if "task" not in kwargs and ("task" in names or var_kw):
+            kwargs["task"] = entry.name
+        dataset = build("dataset", {"type": type_name, **kwargs})
+    except RestorekitError as exc:
+        message = f"{entry.where}: {exc}"
+        try:
+            error = type(exc)(message)
+        except TypeError:  # an error class with a richer constructor
+            error = RecipeError(message)
+        raise error from exc
+    if len(dataset) == 0:
+        raise DataError(f"{entry.where}: task {entry.name!r} has no images ({type_name})")
+    if entry.limit is not None and entry.limit < len(dataset):
+        from torch.utils.data import Subset
+
+        dataset = Subset(dataset, range(entry.limit))
+    return dataset
+
+
+def build_train_stream(data_cfg: Mapping[str, Any], batch_size: int, seed: int, rank: int = 0, world_size: int = 1) -> Any:
+    """The :class:`~restorekit.data.stream.TrainStream` a data section describes."""
+    from restorekit.data.stream import TaskSource, TrainStream
+
+    cfg = check_data_config(data_cfg)
+    entries = task_entries(cfg, "train")
+    if not entries:
+        raise RecipeError("data.train is empty: name at least one task, e.g. derain: {dataset: {type: derain}}")
+    for entry in entries:
+        entry.dataset = build_dataset(entry, cfg["root"])
+    total = sum(e.share for e in entries)
+    for entry in entries:
+        rule = f"weight {entry.weight}" if entry.weight is not None else f"repeat {entry.repeat or 1}"
+        log.info("train task %s: %d images, %s -> %.1f%% of samples",
+                 entry.name, len(entry.dataset), rule, 100 * entry.share / total)
+    return TrainStream(
+        [TaskSource(e.name, e.dataset, e.share) for e in entries],
+        batch_size=batch_size,
+        seed=seed,
+        rank=rank,
+        world_size=world_size,
+        patch_size=cfg["patch_size"],
+        augment=cfg["augment"],
+        num_workers=cfg["num_workers"],
+        pin_memory=cfg["pin_memory"],
+    )
+
+
+def build_eval_sets(data_cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """Task name -> dataset of full-size (lq, gt) test images, from ``data.val``."""
+    cfg = check_data_config(data_cfg)
+    sets = {}
+    for entry in task_entries(cfg, "val"):
+        sets[entry.name] = build_dataset(entry, cfg["root"])
+        log.info("val task %s: %d images", entry.name, len(sets[entry.name]))
+    return sets
+
+
+def inspect_data(data_cfg: Mapping[str, Any]) -> tuple[dict[str, Any], list[TaskEntry]]:
+    """Build every task of both sections, keeping each task's error instead of stopping."""
+    cfg = check_data_config(data_cfg)
+    entries = task_entries(cfg, "train") + task_entries(cfg, "val")
+    for entry in entries:
+        try:
+            entry.dataset = build_dataset(entry, cfg["root"])
+        except RestorekitError as exc:
+            entry.error = str(exc)
+    return cfg, entries

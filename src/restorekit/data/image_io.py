@@ -1,0 +1,237 @@
+"""Reading and writing images as float tensors in [0, 1].
+
+Reads 8- and 16-bit PNG (gray, gray+alpha, RGB, RGBA), JPEG, BMP, WebP and TIFF
+(through tifffile, 8/16-bit and float). Pillow reads 16-bit colour PNGs only at
+8-bit precision, so those are decoded twice by Pillow's own zip decoder, once for
+the high bytes and once for the low bytes, and recombined: no precision is lost
+and no PNG code of our own runs on untrusted data. Writing is atomic (temporary
+file in the same folder, fsync, rename); 16-bit PNG is written by a small
+encoder here because Pillow cannot write 16-bit colour PNGs.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import tempfile
+import warnings
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+@dataclass
+class LoadedImage:
+    """An image file's pixels and what is needed to write a result back alike."""
+
+    rgb: torch.Tensor  # (3, H, W) float32 in [0, 1]; gray sources are replicated
+    alpha: torch.Tensor | None  # (1, H, W) float32 in [0, 1], or None
+    gray: bool  # the file had one colour channel
+    bit_depth: int  # 8 or 16 (float TIFFs report 32)
+
+
+def is_image_file(path: str | os.PathLike) -> bool:
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+# -- reading -------------------------------------------------------------------------
+def load_image(path: str | os.PathLike) -> LoadedImage:
+    """Read an image file: RGB, optional alpha, whether it was gray, its bit depth."""
+    path = Path(path)
+    if path.suffix.lower() in (".tif", ".tiff"):
+        array, depth = _read_tiff(path)
+    else:
+        array, depth = _read_pillow(path)
+    if array.ndim == 2:
+        array = array[..., None]
+    channels = array.shape[-1]
+    if channels not in (1, 2, 3, 4):
+        raise ValueError(f"{path}: unsupported number of channels {channels}")
+    pixels = torch.from_numpy(np.array(array, copy=True)).permute(2, 0, 1)
+    scale = {8: 255.0, 16: 65535.0}.get(depth, 1.0)
+    pixels = (pixels.float() / scale).clamp(0, 1)
+    colour, alpha = (pixels[:-1], pixels[-1:]) if channels in (2, 4) else (pixels, None)
+    gray = colour.shape[0] == 1
+    rgb = colour.expand(3, -1, -1).contiguous() if gray else colour
+    return LoadedImage(rgb=rgb, alpha=alpha, gray=gray, bit_depth=depth)
+
+
+def read_image(path: str | os.PathLike) -> torch.Tensor:
+    """(3, H, W) float32 in [0, 1]: gray replicated to RGB, alpha dropped."""
+    return load_image(path).rgb
+
+
+def _read_tiff(path: Path) -> tuple[np.ndarray, int]:
+    import tifffile
+
+    array = tifffile.imread(path)
+    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 2, 3, 4):
+        array = np.moveaxis(array, 0, -1)  # planar (C, H, W) storage
+    if array.dtype == np.uint8:
+        return array, 8
+    if array.dtype == np.uint16:
+        return array, 16
+    if np.issubdtype(array.dtype, np.floating):
+        return array.astype(np.float32), 32
+    raise ValueError(f"{path}: unsupported TIFF sample type {array.dtype}")
+
+
+def _read_pillow(path: Path) -> tuple[np.ndarray, int]:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        rawmode = _png_rawmode(im) if im.format == "PNG" else ""
+        if rawmode in ("RGB;16B", "RGBA;16B", "LA;16B"):
+            return _read_png16(path, im, rawmode), 16
+        if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+            return np.clip(np.asarray(im, dtype=np.int64), 0, 65535).astype(np.uint16), 16
+        if im.mode == "F":
+            return np.asarray(im, dtype=np.float32), 32
+        if im.mode in ("L", "LA", "RGB", "RGBA"):
+            return np.asarray(im), 8
+        has_alpha = im.mode in ("PA", "RGBa", "La") or "transparency" in im.info
+        return np.asarray(im.convert("RGBA" if has_alpha else "RGB")), 8
+
+
+def _png_rawmode(im: object) -> str:
+    tile = getattr(im, "tile", None) or []
+    if len(tile) != 1:
+        return ""
+    args = tile[0][3]
+    return args if isinstance(args, str) else (args[0] if args else "")
+
+
+def _read_png16(path: Path, im: object, rawmode: str) -> np.ndarray:
+    """Full 16-bit samples of an RGB, RGBA or gray+alpha PNG, decoded by Pillow.
+
+    RGB/RGBA: two passes, ``;16B`` for the high bytes and ``;16L`` (which reads
+    the second byte of each big-endian sample) for the low bytes. Gray+alpha
+    (which Pillow opens as RGBA): one pass reading the 4 raw bytes per pixel.
+    """
+    if getattr(im, "info", {}).get("interlace"):
+        warnings.warn(f"{path}: interlaced 16-bit PNG read at 8-bit precision", stacklevel=4)
+        array = np.asarray(im).astype(np.uint16) * 257
+        return array[..., [0, 3]] if rawmode == "LA;16B" else array
+    tile = im.tile[0]  # type: ignore[attr-defined]
+    if rawmode == "LA;16B":
+        raw = _decode_png_tile(path, tile, "RGBA").astype(np.uint16)
+        return np.stack([(raw[..., 0] << 8) | raw[..., 1], (raw[..., 2] << 8) | raw[..., 3]], -1)
+    mode = rawmode.split(";")[0]
+    high = _decode_png_tile(path, tile, f"{mode};16B").astype(np.uint16)
+    low = _decode_png_tile(path, tile, f"{mode};16L").astype(np.uint16)
+    return (high << 8) | low
+
+
+def _decode_png_tile(path: Path, tile: object, rawmode: str) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as again:
+        again.tile = [tile._replace(args=rawmode) if hasattr(tile, "_replace") else (*tile[:3], rawmode)]  # type: ignore[attr-defined,index]
+        again.load()
+        return np.asarray(again)
+
+
+# -- writing -------------------------------------------------------------------------
+def write_bytes_atomic(path: str | os.PathLike, write: Callable[[object], None]) -> None:
+    """Call ``write(file)`` on a temporary file beside ``path``, fsync, then rename onto it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def to_array(img: torch.Tensor, bit_depth: int = 8) -> np.ndarray:
+    """(C, H, W) or (H, W) float in [0, 1] -> (H, W, C) uint8 or uint16, rounded."""
+    if img.dim() == 2:
+        img = img[None]
+    if img.dim() != 3 or img.shape[0] not in (1, 2, 3, 4):
+        raise ValueError(f"an image tensor must be (C, H, W) with C in 1-4, got {tuple(img.shape)}")
+    if bit_depth not in (8, 16):
+        raise ValueError(f"bit_depth must be 8 or 16, got {bit_depth}")
+    peak = 255.0 if bit_depth == 8 else 65535.0
+    values = torch.round(img.detach().float().cpu().clamp(0, 1) * peak)
+    dtype = np.uint8 if bit_depth == 8 else np.uint16
+    return values.permute(1, 2, 0).numpy().astype(dtype)
+
+
+def write_image(
+    path: str | os.PathLike,
+    img: torch.Tensor,
+    bit_depth: int = 8,
+    alpha: torch.Tensor | None = None,
+    quality: int = 95,
+) -> Path:
+    """Write a (C, H, W) float image in [0, 1] atomically; the format follows the suffix.
+
+    ``alpha`` (1, H, W) is appended as a fourth (or second) channel. 16-bit is
+    written for PNG and TIFF only.
+    """
+    path = Path(path)
+    if alpha is not None:
+        img = torch.cat([img if img.dim() == 3 else img[None], alpha.to(img)], 0)
+    array = to_array(img, bit_depth)
+    suffix = path.suffix.lower()
+    if suffix in (".tif", ".tiff"):
+        import tifffile
+
+        buffer = io.BytesIO()
+        photometric = "minisblack" if array.shape[-1] in (1, 2) else "rgb"
+        extra = ["unassalpha"] if array.shape[-1] in (2, 4) else None
+        samples = np.squeeze(array, -1) if array.shape[-1] == 1 else array
+        tifffile.imwrite(buffer, samples, photometric=photometric, extrasamples=extra)
+        write_bytes_atomic(path, lambda f: f.write(buffer.getvalue()))
+        return path
+    if bit_depth == 16:
+        if suffix != ".png":
+            raise ValueError(f"{path}: 16-bit images can be written as PNG or TIFF, not {suffix or 'no suffix'}")
+        data = encode_png16(array)
+        write_bytes_atomic(path, lambda f: f.write(data))
+        return path
+    from PIL import Image
+
+    fmt = Image.registered_extensions().get(suffix)
+    if fmt is None:
+        raise ValueError(f"{path}: unknown image suffix {suffix!r}")
+    pil = Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
+    if fmt == "JPEG" and pil.mode in ("LA", "RGBA"):
+        raise ValueError(f"{path}: JPEG has no alpha channel; write PNG to keep it")
+    options = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
+    write_bytes_atomic(path, lambda f: pil.save(f, format=fmt, **options))
+    return path
+
+
+def encode_png16(array: np.ndarray) -> bytes:
+    """A 16-bit PNG of an (H, W, C) uint16 array (C 1-4), rows 'Up'-filtered."""
+    height, width, channels = array.shape
+    colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
+    rows = array.astype(">u2").reshape(height, width * channels).view(np.uint8)
+    filtered = rows.copy()
+    filtered[1:] = rows[1:] - rows[:-1]  # uint8 arithmetic wraps, as the Up filter wants
+    scanlines = np.concatenate([np.full((height, 1), 2, np.uint8), filtered], axis=1)
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(scanlines.tobytes(), 6))
+        + chunk(b"IEND", b"")
+    )

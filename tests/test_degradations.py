@@ -1,0 +1,203 @@
+"""Degradations: shape/range/determinism properties, identities, noise statistics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from restorekit import build
+from restorekit.catalog import BUILTINS
+from restorekit.data.degradations import (
+    Chain,
+    DefocusBlur,
+    GaussianNoise,
+    Haze,
+    LowLight,
+    MotionBlur,
+    RainStreaks,
+    build_degradation,
+)
+from restorekit.errors import BuildError
+
+NAMES = sorted(BUILTINS["degradation"])
+RANDOM_NAMES = [n for n in NAMES if n != "identity"]
+
+
+def image(seed: int, shape: tuple[int, ...]) -> torch.Tensor:
+    return torch.rand(shape, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("name", NAMES)
+@settings(max_examples=10, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    batch=st.sampled_from([None, 2]),
+    height=st.integers(8, 40),
+    width=st.integers(8, 40),
+)
+def test_keeps_shape_dtype_range_and_is_deterministic(name, seed, batch, height, width):
+    deg = build("degradation", name)
+    shape = (3, height, width) if batch is None else (batch, 3, height, width)
+    x = image(seed, shape)
+    y = deg(x, rng=seed)
+    assert y.shape == x.shape and y.dtype == x.dtype
+    assert torch.isfinite(y).all() and y.min() >= 0 and y.max() <= 1
+    assert torch.equal(y, deg(x, rng=seed))
+    assert torch.equal(x, image(seed, shape)), "the input must not be modified"
+
+
+@pytest.mark.parametrize("name", RANDOM_NAMES)
+def test_differs_across_seeds(name):
+    deg = build("degradation", name)
+    x = image(0, (3, 48, 48))
+    outputs = [deg(x, rng=s) for s in range(4)]
+    assert any(not torch.equal(outputs[0], o) for o in outputs[1:])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_float64_and_generator(name):
+    deg = build("degradation", name)
+    x = image(1, (3, 24, 24)).double()
+    gen = torch.Generator().manual_seed(5)
+    y = deg(x, rng=gen)
+    assert y.dtype == torch.float64
+    again = deg(x, rng=torch.Generator().manual_seed(5))
+    assert torch.equal(y, again)
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), height=st.integers(4, 32), width=st.integers(4, 32))
+def test_zero_strength_is_identity(seed, height, width):
+    x = image(seed, (3, height, width))
+    assert torch.equal(Haze(beta=0)(x, seed), x)
+    assert torch.equal(GaussianNoise(sigma=0, mode="uint8")(x, seed), x)
+    assert torch.equal(GaussianNoise(sigma=0, mode="float")(x, seed), x)
+    assert torch.equal(DefocusBlur(radius=0)(x, seed), x)
+    assert torch.equal(LowLight(gamma=1, scale=1, photons=0, read_noise=0)(x, seed), x)
+    assert torch.allclose(MotionBlur(size=1)(x, seed), x, atol=1e-6)
+    assert torch.equal(RainStreaks(intensity=0)(x, seed), x)
+
+
+def test_float_noise_statistics():
+    x = torch.full((3, 160, 160), 0.5)
+    y = GaussianNoise(sigma=25, mode="float")(x, rng=0)
+    residual = (y - x) * 255
+    assert abs(residual.mean().item()) < 0.3
+    assert abs(residual.std().item() - 25) < 0.5
+
+
+def test_uint8_noise_follows_the_field_pipeline():
+    """Quantise, add sigma * N(0, 1), clip, truncate to uint8 (PromptIR's np pipeline)."""
+    x = torch.full((3, 160, 160), 0.5)
+    y = GaussianNoise(sigma=25, mode="uint8")(x, rng=0)
+    levels = y * 255
+    assert torch.equal(levels, levels.round()), "uint8 mode stays on the 8-bit grid"
+    residual = levels - torch.round(x * 255)
+    # truncation toward zero shifts the mean by -0.5 (a uniform fractional part)
+    assert abs(residual.mean().item() + 0.5) < 0.3
+    assert abs(residual.std().item() - 25) < 0.5
+    dark = GaussianNoise(sigma=50, mode="uint8")(torch.zeros(3, 64, 64), rng=1)
+    assert 0.45 < (dark == 0).float().mean().item() < 0.6, "about half the noise is clipped at 0"
+
+
+def test_uint8_numpy_array_in_and_out():
+    arr = (image(3, (32, 32, 3)) * 255).round().numpy().astype(np.uint8)
+    out = GaussianNoise(sigma=15)(arr, rng=4)
+    assert out.dtype == np.uint8 and out.shape == arr.shape
+    assert not np.array_equal(out, arr)
+    assert np.array_equal(GaussianNoise(sigma=0)(arr, rng=4), arr)
+
+
+def test_sigma_list_draws_each_level():
+    x = torch.full((3, 64, 64), 0.5)
+    deg = GaussianNoise(sigma=[15, 25, 50], mode="float")
+    seen = {min((15, 25, 50), key=lambda s: abs(s - ((deg(x, i) - x) * 255).std().item())) for i in range(30)}
+    assert seen == {15, 25, 50}
+
+
+def test_unseeded_calls_follow_torch_manual_seed():
+    x = image(0, (3, 16, 16))
+    torch.manual_seed(11)
+    a = GaussianNoise()(x)
+    torch.manual_seed(11)
+    assert torch.equal(a, GaussianNoise()(x))
+
+
+def test_haze_darkens_contrast_toward_airlight():
+    x = image(2, (3, 64, 64))
+    y = Haze(beta=2.0, airlight=1.0)(x, rng=0)
+    assert y.mean() > x.mean() and y.std() < x.std()
+
+
+def test_low_light_darkens():
+    x = image(2, (3, 64, 64))
+    assert LowLight()(x, rng=0).mean() < 0.5 * x.mean()
+
+
+def test_rain_brightens_sparse_streaks():
+    x = torch.full((3, 96, 96), 0.2)
+    y = RainStreaks(density=0.004)(x, rng=0)
+    changed = (y - x).abs().amax(0) > 0.05
+    assert 0.005 < changed.float().mean() < 0.6
+    assert (y >= x - 1e-6).all(), "screen blending only brightens"
+
+
+def test_blur_kernels_are_normalised():
+    gen = torch.Generator().manual_seed(0)
+    k = MotionBlur(size=15).kernel(gen)
+    assert k.shape == (15, 15) and abs(k.sum().item() - 1) < 1e-5 and (k >= 0).all()
+    disk = DefocusBlur.disk(3.0)
+    assert abs(disk.sum().item() - 1) < 1e-5 and disk[3, 3] == disk.max()
+    flat = torch.full((3, 32, 32), 0.7)
+    assert torch.allclose(MotionBlur()(flat, 0), flat, atol=1e-5)
+    assert torch.allclose(DefocusBlur(kernel="gaussian")(flat, 0), flat, atol=1e-5)
+
+
+def test_jpeg_quality_changes_error():
+    x = image(5, (3, 64, 64))
+    low = (build("degradation", {"type": "jpeg", "quality": 10})(x, 0) - x).abs().mean()
+    high = (build("degradation", {"type": "jpeg", "quality": 95})(x, 0) - x).abs().mean()
+    assert low > high > 0
+
+
+def test_specs_and_chains():
+    chain = build_degradation([{"type": "noise", "sigma": 0}, {"type": "haze", "beta": 0}])
+    assert isinstance(chain, Chain)
+    x = image(0, (3, 16, 16))
+    assert torch.equal(chain(x, 1), x)
+    assert torch.equal(build_degradation("identity")(x), x)
+
+
+@pytest.mark.parametrize(
+    "spec, words",
+    [
+        ({"type": "noise", "mode": "int"}, "mode"),
+        ({"type": "noise", "sigma": -1}, "sigma"),
+        ({"type": "haze", "beta": [2.0, 1.0]}, "'beta'"),
+        ({"type": "rain", "blend": "multiply"}, "blend"),
+        ({"type": "jpeg", "quality": 0}, "'quality'"),
+        ({"type": "defocus_blur", "kernel": "box"}, "kernel"),
+        ({"type": "haze", "depth": 1}, "accepted: beta, airlight"),
+    ],
+)
+def test_bad_parameters_are_build_errors(spec, words):
+    with pytest.raises(BuildError, match=words):
+        build("degradation", spec)
+
+
+def test_bad_input_is_reported():
+    with pytest.raises(ValueError, match="expects"):
+        GaussianNoise()(torch.rand(16, 16))
+    with pytest.raises(TypeError, match="float"):
+        GaussianNoise()(torch.zeros(3, 8, 8, dtype=torch.uint8))
+
+
+def test_same_result_on_every_device(device):
+    x = image(0, (2, 3, 32, 32))
+    for deg in (GaussianNoise(sigma=25), Haze(), RainStreaks(), DefocusBlur()):
+        on_device = deg(x.to(device), rng=3)
+        assert on_device.device.type == device
+        assert torch.allclose(on_device.cpu(), deg(x, rng=3), atol=1e-5)
