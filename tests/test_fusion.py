@@ -117,3 +117,19 @@ def test_fusions_build_from_the_registry() -> None:
     assert isinstance(build("fusion", {"type": "concat", "in_channels": 8, "num_layers": 4}), ConcatFusion)
     with pytest.raises(BuildError, match="num_expert"):
         build("fusion", {"type": "msf", "in_channels": 8, "num_layers": 4, "num_expert": 2})
+
+
+def test_sparse_msf_skips_unpicked_experts_only_at_inference() -> None:
+    torch.manual_seed(5)
+    msf = MultiLayerSemanticFusion(4, 2, 6, num_experts=4, top_k=1)
+    feats = _feats(1, 4, 2, 3, 3)
+    calls = []
+    for k, expert in enumerate(msf.experts):
+        expert.register_forward_hook(lambda *_, k=k: calls.append(k))
+    training = msf(feats)
+    assert sorted(calls) == [0, 1, 2, 3]  # every expert runs while gradients are on
+    calls.clear()
+    with torch.no_grad():
+        inference = msf(feats)
+    assert calls == [int(msf.last_gate.argmax())]
+    assert torch.allclose(training, inference)

@@ -102,7 +102,9 @@ class MultiLayerSemanticFusion(nn.Module):
     def forward(self, feats: Sequence[Tensor]) -> Tensor:
         x = torch.cat(_check_feats(feats, self.num_layers, self.in_channels), dim=1)
         gate = self.gate_weights(x)
-        if self.top_k < self.num_experts:  # an expert no sample selected costs nothing
+        if self.top_k < self.num_experts and not torch.is_grad_enabled():
+            # At inference an expert no sample selected costs nothing. While training
+            # every expert runs (its gate is 0), so DDP sees every parameter used.
             active = (gate > 0).any(dim=0).tolist()
         else:
             active = [True] * self.num_experts

@@ -1,0 +1,198 @@
+r"""DINO-IR: a restoration body guided by a frozen backbone through MSF and D-R adapters.
+
+    lq -> body ------------------------------------------------------> restored
+     \                      guidance at injection points (latent, decoder3, ...)
+      -> frozen backbone (grid ceil(H/8) x ceil(W/8)) -> layers -> fusion -> guide
+                                       guide -> adapter_p(feature_p, guide)
+
+The backbone runs once per forward, under ``no_grad``, on the degraded input, for
+the guidance layers plus any layers a loss asked for (``request_backbone_layers``),
+which the DPC loss then reuses from ``aux["lq_features"]``.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import warnings
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from restorekit.building import build_part, merge_spec
+from restorekit.errors import BuildError
+
+DEFAULT_BODY: dict[str, Any] = {"type": "restormer"}
+DEFAULT_BACKBONE: dict[str, Any] = {"type": "dinov2", "size": "b"}
+DEFAULT_FUSION: dict[str, Any] = {"type": "msf", "num_experts": 4}
+DEFAULT_ADAPTER: dict[str, Any] = {"type": "dino_restore", "fusion": "attention", "query": "guide"}
+GRID_RULES = ("stride", "native")
+_MODEL_SET_FUSION_KEYS = ("in_channels", "num_layers", "out_channels")
+_MODEL_SET_ADAPTER_KEYS = ("guide_channels", "channels")
+
+_warned_random_backbone = False
+
+
+def is_pretrained(backbone: nn.Module) -> bool:
+    """Whether the backbone loaded weights (unknown backbones count as pretrained)."""
+    if hasattr(backbone, "pretrained"):
+        return bool(backbone.pretrained)
+    if hasattr(backbone, "weights"):  # FeatureBackbone: what the weights came from, or None
+        return backbone.weights is not None
+    if hasattr(backbone, "weights_record"):
+        return backbone.weights_record().get("weights") is not None
+    return True
+
+
+def _warn_random_backbone_once(backbone: nn.Module) -> None:
+    global _warned_random_backbone
+    if _warned_random_backbone or is_pretrained(backbone):
+        return
+    _warned_random_backbone = True
+    warnings.warn(
+        f"dino_ir: the {type(backbone).__name__} backbone is randomly initialised (no weights "
+        "given or found offline); its guidance is meaningless until you pass "
+        "backbone={'weights': 'path/to/weights'}",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
+class DinoIR(nn.Module):
+    """DINO-IR (arXiv 2312.01677): body + frozen backbone + fusion + D-R adapters.
+
+    Args:
+        body, backbone, fusion, adapter: specs merged onto the defaults (Restormer,
+            DINOv2 ViT-B/14, MSF with 4 experts, D-R attention with the guide as
+            query), or built modules.
+        layers: backbone blocks (0-based) the fusion combines.
+        injection_points: body points that receive guidance (one adapter each).
+        guide_stride: with ``guide_grid='stride'`` the token grid is
+            ``ceil(H/guide_stride) x ceil(W/guide_stride)`` (of the input the body
+            pads to a multiple of 8, so at stride 8 the guide matches ``latent``).
+        guide_grid: ``stride`` or ``native`` (the backbone's own patch grid).
+        fusion_channels: C_f, channels of the fused guide.
+        adapter_overrides: ``{point: partial adapter spec}`` merged onto ``adapter``
+            for single points.
+    """
+
+    supports_aux = True
+
+    def __init__(
+        self,
+        body: Mapping[str, Any] | str | nn.Module | None = None,
+        backbone: Mapping[str, Any] | str | nn.Module | None = None,
+        fusion: Mapping[str, Any] | str | nn.Module | None = None,
+        adapter: Mapping[str, Any] | str | None = None,
+        layers: Sequence[int] = (2, 5, 8, 11),
+        injection_points: Sequence[str] = ("latent", "decoder3", "decoder2"),
+        guide_stride: int = 8,
+        guide_grid: str = "stride",
+        fusion_channels: int = 384,
+        adapter_overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> None:
+        super().__init__()
+        if guide_grid not in GRID_RULES:
+            raise BuildError(f"dino_ir: guide_grid must be one of {GRID_RULES}, got {guide_grid!r}")
+        if int(guide_stride) < 1:
+            raise BuildError(f"dino_ir: guide_stride must be >= 1, got {guide_stride}")
+        self.body = build_part("body", merge_spec(DEFAULT_BODY, body))
+        self.backbone = build_part("backbone", merge_spec(DEFAULT_BACKBONE, backbone))
+        self.layers = [int(layer) for layer in layers]
+        self._check_layers("layers", self.layers)
+        self.injection_points = list(injection_points)
+        self.guide_stride, self.guide_grid_rule = int(guide_stride), guide_grid
+        self.fusion_channels = int(fusion_channels)
+        self.fusion = self._build_fusion(fusion)
+        self.adapters = self._build_adapters(adapter, adapter_overrides or {})
+        self._requested_layers: set[int] = set()
+        _warn_random_backbone_once(self.backbone)
+
+    # -- building -----------------------------------------------------------------
+    def _check_layers(self, argument: str, layers: Sequence[int]) -> None:
+        depth = int(self.backbone.num_layers)
+        if not layers:
+            raise BuildError(f"dino_ir: {argument} must name at least one backbone block")
+        bad = [layer for layer in layers if not 0 <= layer < depth]
+        if bad:
+            raise BuildError(
+                f"dino_ir: {argument} {bad} out of range for a backbone with {depth} blocks (0..{depth - 1})"
+            )
+
+    def _build_fusion(self, fusion: Any) -> nn.Module:
+        spec = merge_spec(DEFAULT_FUSION, fusion)
+        extra = dict(in_channels=int(self.backbone.embed_dim), num_layers=len(self.layers),
+                     out_channels=self.fusion_channels)  # fmt: skip
+        if isinstance(spec, Mapping):
+            _reject_model_set_keys("fusion", spec, _MODEL_SET_FUSION_KEYS, "layers / fusion_channels")
+            return build_part("fusion", spec, **extra)
+        return spec
+
+    def _build_adapters(self, adapter: Any, overrides: Mapping[str, Any]) -> nn.ModuleDict:
+        points = self.body.injection_points
+        unknown = [p for p in list(self.injection_points) + list(overrides) if p not in points]
+        if unknown:
+            raise BuildError(
+                f"dino_ir: injection point(s) {unknown} unknown to the "
+                f"{type(self.body).__name__} body (its points: {', '.join(points)})"
+            )
+        base = merge_spec(DEFAULT_ADAPTER, adapter)
+        adapters = {}
+        for point in self.injection_points:
+            spec = merge_spec(base, overrides.get(point))
+            _reject_model_set_keys("adapter", spec, _MODEL_SET_ADAPTER_KEYS, "fusion_channels / the body")
+            adapters[point] = build_part(
+                "adapter", spec, guide_channels=self.fusion_channels, channels=points[point].channels
+            )
+        return nn.ModuleDict(adapters)
+
+    # -- the guidance grid and extra layers -----------------------------------------
+    def guide_grid(self, height: int, width: int) -> tuple[int, int] | None:
+        """Token grid of the backbone for an input of ``height x width`` (None: native).
+
+        The DPC loss uses the same grid for the target and the output, so the
+        features of the guidance pass are comparable and reused.
+        """
+        if self.guide_grid_rule == "native":
+            return None
+        return math.ceil(height / self.guide_stride), math.ceil(width / self.guide_stride)
+
+    def request_backbone_layers(self, layers: Sequence[int]) -> None:
+        """Keep these backbone layers from the guidance pass in ``aux['lq_features']``."""
+        layers = [int(layer) for layer in layers]
+        self._check_layers("requested backbone layers", layers)
+        self._requested_layers.update(layers)
+
+    def train(self, mode: bool = True) -> "DinoIR":
+        super().train(mode)
+        if getattr(self.backbone, "frozen", False):
+            self.backbone.eval()  # a frozen backbone never leaves eval mode
+        return self
+
+    # -- forward ------------------------------------------------------------------------
+    def forward(self, lq: Tensor, return_aux: bool = False) -> Tensor | tuple[Tensor, dict[str, Any]]:
+        grid = self.guide_grid(lq.shape[-2], lq.shape[-1])
+        wanted = set(self.layers) | (self._requested_layers if return_aux else set())
+        with torch.no_grad():  # frozen weights, and lq needs no gradient
+            feats = self.backbone(lq, sorted(wanted), grid)
+        guide = self.fusion([feats[layer] for layer in self.layers])
+        guidance = {point: functools.partial(self.adapters[point], guide=guide) for point in self.injection_points}
+        restored = self.body(lq, guidance=guidance)
+        if not return_aux:
+            return restored
+        aux = {
+            "backbone": self.backbone,
+            "lq_features": feats,
+            "grid": grid,
+            "guide": guide,
+            "gate": getattr(self.fusion, "last_gate", None),
+            "aux_loss": getattr(self.fusion, "aux_loss", None),
+        }
+        return restored, aux
+
+
+def _reject_model_set_keys(kind: str, spec: Mapping[str, Any], keys: Sequence[str], use: str) -> None:
+    given = [k for k in keys if k in spec]
+    if given:
+        raise BuildError(f"dino_ir: {kind} keys {given} are set by the model; use {use} instead")

@@ -1,0 +1,216 @@
+"""The dino_ir model: paper defaults, identity at init, gradients, the cost rule, errors."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+import restorekit.models.dino_ir as dino_ir_module
+from restorekit import build, build_model
+from restorekit.adapters.dino_restore import DinoRestoreAdapter
+from restorekit.errors import BuildError
+from restorekit.frozen import frozen_records, trainable_state_dict
+from restorekit.fusion.concat import ConcatFusion
+from restorekit.fusion.msf import MultiLayerSemanticFusion
+from tiny_dino_ir import TINY_BODY, TINY_DINOV2, single_thread, tiny_dino_ir
+
+_one_thread = pytest.fixture(autouse=True, scope="module")(single_thread)
+LOSS = {"type": "weighted_sum", "terms": [{"type": "l1", "weight": 1.0}, {"type": "dpc", "weight": 0.1, "layers": [1, 3]}]}
+
+
+def _perturb_zero_init(model) -> None:
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for adapter in model.adapters.values():
+            for module in adapter.zero_initialised():
+                module.weight.copy_(torch.randn(module.weight.shape, generator=gen) * 0.05)
+
+
+def test_build_model_gives_the_paper_defaults() -> None:
+    with torch.device("meta"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = build_model("dino_ir")
+    assert type(model.body).__name__ == "Restormer" and model.body.config["dim"] == 48
+    assert model.body.config["num_blocks"] == [4, 6, 6, 8] and model.body.config["heads"] == [1, 2, 4, 8]
+    assert model.backbone.name == "vit_base_patch14_dinov2" and model.backbone.embed_dim == 768
+    assert model.backbone.frozen and model.backbone.weights is None
+    assert model.layers == [2, 5, 8, 11] and model.guide_grid(128, 128) == (16, 16)
+    assert isinstance(model.fusion, MultiLayerSemanticFusion)
+    assert model.fusion.num_experts == 4 and model.fusion.top_k == 4 and model.fusion.out_channels == 384
+    assert list(model.adapters) == ["latent", "decoder3", "decoder2"]
+    widths = {p: (a.fusion_type, a.query, a.heads, a.adaption.proj.out_channels) for p, a in model.adapters.items()}
+    assert widths == {"latent": ("attention", "guide", 8, 384), "decoder3": ("attention", "guide", 4, 192),
+                      "decoder2": ("attention", "guide", 2, 96)}
+    body_params = sum(p.numel() for p in model.body.parameters())
+    assert body_params == 26_126_644  # the official Restormer
+    assert all(not p.requires_grad for p in model.backbone.parameters())
+
+
+def test_partial_specs_merge_onto_the_defaults(tmp_path) -> None:
+    backbone = build("backbone", {"type": "dinov2", "size": "s", **TINY_DINOV2})
+    path = tmp_path / "tiny_dinov2.pth"
+    torch.save(backbone.model.state_dict(), path)
+    model = build_model(
+        "dino_ir", fusion={"type": "concat"}, body=TINY_BODY, fusion_channels=16,
+        backbone={"size": "s", "weights": str(path), **TINY_DINOV2},
+    )  # fmt: skip
+    assert isinstance(model.fusion, ConcatFusion) and model.fusion.out_channels == 16
+    assert model.backbone.weights == str(path) and model.body.config["dim"] == 8
+    assert torch.equal(model.backbone.model.blocks[0].attn.qkv.weight, backbone.model.blocks[0].attn.qkv.weight)
+
+
+def test_warns_once_per_process_when_the_backbone_is_random(monkeypatch) -> None:
+    monkeypatch.setattr(dino_ir_module, "_warned_random_backbone", False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tiny_dino_ir()
+        tiny_dino_ir()
+    messages = [str(w.message) for w in caught if "randomly initialised" in str(w.message)]
+    assert len(messages) == 1
+
+
+@pytest.mark.parametrize("adapter", [{}, {"fusion": "concat"}, {"fusion": "add"}, {"query": "feature"}])
+@pytest.mark.parametrize("fusion", ["msf", "concat"])
+def test_at_init_the_output_is_exactly_the_body_output(adapter, fusion) -> None:
+    torch.manual_seed(0)
+    model = tiny_dino_ir(adapter=adapter, fusion={"type": fusion}).eval()
+    lq = torch.rand(2, 3, 48, 48)
+    with torch.no_grad():
+        assert torch.equal(model(lq), model.body(lq))
+        _perturb_zero_init(model)
+        assert not torch.equal(model(lq), model.body(lq))
+
+
+def test_gradients_reach_every_trainable_parameter_and_never_the_backbone() -> None:
+    torch.manual_seed(0)
+    model = tiny_dino_ir(fusion={"top_k": 2})  # sparse gating still trains every expert's gate
+    loss = build("loss", LOSS)
+    loss.bind(model)
+    lq, gt = torch.rand(2, 3, 48, 48), torch.rand(2, 3, 48, 48)
+
+    def grads() -> dict[str, bool]:
+        model.zero_grad(set_to_none=True)
+        restored, aux = model(lq, return_aux=True)
+        loss(restored, gt, lq=lq, aux=aux).backward()
+        return {n: p.grad is not None and bool(p.grad.abs().sum() > 0) for n, p in model.named_parameters()
+                if p.requires_grad}
+
+    assert all(p.grad is None for p in model.backbone.parameters())
+    at_init = grads()
+    # At init only the zero-initialised projections (and the body) can learn: everything
+    # upstream of a zero layer gets an exactly zero gradient.
+    zero = {f"adapters.{p}.{n}" for p, a in model.adapters.items() for n, _ in a.named_parameters()
+            if n.startswith("project_out")}
+    upstream = [n for n in at_init if n.startswith(("fusion.", "adapters.")) and n not in zero]
+    assert all(at_init[n] for n in zero) and not any(at_init[n] for n in upstream)
+    assert all(v for n, v in at_init.items() if n.startswith("body."))
+    _perturb_zero_init(model)
+    after = grads()
+    # With top_k=2 an expert no sample picked has gate 0: its own weights get no gradient.
+    picked = (model.fusion.last_gate > 0).any(dim=0)
+    missing = [n for n, ok in after.items() if not ok
+               and not (n.startswith("fusion.experts.") and not picked[int(n.split(".")[2])])]
+    assert missing == []
+    assert all(p.grad is None for p in model.backbone.parameters())
+
+
+def test_one_full_pass_on_lq_and_two_partial_passes_per_training_step(monkeypatch) -> None:
+    torch.manual_seed(0)
+    model = tiny_dino_ir()
+    loss = build("loss", LOSS)
+    loss.bind(model)
+    backbone = model.backbone
+    passes: list[tuple[list[int], bool, bool]] = []
+    blocks_run = [0] * backbone.num_layers
+    original = backbone.forward
+
+    def counting_forward(x, layers, grid=None):
+        passes.append((sorted(layers), torch.is_grad_enabled(), x.requires_grad))
+        return original(x, layers, grid)
+
+    monkeypatch.setattr(backbone, "forward", counting_forward)
+    for i, block in enumerate(backbone.model.blocks):
+        block.register_forward_hook(lambda *_, i=i: blocks_run.__setitem__(i, blocks_run[i] + 1))
+    lq, gt = torch.rand(2, 3, 48, 48), torch.rand(2, 3, 48, 48)
+    restored, aux = model(lq, return_aux=True)
+    loss(restored, gt, lq=lq, aux=aux).backward()
+    assert passes == [
+        ([1, 2, 3, 5, 8, 11], False, False),  # guidance on lq, keeping DPC's layers
+        ([1, 3], False, False),  # the target, without gradients
+        ([1, 3], True, True),  # the output, with gradients, only up to block 3
+    ]
+    assert blocks_run == [3, 3, 3, 3] + [1] * 8
+    assert aux["lq_features"][1].shape[-2:] == (6, 6) == aux["grid"]
+
+
+def test_inference_keeps_only_the_guidance_layers() -> None:
+    model = tiny_dino_ir()
+    model.request_backbone_layers([1, 3])
+    _, aux = model(torch.rand(1, 3, 16, 16), return_aux=True)
+    assert sorted(aux["lq_features"]) == [1, 2, 3, 5, 8, 11]
+    assert set(aux) >= {"backbone", "lq_features", "gate", "aux_loss", "grid"}
+    assert aux["gate"].shape == (1, 4) and aux["aux_loss"] is None and aux["backbone"] is model.backbone
+
+
+@pytest.mark.parametrize("size", [(48, 48), (37, 50)])
+@pytest.mark.parametrize("rule", ["stride", "native"])
+def test_guide_grid_rules_and_odd_sizes(size, rule) -> None:
+    torch.manual_seed(0)
+    model = tiny_dino_ir(guide_grid=rule)
+    _perturb_zero_init(model)
+    lq = torch.rand(1, 3, *size)
+    restored, aux = model(lq, return_aux=True)
+    assert restored.shape == lq.shape
+    expected = tuple(-(-s // 8) for s in size) if rule == "stride" else tuple(-(-s // 14) for s in size)
+    assert aux["guide"].shape[-2:] == expected
+    assert model.guide_grid(*size) == (expected if rule == "stride" else None)
+
+
+def test_guide_stride_is_a_knob() -> None:
+    model = tiny_dino_ir(guide_stride=4, injection_points=["decoder2", "decoder1"])
+    _, aux = model(torch.rand(1, 3, 32, 32), return_aux=True)
+    assert aux["guide"].shape[-2:] == (8, 8) and list(model.adapters) == ["decoder2", "decoder1"]
+
+
+def test_frozen_backbone_stays_out_of_checkpoints_and_training_mode() -> None:
+    model = tiny_dino_ir().train()
+    assert not model.backbone.training and model.body.training
+    state = trainable_state_dict(model)
+    assert state and not any(k.startswith("backbone.") for k in state)
+    assert "backbone" in frozen_records(model)
+
+
+def test_msf_load_balance_reaches_the_weighted_sum() -> None:
+    model = tiny_dino_ir(fusion={"load_balance_weight": 0.01})
+    loss = build("loss", {"type": "weighted_sum", "terms": [{"type": "l1"}]})
+    lq = torch.rand(2, 3, 16, 16)
+    restored, aux = model(lq, return_aux=True)
+    total = loss(restored, lq, lq=lq, aux=aux)
+    assert torch.allclose(total, (restored - lq).abs().mean() + aux["aux_loss"])
+    assert "aux" in loss.last_terms
+
+
+def test_adapter_overrides_apply_per_point() -> None:
+    model = tiny_dino_ir(adapter_overrides={"latent": {"fusion": "add"}})
+    assert [a.fusion_type for a in model.adapters.values()] == ["add", "attention", "attention"]
+    assert all(isinstance(a, DinoRestoreAdapter) for a in model.adapters.values())
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        ({"injection_points": ["latent", "encoder9"]}, "encoder9"),
+        ({"layers": [2, 12]}, r"layers \[12\] out of range"),
+        ({"fusion": {"in_channels": 8}}, "set by the model"),
+        ({"adapter": {"channels": 8}}, "set by the model"),
+        ({"guide_grid": "auto"}, "guide_grid"),
+    ],
+)
+def test_bad_knobs_are_build_errors(overrides, match) -> None:
+    with pytest.raises(BuildError, match=match):
+        tiny_dino_ir(**overrides)
+    model = tiny_dino_ir()
+    with pytest.raises(BuildError, match="requested backbone layers"):
+        model.request_backbone_layers([40])

@@ -1,0 +1,123 @@
+"""DPC loss: formula, zero at the target, gradient direction, sharing the model's backbone."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from restorekit import build
+from restorekit.errors import BuildError
+from restorekit.losses.dpc import DPCLoss, feature_distance
+from tiny_dino_ir import TINY_DINOV2, single_thread, tiny_dino_ir
+
+TINY_BACKBONE = {"type": "dinov2", "size": "s", **TINY_DINOV2}
+_one_thread = pytest.fixture(autouse=True, scope="module")(single_thread)
+
+
+@pytest.fixture(scope="module")
+def standalone() -> DPCLoss:
+    torch.manual_seed(0)
+    return DPCLoss(layers=[1, 3], backbone=TINY_BACKBONE)
+
+
+def _images(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    clean = torch.rand(2, 3, 40, 40, generator=gen)
+    degraded = (clean + 0.4 * torch.randn(clean.shape, generator=gen)).clamp(0, 1)
+    return clean, degraded
+
+
+def test_dpc_matches_its_formula(standalone) -> None:
+    clean, degraded = _images()
+    restored = (clean + degraded) / 2
+    value = standalone(restored, clean, lq=degraded)
+    bb, grid = standalone.own_backbone, (5, 5)
+    phi = {name: bb(x, [1, 3], grid) for name, x in [("r", restored), ("g", clean), ("d", degraded)]}
+    expected = 0
+    for layer in (1, 3):
+        pos = (phi["r"][layer] - phi["g"][layer]).abs().flatten(1).mean(1)
+        neg = (phi["r"][layer] - phi["d"][layer]).abs().flatten(1).mean(1)
+        expected = expected + 0.5 * pos / (neg + 1e-6)
+    assert torch.allclose(value, expected.mean(), rtol=1e-5)
+    assert phi["r"][1].shape[-2:] == grid  # the stride-8 grid of a 40x40 input
+
+
+@pytest.mark.parametrize("distance", ["l1", "cosine"])
+def test_dpc_is_zero_at_the_target_and_positive_elsewhere(standalone, distance) -> None:
+    loss = DPCLoss(layers=[0, 2], distance=distance, backbone=standalone.own_backbone)
+    clean, degraded = _images(1)
+    assert loss(clean, clean, lq=degraded).item() == pytest.approx(0.0, abs=1e-6)  # cosine rounds
+    assert loss(degraded, clean, lq=degraded).item() > 1.0  # R == D: the ratio explodes
+
+
+@pytest.mark.parametrize("distance", ["l1", "cosine"])
+def test_a_gradient_step_moves_the_output_toward_the_target_in_feature_space(standalone, distance) -> None:
+    loss = DPCLoss(layers=[1, 3], distance=distance, backbone=standalone.own_backbone)
+    clean, degraded = _images(2)
+    restored = (0.7 * clean + 0.3 * degraded).requires_grad_(True)
+    bb, layers, grid = standalone.own_backbone, [1, 3], (5, 5)
+
+    def to_target(x: torch.Tensor) -> float:
+        with torch.no_grad():
+            a, b = bb(x, layers, grid), bb(clean, layers, grid)
+            return sum(feature_distance(a[k], b[k], distance).mean().item() for k in layers)
+
+    before = to_target(restored)
+    value = loss(restored, clean, lq=degraded)
+    value.backward()
+    assert restored.grad is not None and restored.grad.abs().sum() > 0
+    assert all(p.grad is None for p in bb.parameters())  # frozen weights get nothing
+    with torch.no_grad():
+        stepped = restored - 0.05 * restored.grad / restored.grad.abs().max()
+    assert to_target(stepped) < before
+    assert loss(stepped, clean, lq=degraded) < value
+
+
+def test_weights_and_eps_are_knobs(standalone) -> None:
+    clean, degraded = _images(3)
+    restored = (clean + degraded) / 2
+    bb = standalone.own_backbone
+    one = DPCLoss(layers=[1], backbone=bb)(restored, clean, lq=degraded)
+    three = DPCLoss(layers=[3], backbone=bb)(restored, clean, lq=degraded)
+    mixed = DPCLoss(layers=[1, 3], weights=[2.0, 0.5], backbone=bb)(restored, clean, lq=degraded)
+    assert torch.allclose(mixed, 2.0 * one + 0.5 * three, rtol=1e-5)
+    big_eps = DPCLoss(layers=[1], eps=1e3, backbone=bb)(restored, clean, lq=degraded)
+    assert big_eps < one
+
+
+def test_bind_shares_the_model_backbone_without_owning_it() -> None:
+    torch.manual_seed(0)
+    model = tiny_dino_ir()
+    loss = build("loss", {"type": "dpc", "layers": [1, 3]})
+    assert loss.own_backbone is None
+    loss.bind(model)
+    assert list(loss.parameters()) == [] and loss.state_dict() == {}
+    assert loss.bound_model is model and loss._backbone(None) is model.backbone
+    lq = torch.rand(1, 3, 24, 32)
+    _, aux = model(lq, return_aux=True)
+    assert {1, 3} <= set(aux["lq_features"]) and {2, 5, 8, 11} <= set(aux["lq_features"])
+    assert loss.token_grid(24, 32) == model.guide_grid(24, 32) == (3, 4)
+    # The loss reads phi(D) from the guidance pass: the same value as a fresh pass on lq.
+    fresh = DPCLoss(layers=[1, 3], backbone=model.backbone)
+    restored = torch.rand(1, 3, 24, 32)
+    assert torch.allclose(loss(restored, lq, aux=aux), fresh(restored, lq, lq=lq), rtol=1e-5)
+
+
+def test_grid_rules_without_a_model(standalone) -> None:
+    bb = standalone.own_backbone
+    assert DPCLoss(backbone=bb).token_grid(40, 33) == (5, 5)
+    assert DPCLoss(backbone=bb, grid_stride=4).token_grid(40, 33) == (10, 9)
+    assert DPCLoss(backbone=bb, grid="native").token_grid(40, 33) is None
+
+
+def test_dpc_errors_name_the_problem(standalone) -> None:
+    with pytest.raises(BuildError, match="weights"):
+        DPCLoss(layers=[1, 3], weights=[1.0])
+    with pytest.raises(BuildError, match="distance"):
+        DPCLoss(distance="l2")
+    with pytest.raises(BuildError, match="no backbone"):
+        DPCLoss().bind(torch.nn.Conv2d(3, 3, 1))
+    with pytest.raises(BuildError, match="no backbone"):
+        DPCLoss()(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8), lq=torch.rand(1, 3, 8, 8))
+    with pytest.raises(ValueError, match="degraded input"):
+        DPCLoss(backbone=standalone.own_backbone)(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8))
