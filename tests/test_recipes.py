@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from restorekit.errors import RecipeError
@@ -180,6 +180,9 @@ def test_overrides_follow_the_merge_rules():
 @settings(max_examples=40, deadline=None)
 @given(mappings, st.lists(st.tuples(st.lists(keys, min_size=1, max_size=3), st.integers(0, 9)), max_size=4))
 def test_override_application_is_idempotent(recipe, overrides):
+    paths = [tuple(path) for path, _ in overrides]
+    # Overrides that conflict (one key inside another's scalar) are an error, not a property.
+    assume(not any(p != q and q[: len(p)] == p for p in paths for q in paths))
     items = {".".join(path): value for path, value in overrides}
     try:
         once = apply_overrides(recipe, items)
