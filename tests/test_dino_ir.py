@@ -214,3 +214,13 @@ def test_bad_knobs_are_build_errors(overrides, match) -> None:
     model = tiny_dino_ir()
     with pytest.raises(BuildError, match="requested backbone layers"):
         model.request_backbone_layers([40])
+
+
+def test_unfrozen_backbone_knob_trains_the_backbone() -> None:
+    model = tiny_dino_ir(backbone={"frozen": False, "model_kwargs": {"depth": 4}}, layers=[1, 3])
+    for adapter in model.adapters.values():  # leave the zero-initialised start
+        for p in adapter.parameters():
+            torch.nn.init.normal_(p, std=0.1)
+    model(torch.rand(1, 3, 16, 16)).square().mean().backward()
+    grads = [p.grad for p in model.backbone.parameters() if p.requires_grad]
+    assert grads and any(g is not None and g.abs().sum() > 0 for g in grads)

@@ -174,7 +174,8 @@ class DinoIR(nn.Module):
     def forward(self, lq: Tensor, return_aux: bool = False) -> Tensor | tuple[Tensor, dict[str, Any]]:
         grid = self.guide_grid(lq.shape[-2], lq.shape[-1])
         wanted = set(self.layers) | (self._requested_layers if return_aux else set())
-        with torch.no_grad():  # frozen weights, and lq needs no gradient
+        # A frozen backbone needs no graph (lq needs no gradient); a trainable one does.
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not getattr(self.backbone, "frozen", True)):
             feats = self.backbone(lq, sorted(wanted), grid)
         guide = self.fusion([feats[layer] for layer in self.layers])
         guidance = {point: functools.partial(self.adapters[point], guide=guide) for point in self.injection_points}
