@@ -261,6 +261,19 @@ def test_autocast_knob(device: str) -> None:
         resolve_dtype("int8")
 
 
+@pytest.mark.parametrize("amp_device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def test_unset_dtype_inherits_the_callers_autocast(amp_device: str) -> None:
+    """The engine's bf16 autocast must reach the backbone's blocks when its dtype is unset."""
+    if amp_device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("no CUDA device on this machine")
+    backbone = tiny_dinov2().to(amp_device)
+    seen = []
+    backbone.model.blocks[0].attn.qkv.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    with torch.autocast(amp_device, dtype=torch.bfloat16):
+        out = backbone(torch.rand(1, 3, 28, 28, device=amp_device), [1])[1]
+    assert seen == [torch.bfloat16] and out.dtype == torch.float32
+
+
 # -- weights -------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "size,registers", [("s", False), ("s", True), ("g", False), ("g", True)],

@@ -18,6 +18,8 @@ weights never receive any because they do not require grad.
 
 from __future__ import annotations
 
+import contextlib
+
 import math
 from typing import Any, Sequence
 
@@ -181,8 +183,13 @@ class FeatureBackbone(nn.Module):
         out_grid = self.output_grid((x.shape[-2], x.shape[-1]), grid)
         z = self._prepare(x, grid)
         unique = sorted(set(indices))
-        use_autocast = self.autocast_dtype is not None and z.is_cuda
-        with torch.autocast("cuda", dtype=self.autocast_dtype or torch.bfloat16, enabled=use_autocast):
+        # dtype unset: inherit the caller's autocast (the engine's bf16 on CUDA); set: force it.
+        own_autocast = (
+            torch.autocast("cuda", dtype=self.autocast_dtype)
+            if self.autocast_dtype is not None and z.is_cuda
+            else contextlib.nullcontext()
+        )
+        with own_autocast:
             maps = self._extract(z, unique)
         by_index = {}
         for index, fmap in zip(unique, maps):

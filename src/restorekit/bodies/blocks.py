@@ -131,6 +131,25 @@ class TransformerBlock(nn.Module):
         return x + self.ffn(self.norm2(x))
 
 
+class BlockStack(nn.Sequential):
+    """Blocks in a row; with ``grad_checkpointing`` each is recomputed in backward.
+
+    A plain ``nn.Sequential`` to state dicts (keys ``<stage>.<i>.``), so released
+    weights load either way. Checkpointing trades compute for activation memory.
+    """
+
+    grad_checkpointing: bool = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.grad_checkpointing and torch.is_grad_enabled()):
+            return super().forward(x)
+        from torch.utils.checkpoint import checkpoint
+
+        for block in self:
+            x = checkpoint(block, x, use_reentrant=False)
+        return x
+
+
 def transformer_stage(
     dim: int,
     num_heads: int,
@@ -138,9 +157,9 @@ def transformer_stage(
     ffn_expansion_factor: float = 2.66,
     bias: bool = False,
     layernorm_type: str = "WithBias",
-) -> nn.Sequential:
+) -> BlockStack:
     """``depth`` TransformerBlocks in a row (one U-Net level)."""
-    return nn.Sequential(
+    return BlockStack(
         *(
             TransformerBlock(dim, num_heads, ffn_expansion_factor, bias, layernorm_type)
             for _ in range(depth)

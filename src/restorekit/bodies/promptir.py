@@ -88,6 +88,7 @@ class PromptIR(RestormerUNet):
         prompt_dims: Sequence[int] = (64, 128, 320),
         prompt_sizes: Sequence[int] = (64, 32, 16),
         prompt_len: int = 5,
+        grad_checkpointing: bool = False,
         weights: str | os.PathLike[str] | None = None,
     ) -> None:
         super().__init__()
@@ -133,6 +134,7 @@ class PromptIR(RestormerUNet):
         self.reduce_noise_level2 = nn.Conv2d(fused["prompt2"], dim * 4, 1, bias=bias)
         self.noise_level1 = fusion(fused["prompt1"])
         self.reduce_noise_level1 = nn.Conv2d(fused["prompt1"], dim * 2, 1, bias=bias)
+        self.set_grad_checkpointing(grad_checkpointing)
         if weights is not None:
             self.load_weights(weights)
 

@@ -149,6 +149,7 @@ class Restormer(RestormerUNet):
         layernorm_type: str = "WithBias",
         global_residual: bool | None = None,
         dual_pixel_task: bool = False,
+        grad_checkpointing: bool = False,
         weights: str | os.PathLike[str] | None = None,
     ) -> None:
         super().__init__()
@@ -172,6 +173,7 @@ class Restormer(RestormerUNet):
         )  # fmt: skip
         if self.dual_pixel_task:
             self.skip_conv = nn.Conv2d(dim, dim * 2, kernel_size=1, bias=bias)
+        self.set_grad_checkpointing(grad_checkpointing)
         if weights is not None:
             self.load_weights(weights)
 
