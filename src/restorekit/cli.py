@@ -18,6 +18,11 @@ COMMANDS: dict[str, str] = {
     "plugins": "restorekit.commands.plugins",
     "show": "restorekit.commands.show",
     "diff": "restorekit.commands.diff",
+    "data": "restorekit.commands.data",
+    "train": "restorekit.commands.train",
+    "eval": "restorekit.commands.eval",
+    "restore": "restorekit.commands.restore",
+    "probe": "restorekit.commands.probe",
 }
 
 

@@ -1,0 +1,54 @@
+"""restorekit eval RECIPE --weights W [-o k=v ...] [--save-outputs DIR] [--no-ema] [--report DIR]."""
+
+from __future__ import annotations
+
+import argparse
+
+from restorekit.commands.show import add_override_argument
+
+HELP = "score trained weights per task on the recipe's test data (PSNR/SSIM, input vs restored)"
+
+
+def add_weights_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--weights``, ``--no-ema`` and ``--device``, shared with ``restore``."""
+    parser.add_argument(
+        "--weights", required=True, metavar="W",
+        help="a run folder (its best checkpoint, else the newest), a checkpoint folder or a .safetensors file",
+    )
+    parser.add_argument("--no-ema", action="store_true", help="use the raw weights, not their EMA")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("recipe", help="recipe name or YAML path (its data section names the test sets)")
+    add_weights_arguments(parser)
+    add_override_argument(parser)
+    parser.add_argument("--save-outputs", metavar="DIR", help="write restored test images to DIR/<task>/")
+    parser.add_argument("--report", metavar="DIR", help="write eval.md and eval.json to DIR")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from restorekit.data.build import build_eval_sets
+    from restorekit.engine.config import eval_config
+    from restorekit.engine.distributed import pick_device
+    from restorekit.engine.evaluate import evaluate, markdown_table, protocol, write_report
+    from restorekit.engine.loading import load_model_for_inference
+    from restorekit.recipes import load_recipe
+
+    recipe = load_recipe(args.recipe, args.override)
+    cfg = eval_config(recipe, str(args.recipe))
+    device = pick_device(args.device)
+    model, weights, notes = load_model_for_inference(recipe, args.weights, use_ema=not args.no_ema, device=device)
+    sets = build_eval_sets(recipe.get("data") or {})
+    result = evaluate(model, sets, cfg, device, amp=device.type == "cuda",
+                      save_dir=Path(args.save_outputs) if args.save_outputs else None)
+    info = {**protocol(cfg), "weights": str(weights)}
+    print(markdown_table(result, info))
+    for note in notes:
+        print(note)
+    if args.report:
+        write_report(Path(args.report), result, info, notes=notes)
+        print(f"report: {Path(args.report) / 'eval.md'}, {Path(args.report) / 'eval.json'}")
+    return 0

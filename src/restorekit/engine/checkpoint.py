@@ -1,0 +1,282 @@
+"""Training checkpoints: written atomically, validated on load, pruned to last N + best.
+
+A checkpoint is a folder ``checkpoints/ckpt-00000100/`` holding
+
+* ``model.safetensors``: the trainable state (frozen backbones are recorded, not written);
+* ``ema.safetensors``: the EMA of that state (when EMA is on);
+* ``state.pt``: optimizer, schedule, step, data position, RNG states, EMA update count,
+  NaN-guard streak and best score; plain tensors and containers, read with
+  ``torch.load(weights_only=True)``;
+* ``meta.json``: step, metrics and frozen-part records, for people.
+
+It is written into ``ckpt-00000100.tmp/``, every file fsynced, then renamed, so a
+folder with the final name is always complete.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from restorekit.engine.atomic import fsync_dir, publish_dir, write_text
+from restorekit.errors import CheckpointError
+
+CKPT_DIR = "checkpoints"
+MODEL_FILE = "model.safetensors"
+EMA_FILE = "ema.safetensors"
+STATE_FILE = "state.pt"
+META_FILE = "meta.json"
+BEST_FILE = "best.json"
+_NAME = re.compile(r"^ckpt-(\d+)$")
+
+
+class NonFiniteCheckpointError(CheckpointError):
+    """Refusing to write a checkpoint that holds NaN or infinity."""
+
+
+def ckpt_name(step: int) -> str:
+    return f"ckpt-{step:08d}"
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint read back from disk."""
+
+    path: Path
+    step: int
+    model: dict[str, torch.Tensor]
+    ema: dict[str, torch.Tensor] | None
+    state: dict[str, Any]
+    meta: dict[str, Any]
+
+
+# -- finiteness ---------------------------------------------------------------------
+def non_finite_keys(tree: Any, prefix: str = "") -> list[str]:
+    """Dotted keys of floating tensors in ``tree`` holding NaN or infinity."""
+    bad: list[str] = []
+    if isinstance(tree, torch.Tensor):
+        if tree.is_floating_point() and not bool(torch.isfinite(tree).all()):
+            bad.append(prefix or "<tensor>")
+    elif isinstance(tree, Mapping):
+        for key, value in tree.items():
+            bad += non_finite_keys(value, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(tree, (list, tuple)):
+        for i, value in enumerate(tree):
+            bad += non_finite_keys(value, f"{prefix}[{i}]")
+    return bad
+
+
+# -- writing --------------------------------------------------------------------------
+def _cpu_copy(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    # clone: safetensors refuses tensors that share storage (tied weights).
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+
+
+def save_checkpoint(
+    run_dir: Path,
+    step: int,
+    model_state: Mapping[str, torch.Tensor],
+    ema_state: Mapping[str, torch.Tensor] | None,
+    state: dict[str, Any],
+    meta: dict[str, Any],
+) -> Path:
+    """Write a complete checkpoint for ``step`` and return its folder."""
+    from safetensors.torch import save_file
+
+    bad = non_finite_keys({"model": dict(model_state), "ema": dict(ema_state or {}), "state": state})
+    if bad:
+        raise NonFiniteCheckpointError(
+            f"not writing the checkpoint of step {step}: non-finite values in {', '.join(bad[:5])}"
+        )
+    root = run_dir / CKPT_DIR
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / ckpt_name(step)
+    tmp = root / f"{final.name}.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    info = {"format": "restorekit", "step": str(step)}
+    save_file(_cpu_copy(model_state), str(tmp / MODEL_FILE), metadata=info)
+    if ema_state is not None:
+        save_file(_cpu_copy(ema_state), str(tmp / EMA_FILE), metadata={**info, "ema": "1"})
+    torch.save(state, tmp / STATE_FILE)
+    (tmp / META_FILE).write_text(json.dumps({"step": step, **meta}, indent=2, default=str), encoding="utf-8")
+    publish_dir(tmp, final)
+    return final
+
+
+def write_best(run_dir: Path, step: int, score: float, metric: str = "psnr") -> None:
+    """Record which checkpoint scored best (it survives pruning)."""
+    write_text(run_dir / CKPT_DIR / BEST_FILE, json.dumps({"step": step, "metric": metric, "score": score}))
+
+
+def read_best(run_dir: Path) -> dict[str, Any] | None:
+    path = run_dir / CKPT_DIR / BEST_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+# -- listing, loading ---------------------------------------------------------------
+def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    """Complete-looking checkpoint folders, oldest first (``.tmp`` ones never count)."""
+    root = run_dir / CKPT_DIR
+    if not root.is_dir():
+        return []
+    found = []
+    for child in root.iterdir():
+        match = _NAME.match(child.name)
+        if match and child.is_dir():
+            found.append((int(match.group(1)), child))
+    return sorted(found)
+
+
+def load_checkpoint(path: Path, *, need_ema: bool | None = None) -> Checkpoint:
+    """Read and check a checkpoint folder; any defect is a :class:`CheckpointError`."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    match = _NAME.match(path.name)
+    if not path.is_dir() or not match:
+        raise CheckpointError(f"{path} is not a checkpoint folder (ckpt-NNNNNNNN)")
+    step = int(match.group(1))
+    try:
+        meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
+        model = load_file(str(path / MODEL_FILE))
+        ema = load_file(str(path / EMA_FILE)) if (path / EMA_FILE).exists() else None
+        state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - a corrupt file of any kind
+        raise CheckpointError(f"checkpoint {path} is unreadable: {type(exc).__name__}: {exc}") from exc
+    if meta.get("step") != step or state.get("step") != step:
+        raise CheckpointError(f"checkpoint {path}: its files disagree about the step")
+    if need_ema and ema is None:
+        raise CheckpointError(f"checkpoint {path} has no {EMA_FILE} but the run uses EMA")
+    bad = non_finite_keys({"model": model, "ema": ema or {}})
+    if bad:
+        raise CheckpointError(f"checkpoint {path} holds non-finite values in {', '.join(bad[:5])}")
+    return Checkpoint(path, step, model, ema, state, meta)
+
+
+def latest_valid(run_dir: Path, *, need_ema: bool | None = None) -> Checkpoint | None:
+    """The newest checkpoint that loads; defective newer ones are set aside with a warning."""
+    for step, path in reversed(list_checkpoints(run_dir)):
+        try:
+            return load_checkpoint(path, need_ema=need_ema)
+        except CheckpointError as exc:
+            aside = path.with_name(path.name + ".corrupt")
+            if aside.exists():
+                shutil.rmtree(aside)
+            path.rename(aside)
+            warnings.warn(f"skipping checkpoint of step {step}: {exc} (moved to {aside.name})", stacklevel=2)
+    return None
+
+
+def clean_incomplete(run_dir: Path) -> None:
+    """Remove ``.tmp`` and ``.old-*`` leftovers of a run killed while writing."""
+    root = run_dir / CKPT_DIR
+    if not root.is_dir():
+        return
+    for child in root.iterdir():
+        if child.is_dir() and (child.name.endswith(".tmp") or ".old-" in child.name):
+            shutil.rmtree(child, ignore_errors=True)
+    fsync_dir(root)
+
+
+def forget_best_after(run_dir: Path, step: int) -> None:
+    """After resuming from ``step``, drop a best record a killed run wrote later."""
+    best = read_best(run_dir)
+    if best is not None and best.get("step", 0) > step:
+        (run_dir / CKPT_DIR / BEST_FILE).unlink()
+
+
+def prune(run_dir: Path, keep_last: int, keep_best: bool) -> None:
+    """Keep the newest ``keep_last`` checkpoints and the best one."""
+    found = list_checkpoints(run_dir)
+    best = read_best(run_dir) if keep_best else None
+    best_step = best.get("step") if best else None
+    for step, path in found[:-keep_last] if keep_last else found:
+        if step != best_step:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+# -- weights for evaluation and inference -------------------------------------------
+def resolve_weights(path: str | Path, *, use_ema: bool = True) -> Path:
+    """A safetensors file from a run folder, a checkpoint folder or a file.
+
+    A run folder gives its best checkpoint (or the newest when nothing was
+    validated); a checkpoint folder gives its EMA weights unless ``use_ema`` is off.
+    """
+    path = Path(path)
+    if path.is_file():
+        if path.suffix != ".safetensors":
+            raise CheckpointError(f"--weights {path}: expected a .safetensors file, a checkpoint or a run folder")
+        return path
+    if not path.is_dir():
+        raise CheckpointError(f"--weights {path}: no such file or folder")
+    if _NAME.match(path.name):
+        ema = path / EMA_FILE
+        if use_ema and ema.is_file():
+            return ema
+        if (path / MODEL_FILE).is_file():
+            return path / MODEL_FILE
+        raise CheckpointError(f"--weights {path}: checkpoint folder without {MODEL_FILE}")
+    found = dict(list_checkpoints(path))
+    if not found:
+        raise CheckpointError(f"--weights {path}: no checkpoints in {path / CKPT_DIR}")
+    best = read_best(path)
+    step = best["step"] if best and best.get("step") in found else max(found)
+    return resolve_weights(found[step], use_ema=use_ema)
+
+
+def run_dir_of(weights: Path) -> Path | None:
+    """The run folder a weights path lies in (the folder holding ``recipe.yaml``)."""
+    for folder in [weights, *weights.parents][:4]:
+        if folder.is_dir() and (folder / "recipe.yaml").is_file():
+            return folder
+    return None
+
+
+def load_weights(model: torch.nn.Module, file: str | Path) -> dict[str, Any]:
+    """Load trainable weights from ``file`` into ``model``; mismatches name the file.
+
+    Frozen parts are not in the file; they come from the recipe (their own weights).
+    Returns the file's safetensors metadata.
+    """
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from restorekit.frozen import trainable_state_dict
+
+    file = Path(file)
+    try:
+        state = load_file(str(file))
+        with safe_open(str(file), framework="pt") as handle:
+            info = handle.metadata() or {}
+    except Exception as exc:  # noqa: BLE001
+        raise CheckpointError(f"{file}: not a readable safetensors file ({exc})") from exc
+    expected = trainable_state_dict(model)
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{file} does not fit the model: missing {missing[:5]}{' ...' if len(missing) > 5 else ''}, "
+            f"unexpected {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}"
+        )
+    wrong = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+             for k, v in expected.items() if tuple(state[k].shape) != tuple(v.shape)]
+    if wrong:
+        raise CheckpointError(f"{file} does not fit the model: {'; '.join(wrong[:5])}")
+    with torch.no_grad():
+        for key, value in expected.items():
+            value.copy_(state[key])
+    return info

@@ -1,0 +1,201 @@
+"""Per-task evaluation: PSNR/SSIM of the input and of the restored image, per task.
+
+The protocol variant is explicit and printed with every table: test images are
+centre-cropped to a multiple of ``eval.crop_multiple`` (16 by default, as
+PromptIR's ``crop_img``; 0 keeps the full image), the restored image is clamped
+to [0, 1], and metrics run on RGB (or the BT.601 Y channel with ``eval.color: y``).
+Under torchrun each rank scores every N-th image and the sums are all-reduced.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import nn
+
+from restorekit.engine.config import EvalConfig
+from restorekit.engine.infer import restore_tensor
+
+MetricFn = Callable[..., torch.Tensor]
+
+
+def center_crop_multiple(image: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Centre crop (C, H, W) so H and W are multiples of ``multiple`` (0 or 1: unchanged)."""
+    if multiple <= 1:
+        return image
+    h, w = image.shape[-2:]
+    dh, dw = h % multiple, w % multiple
+    if h - dh <= 0 or w - dw <= 0:
+        return image
+    return image[..., dh // 2:h - dh + dh // 2, dw // 2:w - dw + dw // 2]
+
+
+def protocol(cfg: EvalConfig, *, ema: bool | None = None) -> dict[str, Any]:
+    """The protocol variant, as data (it goes into the JSON) ..."""
+    return {
+        "crop": f"centre crop to a multiple of {cfg.crop_multiple}" if cfg.crop_multiple > 1 else "full image",
+        "color": "Y (BT.601)" if cfg.color == "y" else "RGB",
+        "crop_border": cfg.crop_border,
+        "tile": cfg.tile,
+        "overlap": cfg.overlap if cfg.tile else None,
+        "weights": None if ema is None else ("EMA" if ema else "raw (no EMA)"),
+    }
+
+
+def protocol_line(info: Mapping[str, Any]) -> str:
+    """... and as the sentence printed above every table."""
+    parts = [f"protocol: {info['crop']}", f"metrics on {info['color']}", f"crop border {info['crop_border']}"]
+    parts.append(f"tiles {info['tile']} overlap {info['overlap']}" if info.get("tile") else "whole-image inference")
+    if info.get("weights"):
+        parts.append(f"weights {info['weights']}")
+    return ", ".join(parts)
+
+
+def _metric_fns(cfg: EvalConfig) -> dict[str, MetricFn]:
+    from restorekit import metrics
+
+    suffix = "_y" if cfg.color == "y" else ""
+    return {name: getattr(metrics, name + suffix) for name in cfg.metrics}
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    eval_sets: Mapping[str, Any],
+    cfg: EvalConfig,
+    device: torch.device,
+    *,
+    amp: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
+    max_images: int | None = None,
+    save_dir: Path | None = None,
+    keep_for_grid: int = 0,
+) -> dict[str, Any]:
+    """Scores per task: ``{"tasks": {task: {"images", "psnr_in", "psnr", ...}}, "mean": {...}}``.
+
+    ``keep_for_grid`` keeps that many (input, restored, target) triplets per task
+    (on this rank) under ``result["grid"]`` for :func:`write_grid`.
+    """
+    fns = _metric_fns(cfg)
+    was_training = model.training
+    model.eval()
+    names = [f"{m}{suffix}" for m in fns for suffix in ("_in", "")]
+    tasks: dict[str, dict[str, float]] = {}
+    grid: dict[str, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = {}
+    limit = max_images if max_images is not None else cfg.max_images
+    for task, dataset in eval_sets.items():
+        count = len(dataset) if limit is None else min(limit, len(dataset))
+        sums = torch.zeros(len(names) + 1, dtype=torch.float64)
+        for index in range(rank, count, world_size):
+            item = dataset[index]
+            lq = center_crop_multiple(item["lq"], cfg.crop_multiple).unsqueeze(0).to(device)
+            gt = center_crop_multiple(item["gt"], cfg.crop_multiple).unsqueeze(0).to(device)
+            out = restore_tensor(model, lq, tile=cfg.tile, overlap=cfg.overlap, amp=amp)
+            values = []
+            for fn in fns.values():
+                values.append(float(fn(lq.float(), gt.float(), crop_border=cfg.crop_border)[0]))
+                values.append(float(fn(out, gt.float(), crop_border=cfg.crop_border)[0]))
+            sums += torch.tensor(values + [1.0], dtype=torch.float64)
+            if save_dir is not None:
+                from restorekit.data.image_io import write_image
+
+                folder = save_dir / task
+                folder.mkdir(parents=True, exist_ok=True)
+                write_image(folder / f"{Path(str(item.get('name', index))).stem}.png", out[0])
+            if len(grid.get(task, [])) < keep_for_grid:
+                grid.setdefault(task, []).append((lq[0].cpu(), out[0].cpu(), gt[0].cpu()))
+        if world_size > 1:
+            import torch.distributed as dist
+
+            dist.all_reduce(sums, op=dist.ReduceOp.SUM)
+        n = int(sums[-1])
+        row: dict[str, float] = {"images": n}
+        for i, name in enumerate(names):
+            row[name] = float(sums[i] / max(n, 1))
+        tasks[task] = row
+    model.train(was_training)
+    mean = {name: sum(r[name] for r in tasks.values()) / max(len(tasks), 1) for name in names}
+    result: dict[str, Any] = {"tasks": tasks, "mean": mean}
+    if grid:
+        result["grid"] = grid
+    return result
+
+
+def markdown_table(result: Mapping[str, Any], info: Mapping[str, Any] | None = None) -> str:
+    """Per-task table: input vs restored for each metric, and the PSNR gain."""
+    tasks = result["tasks"]
+    metrics = [m for m in ("psnr", "ssim") if any(m in row for row in tasks.values())]
+    head = ["task", "images"]
+    for m in metrics:
+        head += [f"{m.upper()} input", f"{m.upper()} restored"]
+    if "psnr" in metrics:
+        head.append("PSNR gain")
+    lines = []
+    if info is not None:
+        lines += [protocol_line(info), ""]
+    lines += ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
+
+    def cells(name: str, row: Mapping[str, float], images: str) -> str:
+        out = [name, images]
+        for m in metrics:
+            fmt = "{:.2f}" if m == "psnr" else "{:.4f}"
+            out += [fmt.format(row[f"{m}_in"]), fmt.format(row[m])]
+        if "psnr" in metrics:
+            out.append(f"{row['psnr'] - row['psnr_in']:+.2f}")
+        return "| " + " | ".join(out) + " |"
+
+    for task, row in tasks.items():
+        lines.append(cells(task, row, str(int(row["images"]))))
+    if len(tasks) > 1:
+        lines.append(cells("**mean**", result["mean"], ""))
+    return "\n".join(lines)
+
+
+def report_json(result: Mapping[str, Any], info: Mapping[str, Any], **extra: Any) -> str:
+    body = {"protocol": dict(info), "tasks": result["tasks"], "mean": result["mean"], **extra}
+    return json.dumps(body, indent=2, default=str)
+
+
+def write_report(folder: Path, result: Mapping[str, Any], info: Mapping[str, Any], **extra: Any) -> None:
+    """``eval.md`` and ``eval.json`` in ``folder`` (atomically)."""
+    from restorekit.engine.atomic import write_text
+
+    folder.mkdir(parents=True, exist_ok=True)
+    write_text(folder / "eval.md", markdown_table(result, info) + "\n")
+    write_text(folder / "eval.json", report_json(result, info, **extra) + "\n")
+
+
+def write_grid(path: Path, result: Mapping[str, Any], note: str = "") -> Path:
+    """A before/after PNG: one row per kept image, columns input | restored | target."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from restorekit.engine.atomic import atomic_path
+    from restorekit.metrics import psnr
+
+    rows = [(task, triplet) for task, items in result.get("grid", {}).items() for triplet in items]
+    if not rows:
+        raise ValueError("no images were kept for a grid (keep_for_grid=0)")
+    aspect = max(t[0].shape[-2] / t[0].shape[-1] for _, t in rows)
+    fig = Figure(figsize=(9, 3 * aspect * len(rows) + 0.4 * (len(rows) + 1)), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    for r, (task, (lq, out, gt)) in enumerate(rows):
+        panels = [
+            (lq, f"{task}: input  {float(psnr(lq[None], gt[None])[0]):.2f} dB"),
+            (out, f"restored  {float(psnr(out[None], gt[None])[0]):.2f} dB"),
+            (gt, "target"),
+        ]
+        for c, (img, title) in enumerate(panels):
+            ax = fig.add_subplot(len(rows), 3, r * 3 + c + 1)
+            ax.imshow(img.clamp(0, 1).permute(1, 2, 0).numpy())
+            ax.set_title(title, fontsize=10)
+            ax.axis("off")
+    if note:
+        fig.suptitle(note, fontsize=10)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    return path

@@ -1,0 +1,170 @@
+"""Inference on images of any size: whole, or in tiles blended over their overlaps.
+
+Tiles of ``tile`` pixels step by ``tile - overlap``. Each tile's output is weighted
+by a window that is 1 inside, 0 within a guard band of ``overlap // 4`` pixels of
+an edge it shares with another tile, and ramps linearly in between; edges on the
+image border keep weight 1. Across an overlap the two ramps sum to 1, so the blend
+is a partition of unity, and every pixel takes no weight from a tile whose edge is
+closer than the guard band: a model whose receptive field is within the guard band
+gives the same output tiled as whole (up to float rounding).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+from torch import nn
+
+from restorekit.errors import RestorekitError
+
+
+class ImageRestoreError(RestorekitError, ValueError):
+    """A restore request that cannot be carried out; the message names the path."""
+
+
+def autocast_context(device: torch.device, amp: bool) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA when ``amp``; nothing elsewhere (bf16 is slow on CPUs)."""
+    if amp and device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets covering ``[0, size)`` with tiles of ``tile`` (the last one flush)."""
+    if size <= tile:
+        return [0]
+    stride = tile - overlap
+    starts = list(range(0, size - tile, stride))
+    starts.append(size - tile)
+    return starts
+
+
+def _ramp(length: int, start_shared: bool, end_shared: bool, overlap: int) -> torch.Tensor:
+    """1-D window of one tile along one axis."""
+    guard = overlap // 4
+    span = max(1, overlap - 2 * guard)
+    pos = torch.arange(length, dtype=torch.float64)
+    weight = torch.ones(length, dtype=torch.float64)
+    if start_shared:
+        weight = torch.minimum(weight, ((pos - guard + 1) / (span + 1)).clamp(0, 1))
+    if end_shared:
+        weight = torch.minimum(weight, ((length - pos - guard) / (span + 1)).clamp(0, 1))
+    return weight
+
+
+def tile_window(h: int, w: int, top: bool, bottom: bool, left: bool, right: bool, overlap: int) -> torch.Tensor:
+    """(h, w) blending weights; a flag says that edge is shared with another tile."""
+    return _ramp(h, top, bottom, overlap)[:, None] * _ramp(w, left, right, overlap)[None, :]
+
+
+def iter_tiles(height: int, width: int, tile: int, overlap: int) -> Iterator[tuple[int, int, int, int]]:
+    """(y, x, th, tw) of every tile."""
+    th, tw = min(tile, height), min(tile, width)
+    for y in tile_starts(height, tile, overlap):
+        for x in tile_starts(width, tile, overlap):
+            yield y, x, th, tw
+
+
+@torch.no_grad()
+def restore_tensor(
+    model: nn.Module | Callable[[torch.Tensor], torch.Tensor],
+    image: torch.Tensor,
+    *,
+    tile: int | None = None,
+    overlap: int = 32,
+    amp: bool = False,
+    tile_batch: int = 4,
+) -> torch.Tensor:
+    """Restore a (B, 3, H, W) batch in [0, 1]; tiled when ``tile`` is set and smaller than H or W.
+
+    The output is clamped to [0, 1] and returned in float32.
+    """
+    if image.ndim != 4:
+        raise ValueError(f"expected a (B, C, H, W) tensor, got shape {tuple(image.shape)}")
+    device = image.device
+    _, _, height, width = image.shape
+    if tile is None or (height <= tile and width <= tile):
+        with autocast_context(device, amp):
+            return model(image).float().clamp(0, 1)
+    if overlap >= tile:
+        raise ValueError(f"overlap ({overlap}) must be smaller than the tile ({tile})")
+    out = torch.zeros(image.shape[0], 3, height, width, dtype=torch.float64, device=device)
+    weight_sum = torch.zeros(1, 1, height, width, dtype=torch.float64, device=device)
+    tiles = list(iter_tiles(height, width, tile, overlap))
+    for first in range(0, len(tiles), tile_batch):
+        group = tiles[first:first + tile_batch]
+        crops = torch.cat([image[:, :, y:y + th, x:x + tw] for y, x, th, tw in group])
+        with autocast_context(device, amp):
+            restored = model(crops).double()
+        for i, (y, x, th, tw) in enumerate(group):
+            piece = restored[i * image.shape[0]:(i + 1) * image.shape[0]]
+            window = tile_window(th, tw, y > 0, y + th < height, x > 0, x + tw < width, overlap).to(device)
+            out[:, :, y:y + th, x:x + tw] += piece * window
+            weight_sum[:, :, y:y + th, x:x + tw] += window
+    return (out / weight_sum).float().clamp(0, 1)
+
+
+# -- files ----------------------------------------------------------------------------
+def plan_outputs(source: str | Path, target: str | Path, *, overwrite: bool = False) -> list[tuple[Path, Path]]:
+    """(input, output) pairs for a file or a folder; refuses to replace files unless ``overwrite``.
+
+    A folder input maps to a folder output with the same relative names. Every
+    conflict is found before any image is restored.
+    """
+    from restorekit.data.image_io import is_image_file
+
+    source, target = Path(source), Path(target)
+    if source.is_dir():
+        inputs = sorted(p for p in source.rglob("*") if p.is_file() and is_image_file(p))
+        if not inputs:
+            raise ImageRestoreError(f"INPUT {source}: no image files in this folder")
+        if target.exists() and not target.is_dir():
+            raise ImageRestoreError(f"OUTPUT {target}: must be a folder when INPUT is a folder")
+        pairs = [(p, target / p.relative_to(source)) for p in inputs]
+    elif source.is_file():
+        if not is_image_file(source):
+            raise ImageRestoreError(f"INPUT {source}: not an image file (suffix {source.suffix!r})")
+        out = target / source.name if target.is_dir() else target
+        if not is_image_file(out):
+            raise ImageRestoreError(f"OUTPUT {out}: give an image file name (.png, .jpg, ...)")
+        pairs = [(source, out)]
+    else:
+        raise ImageRestoreError(f"INPUT {source}: no such file or folder")
+    if not overwrite:
+        for src, out in pairs:
+            if out.exists():
+                what = "is the input itself" if out.resolve() == src.resolve() else "already exists"
+                raise ImageRestoreError(f"OUTPUT {out} {what}; pass --overwrite to replace it")
+    return pairs
+
+
+def restore_files(
+    model: nn.Module,
+    pairs: list[tuple[Path, Path]],
+    *,
+    tile: int | None,
+    overlap: int,
+    device: torch.device,
+) -> None:
+    """Restore each input and write it in the input's format (gray, alpha, bit depth kept)."""
+    from restorekit.data.image_io import load_image, write_image
+
+    model.eval()
+    for src, out in pairs:
+        try:
+            image = load_image(src)
+        except (OSError, ValueError) as exc:
+            raise ImageRestoreError(f"INPUT {src}: cannot read it ({exc})") from exc
+        restored = restore_tensor(model, image.rgb[None].to(device), tile=tile, overlap=overlap,
+                                  amp=device.type == "cuda")[0].cpu()
+        if image.gray:
+            restored = restored.mean(dim=0, keepdim=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        depth = 16 if image.bit_depth > 8 else 8
+        try:
+            write_image(out, restored, bit_depth=depth, alpha=image.alpha)
+        except ValueError as exc:
+            raise ImageRestoreError(f"OUTPUT {out}: {exc}") from exc

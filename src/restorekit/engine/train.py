@@ -1,0 +1,548 @@
+"""The training loop: iteration-based, resumable bit for bit, one process or torchrun DDP.
+
+One step: the batch of step ``s`` (a pure function of seed, s, rank and world size),
+forward (bf16 autocast on CUDA), loss, backward, gradient clipping, a NaN guard, an
+AdamW step at the rate ``schedule(s)``, an EMA update. Every ``val_every`` steps the
+EMA weights are scored per task; every ``ckpt_every`` steps (and at the end, and when
+validation improves) rank 0 writes a checkpoint atomically.
+
+NaN guard: when the loss or the gradient norm is not finite on any rank, the step
+is skipped (no optimizer, EMA update; gradients dropped) but the step counter
+advances: the batch is spent and the rate follows the counter, so a poisoned batch
+is never retried. ``train.max_nonfinite`` skipped steps in a row abort the run.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from restorekit.engine import checkpoint as ckpt
+from restorekit.engine import distributed as dist_utils
+from restorekit.engine.config import EvalConfig, TrainConfig, eval_config, train_config
+from restorekit.engine.distributed import DistContext
+from restorekit.engine.ema import EMA
+from restorekit.engine.infer import autocast_context
+from restorekit.engine.run_folder import METRICS_FILE, MetricsLog, default_run_dir, write_run_files
+from restorekit.engine.schedule import WarmupCosine
+from restorekit.errors import CheckpointError, RecipeError, RestorekitError
+
+
+class TrainingDiverged(RestorekitError, RuntimeError):
+    """Too many non-finite steps in a row."""
+
+
+@dataclass
+class TrainResult:
+    """What a finished run leaves: its folder, its last step and scores."""
+
+    run_dir: Path
+    step: int
+    skipped_steps: int = 0
+    validation: dict[str, Any] | None = None
+    final_eval: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# -- randomness -----------------------------------------------------------------------
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, numpy, torch CPU and CUDA generator states, as weights_only-loadable values."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached": float(cached)},
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    random.setstate(state["python"])
+    np_state = state["numpy"]
+    np.random.set_state((np_state["name"], np_state["keys"].numpy().astype(np.uint32), np_state["pos"],
+                         np_state["has_gauss"], np_state["cached"]))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def recipe_name(recipe: Mapping[str, Any], source: str) -> str:
+    name = recipe.get("name") or Path(str(source)).stem or "run"
+    return str(name).replace("/", "_")
+
+
+def random_backbone_notes(model: nn.Module) -> list[str]:
+    """A line per frozen part that runs without pretrained weights."""
+    from restorekit.frozen import frozen_records
+
+    notes = []
+    for prefix, record in frozen_records(model).items():
+        if not record.get("weights"):
+            notes.append(
+                f"NOTE: frozen part '{prefix}' ({record.get('name')}) is RANDOMLY INITIALISED: no "
+                f"pretrained weights were given, so its guidance carries no pretrained knowledge. "
+                f"Set its 'weights:' in the recipe for real results."
+            )
+    return notes
+
+
+# -- the trainer ----------------------------------------------------------------------
+class Trainer:
+    """Holds the parts of one run; :meth:`run` trains from a fresh start or a checkpoint."""
+
+    def __init__(
+        self,
+        recipe: Mapping[str, Any],
+        *,
+        source: str = "recipe",
+        stream: Any = None,
+        eval_sets: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.recipe = dict(recipe)
+        self.source = source
+        self.cfg: TrainConfig = train_config(recipe, source)
+        self.eval_cfg: EvalConfig = eval_config(recipe, source)
+        if not recipe.get("model"):
+            raise RecipeError(f"{source}: the recipe has no 'model' section")
+        self.ctx: DistContext = dist_utils.init(self.cfg.device)
+        self.per_rank_batch = dist_utils.per_rank_batch(self.cfg.batch_size, self.ctx.world_size)
+        self._stream = stream
+        self._eval_sets = eval_sets
+        self._bar: Any = None
+        self._setup_torch()
+        self._build()
+
+    # -- set-up ---------------------------------------------------------------
+    def _setup_torch(self) -> None:
+        cfg = self.cfg
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        if cfg.deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True)
+            torch.backends.cudnn.benchmark = False
+        elif self.ctx.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        self.amp = cfg.amp == "bf16" or (cfg.amp == "auto" and self.ctx.device.type == "cuda")
+        if self.amp and self.ctx.device.type != "cuda":
+            self.say("train.amp=bf16 applies on CUDA only; training in float32 on the CPU")
+            self.amp = False
+        self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+
+    def _build(self) -> None:
+        from restorekit.building import build, build_model
+        from restorekit.frozen import iter_trainable
+
+        cfg, device = self.cfg, self.ctx.device
+        seed_everything(cfg.seed)  # same initial weights on every rank
+        self.model: nn.Module = build_model(self.recipe["model"]).to(device)
+        if cfg.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.loss_fn = build("loss", self.recipe.get("loss") or {"type": "l1"})
+        if isinstance(self.loss_fn, nn.Module):
+            self.loss_fn = self.loss_fn.to(device)
+        if hasattr(self.loss_fn, "bind"):
+            self.loss_fn.bind(self.model)
+        self.params = list(iter_trainable(self.model))
+        if not self.params:
+            raise RecipeError(f"{self.source}: the model has no trainable parameters")
+        self.optimizer = torch.optim.AdamW(
+            self.params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay
+        )
+        self.schedule = WarmupCosine(cfg.lr, cfg.min_lr, cfg.warmup_iters, cfg.iterations)
+        self.ema = EMA(self.model, cfg.ema_decay, cfg.ema_warmup) if cfg.ema_decay is not None else None
+        self.supports_aux = bool(getattr(self.model, "supports_aux", False))
+        forward: nn.Module = self.model
+        if self.ctx.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [device.index] if device.type == "cuda" else None
+            forward = DistributedDataParallel(self.model, device_ids=ids)
+        if cfg.compile:
+            forward = torch.compile(forward)  # type: ignore[assignment]
+        self.forward_model = forward
+
+    def stream(self) -> Any:
+        if self._stream is None:
+            from restorekit.data.build import build_train_stream
+
+            # The stream takes the per-rank batch; rank r serves samples [r*b, (r+1)*b)
+            # of the step's global batch, which is the same for every world size.
+            self._stream = build_train_stream(
+                self.recipe.get("data") or {}, self.per_rank_batch, self.cfg.seed,
+                self.ctx.rank, self.ctx.world_size,
+            )
+        return self._stream
+
+    def eval_sets(self) -> Mapping[str, Any]:
+        if self._eval_sets is None:
+            from restorekit.data.build import build_eval_sets
+
+            self._eval_sets = build_eval_sets(self.recipe.get("data") or {})
+        return self._eval_sets
+
+    # -- printing -------------------------------------------------------------
+    def say(self, text: str) -> None:
+        if not self.ctx.is_main:
+            return
+        if self._bar is not None:
+            self._bar.write(text, file=sys.stderr)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
+    # -- run folder and resume --------------------------------------------------
+    def _resolve_run(self, resume: str | None) -> tuple[Path, Path | None]:
+        """(run folder, checkpoint to resume from); decided on rank 0."""
+        cfg = self.cfg
+        name = recipe_name(self.recipe, self.source)
+        if resume not in (None, "auto"):
+            path = Path(resume)
+            if path.is_dir() and ckpt._NAME.match(path.name):
+                newer = [p.name for s, p in ckpt.list_checkpoints(path.parent.parent) if p.name > path.name]
+                if newer:
+                    raise CheckpointError(
+                        f"--resume {path}: its run folder holds newer checkpoints ({', '.join(newer)}) that "
+                        f"continuing from it would overwrite; copy it into a new run folder, or delete them"
+                    )
+                return path.parent.parent, path
+            if path.is_dir():
+                return path, self._latest(path, required=True)
+            raise CheckpointError(f"--resume {resume}: no such run or checkpoint folder")
+        if cfg.out_dir:
+            run_dir = Path(cfg.out_dir)
+        elif resume == "auto":
+            candidates = sorted(Path("runs").glob(f"{name}-*"), key=lambda p: p.stat().st_mtime)
+            with_ckpts = [p for p in candidates if ckpt.list_checkpoints(p)]
+            run_dir = with_ckpts[-1] if with_ckpts else default_run_dir(name)
+        else:
+            run_dir = default_run_dir(name)
+        if resume is None:
+            if ckpt.list_checkpoints(run_dir):
+                raise CheckpointError(
+                    f"run folder {run_dir} already holds checkpoints; pass --resume auto to continue "
+                    f"it or choose another train.out_dir"
+                )
+            return run_dir, None
+        return run_dir, self._latest(run_dir, required=False)
+
+    def _latest(self, run_dir: Path, required: bool) -> Path | None:
+        ckpt.clean_incomplete(run_dir)
+        found = ckpt.latest_valid(run_dir, need_ema=self.ema is not None)
+        if found is None and required:
+            raise CheckpointError(f"--resume {run_dir}: no valid checkpoint in {run_dir / ckpt.CKPT_DIR}")
+        return found.path if found else None
+
+    def _load(self, path: Path) -> int:
+        """Restore everything from ``path``; returns the step to continue from."""
+        loaded = ckpt.load_checkpoint(path, need_ema=self.ema is not None)
+        from restorekit.frozen import trainable_state_dict
+
+        expected = trainable_state_dict(self.model)
+        if set(expected) != set(loaded.model):
+            raise CheckpointError(f"checkpoint {path} does not fit the recipe's model "
+                                  f"(keys differ: {sorted(set(expected) ^ set(loaded.model))[:5]})")
+        with torch.no_grad():
+            for key, value in expected.items():
+                value.copy_(loaded.model[key])
+        state = loaded.state
+        if self.ema is not None and loaded.ema is not None:
+            self.ema.load_state_dict(loaded.ema, updates=int(state.get("ema_updates", 0)))
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.nonfinite_streak = int(state.get("nonfinite_streak", 0))
+        self.nonfinite_total = int(state.get("nonfinite_total", 0))
+        self.best = state.get("best")
+        rng = state.get("rng") or []
+        if rng:
+            same_world = len(rng) == self.ctx.world_size
+            set_rng_state(rng[self.ctx.rank] if same_world else rng[0])
+        if int(state.get("data_position", loaded.step)) != loaded.step:
+            raise CheckpointError(f"checkpoint {path}: data position and step disagree")
+        return loaded.step
+
+    # -- checkpoints ----------------------------------------------------------------
+    def _save(self, step: int, run_dir: Path, metrics: Mapping[str, Any] | None, is_best: bool) -> None:
+        from restorekit.frozen import frozen_records, trainable_state_dict
+
+        rng = dist_utils.gather_objects(self.ctx, rng_state())
+        dist_utils.barrier(self.ctx)
+        if self.ctx.is_main:
+            state = {
+                "step": step,
+                "data_position": step,
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": {**self.schedule.state_dict(), "lr": self.schedule(max(step - 1, 0))},
+                "ema_updates": self.ema.updates if self.ema is not None else 0,
+                "nonfinite_streak": self.nonfinite_streak,
+                "nonfinite_total": self.nonfinite_total,
+                "best": self.best,
+                "rng": rng,
+                "world_size": self.ctx.world_size,
+            }
+            meta = {"metrics": dict(metrics or {}), "frozen": frozen_records(self.model),
+                    "world_size": self.ctx.world_size}
+            ckpt.save_checkpoint(run_dir, step, trainable_state_dict(self.model),
+                                 self.ema.state_dict() if self.ema is not None else None, state, meta)
+            if is_best and self.best is not None:
+                ckpt.write_best(run_dir, self.best["step"], self.best["score"])
+            ckpt.prune(run_dir, self.cfg.keep_last, self.cfg.keep_best)
+        dist_utils.barrier(self.ctx)
+
+    # -- one step -------------------------------------------------------------------
+    def _step(self, batch: Mapping[str, Any], step: int) -> tuple[float, float, bool, dict[str, float]]:
+        """(global loss, grad norm, skipped?, loss terms) of one optimisation step."""
+        device = self.ctx.device
+        lq = batch["lq"].to(device, non_blocking=True).contiguous(memory_format=self.memory_format)
+        gt = batch["gt"].to(device, non_blocking=True).contiguous(memory_format=self.memory_format)
+        if lq.shape[0] != self.per_rank_batch:
+            raise RecipeError(
+                f"the data stream gave a batch of {lq.shape[0]} on rank {self.ctx.rank}; expected "
+                f"train.batch_size / world size = {self.per_rank_batch}"
+            )
+        lr = self.schedule(step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        with autocast_context(device, self.amp):
+            if self.supports_aux:
+                restored, aux = self.forward_model(lq, return_aux=True)
+            else:
+                restored, aux = self.forward_model(lq), None
+            loss = self.loss_fn(restored, gt, lq=lq, aux=aux)
+        loss = loss.float()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        max_norm = self.cfg.grad_clip if self.cfg.grad_clip else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm)
+        bad = (~torch.isfinite(loss.detach())) | (~torch.isfinite(grad_norm))
+        flags = torch.stack([loss.detach().float(), bad.float()]).to(device)
+        dist_utils.all_reduce_sum(self.ctx, flags)
+        global_loss, skipped = float(flags[0]) / self.ctx.world_size, bool(flags[1] > 0)
+        if skipped:
+            self.optimizer.zero_grad(set_to_none=True)
+        else:
+            self.optimizer.step()
+            if self.ema is not None:
+                self.ema.update(self.model)
+        terms = {k: float(v) for k, v in getattr(self.loss_fn, "last_terms", {}).items()}
+        return global_loss, float(grad_norm), skipped, terms
+
+    # -- validation -----------------------------------------------------------------
+    def validate(self, step: int, *, max_images: int | None, keep_for_grid: int = 0,
+                 use_ema: bool | None = None) -> dict[str, Any]:
+        from restorekit.engine.evaluate import evaluate
+
+        use_ema = self.eval_cfg.use_ema if use_ema is None else use_ema
+        args = dict(amp=self.amp, rank=self.ctx.rank, world_size=self.ctx.world_size,
+                    max_images=max_images, keep_for_grid=keep_for_grid)
+        if self.ema is not None and use_ema:
+            with self.ema.swapped_in(self.model):
+                result = evaluate(self.model, self.eval_sets(), self.eval_cfg, self.ctx.device, **args)
+        else:
+            result = evaluate(self.model, self.eval_sets(), self.eval_cfg, self.ctx.device, **args)
+        result["ema"] = bool(self.ema is not None and use_ema)
+        return result
+
+    # -- the loop ---------------------------------------------------------------------
+    def run(self, resume: str | None = None, eval_after: bool = False) -> TrainResult:
+        cfg, ctx = self.cfg, self.ctx
+        wants_eval = cfg.val_every > 0 or eval_after or self.eval_cfg.after_train
+        if wants_eval and not self.eval_sets():
+            raise RecipeError(f"{self.source}: train.val_every / eval.after_train / --eval-after need test "
+                              f"images, but the data section has no 'val' tasks")
+        decided = self._resolve_run(resume) if ctx.is_main else None
+        run_dir, resume_from = dist_utils.broadcast_object(ctx, decided)
+        self.run_dir = Path(run_dir)
+        self.nonfinite_streak = 0
+        self.nonfinite_total = 0
+        self.best: dict[str, Any] | None = None
+        start = 0
+        if resume_from is not None:
+            start = self._load(Path(resume_from))
+        log = MetricsLog(self.run_dir / METRICS_FILE)
+        if ctx.is_main:
+            from restorekit.frozen import frozen_records
+            from restorekit.params import count_params
+
+            if resume_from is not None:
+                ckpt.forget_best_after(self.run_dir, start)
+                if self.best is not None:
+                    ckpt.write_best(self.run_dir, self.best["step"], self.best["score"])
+                log.truncate_after(start)
+                self.say(f"resuming {self.run_dir} from step {start} ({resume_from})")
+                self._say_recipe_changes()
+            trainable, frozen = count_params(self.model)
+            write_run_files(self.run_dir, self.recipe, {
+                "source": self.source, "world_size": ctx.world_size, "device": str(ctx.device),
+                "amp": "bf16" if self.amp else "fp32", "resumed_from": str(resume_from) if resume_from else None,
+                "params": {"trainable": trainable, "frozen": frozen}, "frozen": frozen_records(self.model),
+            })
+            self.say(f"run folder: {self.run_dir}")
+            self.say(f"model: {trainable:,} trainable and {frozen:,} frozen parameters; "
+                     f"{ctx.world_size} process(es) on {ctx.device}, {'bf16' if self.amp else 'fp32'}; "
+                     f"global batch {cfg.batch_size}")
+            for note in random_backbone_notes(self.model):
+                self.say(note)
+        dist_utils.barrier(ctx)
+        validation = self._loop(start, log)
+        final_eval = None
+        if eval_after or self.eval_cfg.after_train:
+            final_eval = self.final_evaluation()
+        return TrainResult(self.run_dir, cfg.iterations, self.nonfinite_total, validation, final_eval)
+
+    def _say_recipe_changes(self) -> None:
+        from restorekit.engine.run_folder import RECIPE_FILE
+        from restorekit.recipes import is_missing, load_yaml, recipe_diff
+
+        def show(value: Any) -> str:
+            return "(absent)" if is_missing(value) else repr(value)
+
+        saved = self.run_dir / RECIPE_FILE
+        if not saved.is_file():
+            return
+        changes = [row for row in recipe_diff(load_yaml(saved), self.recipe) if row[0] != "train.out_dir"]
+        for key, before, after in changes:
+            self.say(f"recipe changed since the run started: {key}: {show(before)} -> {show(after)}")
+
+    def _loop(self, start: int, log: MetricsLog) -> dict[str, Any] | None:
+        cfg, ctx = self.cfg, self.ctx
+        validation = None
+        if start >= cfg.iterations:
+            self.say(f"nothing to train: the run is already at step {start} of {cfg.iterations}")
+            return validation
+        batches: Iterator[Mapping[str, Any]] = iter(self.stream().batches(start))
+        from tqdm import tqdm
+
+        tty = sys.stderr.isatty()
+        self._bar = tqdm(total=cfg.iterations, initial=start, disable=not (ctx.is_main and cfg.progress),
+                         dynamic_ncols=True, mininterval=0.5 if tty else 10.0, file=sys.stderr, unit="it")
+        window: list[float] = []
+        t_last, step = time.perf_counter(), start
+        try:
+            self.model.train()
+            while step < cfg.iterations:
+                batch = next(batches)
+                loss, grad_norm, skipped, terms = self._step(batch, step)
+                step += 1
+                if skipped:
+                    self._on_skip(step, loss, grad_norm, log)
+                else:
+                    self.nonfinite_streak = 0
+                    window.append(loss)
+                self._bar.update(1)
+                self._bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self.schedule(step - 1):.2e}", refresh=False)
+                if step % cfg.log_every == 0 or step == cfg.iterations:
+                    now = time.perf_counter()
+                    if ctx.is_main:
+                        log.write({"step": step, "loss": loss, "loss_avg": sum(window) / max(len(window), 1),
+                                   "lr": self.schedule(step - 1), "grad_norm": grad_norm, "terms": terms,
+                                   "it_s": cfg.log_every / max(now - t_last, 1e-9), "skipped_total": self.nonfinite_total})
+                    window, t_last = [], now
+                is_val = cfg.val_every > 0 and (step % cfg.val_every == 0 or step == cfg.iterations)
+                is_best = False
+                scores = None
+                if is_val:
+                    validation = self.validate(step, max_images=cfg.val_max_images)
+                    scores = self._report_validation(step, validation, log)
+                    score = validation["mean"].get("psnr")
+                    if score is not None and (self.best is None or score > self.best["score"]):
+                        self.best, is_best = {"step": step, "score": score}, True
+                if step % cfg.ckpt_every == 0 or step == cfg.iterations or is_best:
+                    self._save(step, self.run_dir, scores, is_best)
+        finally:
+            self._bar.close()
+            self._bar = None
+        return validation
+
+    def _on_skip(self, step: int, loss: float, grad_norm: float, log: MetricsLog) -> None:
+        self.nonfinite_streak += 1
+        self.nonfinite_total += 1
+        self.say(f"step {step}: non-finite loss ({loss}) or gradient norm ({grad_norm}); step skipped "
+                 f"({self.nonfinite_streak} in a row, {self.nonfinite_total} in all)")
+        if self.ctx.is_main:
+            log.write({"step": step, "event": "nonfinite_skip", "loss": loss, "grad_norm": grad_norm,
+                       "in_a_row": self.nonfinite_streak})
+        if self.nonfinite_streak >= self.cfg.max_nonfinite:
+            raise TrainingDiverged(
+                f"training diverged: {self.nonfinite_streak} steps in a row had a non-finite loss or "
+                f"gradient (train.max_nonfinite = {self.cfg.max_nonfinite}) at step {step}; the last good "
+                f"checkpoint is in {self.run_dir / ckpt.CKPT_DIR}. Lower train.lr, set train.grad_clip, "
+                f"or check the data"
+            )
+
+    def _report_validation(self, step: int, result: Mapping[str, Any], log: MetricsLog) -> dict[str, Any]:
+        from restorekit.engine.evaluate import markdown_table, protocol
+
+        info = protocol(self.eval_cfg, ema=result.get("ema"))
+        if self.ctx.is_main:
+            self.say(f"\nvalidation at step {step}:\n" + markdown_table(result, info))
+            log.write({"step": step, "event": "validation", "tasks": result["tasks"], "mean": result["mean"]})
+        return {"val_mean": result["mean"], "val_tasks": result["tasks"]}
+
+    def final_evaluation(self) -> dict[str, Any]:
+        """Score the final (EMA) weights on the held-out images; write eval.md, eval.json, grid."""
+        from restorekit.engine.evaluate import markdown_table, protocol, write_grid, write_report
+
+        ecfg = self.eval_cfg
+        result = self.validate(self.cfg.iterations, max_images=ecfg.max_images,
+                               keep_for_grid=ecfg.grid_images if ecfg.grid else 0)
+        info = protocol(ecfg, ema=result.get("ema"))
+        if self.ctx.is_main:
+            out = self.run_dir / "eval"
+            notes = random_backbone_notes(self.model)
+            write_report(out, result, info, step=self.cfg.iterations, notes=notes)
+            lines = ["", f"evaluation of the final weights on the held-out images ({out}):",
+                     markdown_table(result, info)]
+            worse = [t for t, row in result["tasks"].items() if "psnr" in row and row["psnr"] <= row["psnr_in"]]
+            if "psnr" in result["mean"]:
+                lines.append("restored beats the input on every task" if not worse
+                             else f"WARNING: restored does not beat the input on: {', '.join(worse)}")
+            if ecfg.grid and result.get("grid"):
+                note = "backbone randomly initialised (no pretrained weights)" if notes else ""
+                grid = write_grid(out / "grid.png", result, note=note)
+                lines.append(f"before/after grid: {grid}")
+            lines += notes
+            print("\n".join(lines), flush=True)
+        result.pop("grid", None)
+        return result
+
+
+def train(
+    recipe: Mapping[str, Any],
+    *,
+    source: str = "recipe",
+    resume: str | None = None,
+    eval_after: bool = False,
+    stream: Any = None,
+    eval_sets: Mapping[str, Any] | None = None,
+) -> TrainResult:
+    """Train ``recipe`` (resolved) and return where its results are.
+
+    ``resume``: None (fresh), ``"auto"`` (the newest valid checkpoint of the run
+    folder, if any) or a run / checkpoint folder. ``stream`` and ``eval_sets``
+    replace the recipe's data section (tests and notebooks pass their own).
+    """
+    launched = dist_utils.launched_world_size() > 1
+    try:
+        trainer = Trainer(recipe, source=source, stream=stream, eval_sets=eval_sets)
+        return trainer.run(resume=resume, eval_after=eval_after)
+    finally:
+        if launched:
+            dist_utils.shutdown()

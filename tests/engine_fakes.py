@@ -1,0 +1,127 @@
+"""Small parts for the engine tests: a local conv net, a NaN-injecting loss, a data stream.
+
+The stream keeps the data contract (``batches(start_step)``; the batch of step s
+depends only on seed, s, rank and world size; each rank takes its slice of the
+global batch), so the engine is tested against the contract, not one dataset.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+
+from restorekit.registry import LOSSES, MODELS
+
+
+class FrozenGuide(nn.Module):
+    """A stand-in for a frozen backbone: no trainable weights, recorded, not checkpointed."""
+
+    frozen = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(3, 3, 1)
+        self.requires_grad_(False)
+
+    def weights_record(self) -> dict[str, Any]:
+        return {"name": "fake_guide", "weights": None, "sha256": None}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x)
+
+
+class LocalConvNet(nn.Module):
+    """Three 3x3 convs (receptive-field radius 3) with a residual; deterministic on CPU."""
+
+    def __init__(self, width: int = 8, aux: bool = False, frozen_guide: bool = False) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(3, width, 3, padding=1), nn.GELU(),
+            nn.Conv2d(width, width, 3, padding=1), nn.GELU(),
+            nn.Conv2d(width, 3, 3, padding=1),
+        )
+        self.guide = FrozenGuide() if frozen_guide else None
+        self.supports_aux = aux
+        self.calls_with_aux = 0
+
+    def forward(self, lq: torch.Tensor, return_aux: bool = False) -> Any:
+        inp = lq if self.guide is None else lq + 0.1 * self.guide(lq)
+        out = lq + self.body(inp)
+        if return_aux:
+            self.calls_with_aux += 1
+            return out, {"mean": out.mean()}
+        return out
+
+
+class NaNAtSteps(nn.Module):
+    """L1 loss that returns NaN on the calls listed in ``nan_calls`` (0-based call count)."""
+
+    def __init__(self, nan_calls: list[int] = ()) -> None:  # type: ignore[assignment]
+        super().__init__()
+        self.nan_calls = set(nan_calls)
+        self.calls = 0
+        self.saw_aux: list[Any] = []
+        self.last_terms: dict[str, torch.Tensor] = {}
+
+    def forward(self, restored: torch.Tensor, target: torch.Tensor, *, lq: Any = None, aux: Any = None) -> torch.Tensor:
+        self.saw_aux.append(aux)
+        loss = (restored - target).abs().mean()
+        self.last_terms = {"l1": loss.detach()}
+        if self.calls in self.nan_calls:
+            loss = loss * float("nan")
+        self.calls += 1
+        return loss
+
+
+def register() -> None:
+    """Register the fakes (idempotent) under names tests use in recipes."""
+    MODELS.register("engine_test_convnet", LocalConvNet, replace=True)
+    LOSSES.register("engine_test_nan", NaNAtSteps, replace=True)
+
+
+def make_pair(gen: torch.Generator, size: int, sigma: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
+    """A smooth random image and a noisy copy."""
+    coarse = torch.rand(3, size // 4, size // 4, generator=gen)
+    gt = torch.nn.functional.interpolate(coarse[None], size=(size, size), mode="bilinear", align_corners=False)[0]
+    lq = (gt + sigma * torch.randn(gt.shape, generator=gen)).clamp(0, 1)
+    return lq, gt
+
+
+class FakeStream:
+    """Per-rank ``batch_size`` as ``build_train_stream``; the global batch of step s comes
+    from seed (seed, s) and rank r takes rows [r*b, (r+1)*b)."""
+
+    def __init__(self, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1, patch: int = 16) -> None:
+        self.per_rank, self.seed, self.rank, self.world = batch_size, seed, rank, world_size
+        self.patch = patch
+
+    def batches(self, start_step: int = 0) -> Iterator[dict[str, Any]]:
+        step = start_step
+        per_rank = self.per_rank
+        while True:
+            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+            pairs = [make_pair(gen, self.patch) for _ in range(per_rank * self.world)]
+            rows = slice(self.rank * per_rank, (self.rank + 1) * per_rank)
+            lq = torch.stack([p[0] for p in pairs])[rows]
+            gt = torch.stack([p[1] for p in pairs])[rows]
+            yield {"lq": lq, "gt": gt, "task": ["noise"] * per_rank}
+            step += 1
+
+
+class FakeEvalSet(torch.utils.data.Dataset):
+    """Full-size noisy/clean pairs, fixed by ``seed``."""
+
+    def __init__(self, count: int = 2, size: int = 24, seed: int = 7, task: str = "noise") -> None:
+        gen = torch.Generator().manual_seed(seed)
+        self.items = []
+        for i in range(count):
+            lq, gt = make_pair(gen, size)
+            self.items.append({"lq": lq, "gt": gt, "task": task, "name": f"img{i}"})
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.items[index]

@@ -1,0 +1,186 @@
+"""The training loop in-process, on a tiny conv net and a contract-keeping fake stream."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import engine_fakes
+from restorekit.engine import checkpoint as ckpt
+from restorekit.engine.train import Trainer, TrainingDiverged, train
+from restorekit.errors import CheckpointError
+from restorekit.recipes import load_yaml
+
+engine_fakes.register()
+
+
+def recipe(out: Path, **train_keys: Any) -> dict:
+    keys = {"iterations": 12, "batch_size": 4, "ckpt_every": 4, "log_every": 1, "warmup_iters": 2,
+            "lr": 1e-3, "out_dir": str(out), "progress": False, "deterministic": True}
+    keys.update(train_keys)
+    return {"name": "engine-test", "model": {"type": "engine_test_convnet"},
+            "loss": {"type": "engine_test_nan"}, "train": keys}
+
+
+def run(rec: dict, **kwargs: Any):
+    return train(rec, stream=engine_fakes.FakeStream(rec["train"]["batch_size"]), **kwargs)
+
+
+def records(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def final_tensors(run_dir: Path) -> dict[str, dict[str, torch.Tensor]]:
+    step, path = ckpt.list_checkpoints(run_dir)[-1]
+    return {"model": load_file(str(path / "model.safetensors")), "ema": load_file(str(path / "ema.safetensors"))}
+
+
+def test_a_few_iterations_write_a_complete_run_folder(tmp_path: Path) -> None:
+    rec = recipe(tmp_path / "run", iterations=30, keep_last=2)
+    result = run(rec)
+    run_dir = result.run_dir
+    assert result.step == 30 and result.skipped_steps == 0
+    assert load_yaml(run_dir / "recipe.yaml") == rec  # resolved recipe round-trips
+    info = json.loads((run_dir / "run.json").read_text())
+    assert {"restorekit", "torch", "timm", "open_clip", "plugins"} <= set(info["versions"])
+    assert info["params"]["trainable"] == sum(p.numel() for p in engine_fakes.LocalConvNet().parameters())
+    assert [s for s, _ in ckpt.list_checkpoints(run_dir)] == [28, 30]  # keep_last 2
+    logged = [r for r in records(run_dir) if "event" not in r]
+    assert [r["step"] for r in logged] == list(range(1, 31))
+    assert logged[0]["lr"] == pytest.approx(5e-4) and logged[1]["lr"] == pytest.approx(1e-3)
+    assert logged[-1]["terms"]["l1"] == pytest.approx(logged[-1]["loss"])
+    first = sum(r["loss"] for r in logged[:5]) / 5
+    last = sum(r["loss"] for r in logged[-5:]) / 5
+    assert last < first  # it learns to denoise
+
+
+def test_frozen_parts_stay_out_and_aux_reaches_the_loss(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    rec = recipe(tmp_path / "run", iterations=2)
+    rec["model"] = {"type": "engine_test_convnet", "aux": True, "frozen_guide": True}
+    trainer = Trainer(rec, stream=engine_fakes.FakeStream(4))
+    guide_before = trainer.model.guide.proj.weight.clone()
+    optimised = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
+    assert optimised == {id(p) for p in trainer.model.body.parameters()}
+    trainer.run()
+    assert torch.equal(trainer.model.guide.proj.weight, guide_before)
+    assert trainer.model.calls_with_aux == 2
+    assert all(isinstance(a, dict) and "mean" in a for a in trainer.loss_fn.saw_aux)
+    tensors = final_tensors(tmp_path / "run")
+    assert not any(k.startswith("guide.") for k in tensors["model"]) and "body.0.weight" in tensors["model"]
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert info["frozen"] == {"guide": {"name": "fake_guide", "weights": None, "sha256": None}}
+    assert "frozen part 'guide' (fake_guide) is RANDOMLY INITIALISED" in capsys.readouterr().err
+
+
+def test_nan_steps_are_skipped_and_logged(tmp_path: Path) -> None:
+    rec = recipe(tmp_path / "run", iterations=8, ckpt_every=100)
+    rec["loss"] = {"type": "engine_test_nan", "nan_calls": [2, 3]}
+    trainer = Trainer(rec, stream=engine_fakes.FakeStream(4))
+    seen: list[tuple[int, torch.Tensor, int]] = []
+    original = trainer._step
+
+    def spy(batch: Any, step: int):
+        out = original(batch, step)
+        seen.append((step, trainer.model.body[0].weight.detach().clone(), trainer.ema.updates))
+        return out
+
+    trainer._step = spy  # type: ignore[method-assign]
+    result = trainer.run()
+    assert result.skipped_steps == 2 and result.step == 8  # the counter advances past skips
+    # steps 2 and 3 (0-based) changed neither weights nor EMA
+    assert torch.equal(seen[1][1], seen[2][1]) and torch.equal(seen[2][1], seen[3][1])
+    assert seen[1][2] == seen[3][2] == 2 and seen[4][2] == 3
+    assert not torch.equal(seen[3][1], seen[4][1])
+    skips = [r for r in records(result.run_dir) if r.get("event") == "nonfinite_skip"]
+    assert [r["step"] for r in skips] == [3, 4] and skips[0]["loss"] == "nan"
+    tensors = final_tensors(result.run_dir)
+    assert all(torch.isfinite(t).all() for part in tensors.values() for t in part.values())
+
+
+def test_too_many_nan_steps_abort_and_leave_finite_checkpoints(tmp_path: Path) -> None:
+    rec = recipe(tmp_path / "run", iterations=50, ckpt_every=2, max_nonfinite=3)
+    rec["loss"] = {"type": "engine_test_nan", "nan_calls": list(range(5, 50))}
+    with pytest.raises(TrainingDiverged, match=r"3 steps in a row.*train.max_nonfinite = 3"):
+        run(rec)
+    found = ckpt.list_checkpoints(tmp_path / "run")
+    assert found and found[-1][0] == 6  # written during the skips, from the finite weights
+    tensors = final_tensors(tmp_path / "run")
+    assert all(torch.isfinite(t).all() for part in tensors.values() for t in part.values())
+
+
+def test_resume_after_interruption_is_bitwise_identical(tmp_path: Path) -> None:
+    full = run(recipe(tmp_path / "full", iterations=14, ckpt_every=5))
+
+    class Interrupt(Exception):
+        pass
+
+    rec = recipe(tmp_path / "cut", iterations=14, ckpt_every=5)
+    trainer = Trainer(rec, stream=engine_fakes.FakeStream(4))
+    original = trainer._step
+
+    def stop_at_8(batch: Any, step: int):
+        if step == 8:
+            raise Interrupt
+        return original(batch, step)
+
+    trainer._step = stop_at_8  # type: ignore[method-assign]
+    with pytest.raises(Interrupt):
+        trainer.run()
+    assert [s for s, _ in ckpt.list_checkpoints(tmp_path / "cut")] == [5]
+    resumed = run(rec, resume="auto")
+    a, b = final_tensors(full.run_dir), final_tensors(resumed.run_dir)
+    for part in ("model", "ema"):
+        assert a[part].keys() == b[part].keys()
+        assert all(torch.equal(a[part][k], b[part][k]) for k in a[part])
+    # the log of the resumed run has each step once, as the uninterrupted one
+    assert [r["step"] for r in records(resumed.run_dir)] == [r["step"] for r in records(full.run_dir)]
+
+
+def test_existing_run_needs_resume(tmp_path: Path) -> None:
+    rec = recipe(tmp_path / "run", iterations=4)
+    run(rec)
+    with pytest.raises(CheckpointError, match="already holds checkpoints; pass --resume auto"):
+        run(rec)
+    again = run(rec, resume="auto")  # nothing left to do, still fine
+    assert again.step == 4
+    older = ckpt.list_checkpoints(tmp_path / "run")[0][1]
+    assert older.name == "ckpt-00000004"
+    more = dict(rec, train={**rec["train"], "iterations": 10})
+    run(more, resume=str(tmp_path / "run"))  # a run folder: its newest valid checkpoint
+    assert [s for s, _ in ckpt.list_checkpoints(tmp_path / "run")] == [8, 10]
+    with pytest.raises(CheckpointError, match="holds newer checkpoints .*ckpt-00000010"):
+        run(more, resume=str(tmp_path / "run" / "checkpoints" / "ckpt-00000008"))
+
+
+def test_evaluation_without_test_images_is_a_recipe_error(tmp_path: Path) -> None:
+    from restorekit.errors import RecipeError
+
+    with pytest.raises(RecipeError, match="need test images, but the data section has no 'val' tasks"):
+        run(recipe(tmp_path / "run", val_every=2), eval_sets={})
+    assert not (tmp_path / "run").exists()  # stopped before anything was written
+
+
+def test_validation_keeps_best_and_eval_after(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    pytest.importorskip("restorekit.metrics")
+    rec = recipe(tmp_path / "run", iterations=6, ckpt_every=100, val_every=2, keep_last=1)
+    rec["eval"] = {"crop_multiple": 8, "grid": True}
+    sets = {"noise": engine_fakes.FakeEvalSet(2, 24), "other": engine_fakes.FakeEvalSet(1, 20, seed=3)}
+    result = run(rec, eval_sets=sets, eval_after=True)
+    vals = [r for r in records(result.run_dir) if r.get("event") == "validation"]
+    assert [v["step"] for v in vals] == [2, 4, 6]
+    best = ckpt.read_best(result.run_dir)
+    scores = {v["step"]: v["mean"]["psnr"] for v in vals}
+    assert best["step"] == max(scores, key=scores.get)
+    kept = [s for s, _ in ckpt.list_checkpoints(result.run_dir)]
+    assert best["step"] in kept and 6 in kept
+    report = json.loads((result.run_dir / "eval" / "eval.json").read_text())
+    assert report["protocol"]["crop"] == "centre crop to a multiple of 8"
+    assert report["tasks"]["noise"]["images"] == 2 and report["tasks"]["other"]["images"] == 1
+    assert (result.run_dir / "eval" / "grid.png").stat().st_size > 0
+    out = capsys.readouterr().out
+    assert "| noise | 2 |" in out and "PSNR input" in out
