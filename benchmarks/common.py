@@ -1,0 +1,456 @@
+"""Shared helpers for the benchmarks: devices and precision, timing, memory, FLOPs,
+the matmul ceiling, tiny configurations, building what a recipe trains, output files.
+(The performance levers live in ``levers.py``, the short training runs in ``short_runs.py``.)
+
+Performance is always reported as ratios measured in one run on one device, so
+every helper here works the same on the CPU (tiny configurations, tests) and on
+a GPU (full size). Timing uses CUDA events on a GPU and ``perf_counter`` after a
+synchronize elsewhere; the median of the repeats is the number reported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import os
+import platform
+import resource
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+DEFAULT_OUT = BENCH_DIR / "out"
+
+
+def ensure_importable() -> None:
+    """Let the scripts run from a checkout where restorekit is not installed."""
+    try:
+        import restorekit  # noqa: F401
+    except ImportError:
+        sys.path.insert(0, str(REPO_ROOT / "src"))
+
+
+ensure_importable()
+
+import torch  # noqa: E402
+
+from restorekit.engine.atomic import write_text  # noqa: E402
+
+# -- devices and precision -------------------------------------------------------------
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` -> CUDA when there is one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"--device {name}: no CUDA device on this machine")
+    return device
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """The engine's convention: bf16 autocast on CUDA (``auto`` there), fp32 on the CPU."""
+    if precision not in ("auto", "bf16", "fp32"):
+        raise SystemExit(f"--precision must be auto, bf16 or fp32, got {precision!r}")
+    if device.type != "cuda":
+        if precision == "bf16":
+            print("note: bf16 autocast applies on CUDA only (as in the engine); measuring fp32", file=sys.stderr)
+        return "fp32"
+    return "fp32" if precision == "fp32" else "bf16"
+
+
+def setup_backends(device: torch.device) -> None:
+    """What the engine sets before training on CUDA: cuDNN autotuning, TF32 matmuls."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """The engine's autocast: bf16 on CUDA when asked, nothing otherwise."""
+    from restorekit.engine.infer import autocast_context
+
+    return autocast_context(device, precision == "bf16")
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "meta":
+        return "meta device (FLOPs only)"
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def environment(device: torch.device, precision: str) -> dict[str, Any]:
+    """Versions and the device, for every results file."""
+    import restorekit
+
+    try:
+        import timm
+
+        timm_version = timm.__version__
+    except ImportError:
+        timm_version = None
+    return {
+        "device": device_name(device),
+        "device_type": device.type,
+        "precision": precision,
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "timm": timm_version,
+        "restorekit": restorekit.__version__,
+        "python": platform.python_version(),
+        "cpu_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "when": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+
+
+# -- timing ------------------------------------------------------------------------------
+
+
+@dataclass
+class Timing:
+    """Wall time of repeated calls, in milliseconds."""
+
+    median_ms: float
+    min_ms: float
+    mean_ms: float
+    repeats: int
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def time_call(fn: Callable[[], Any], device: torch.device, warmup: int = 2, repeat: int = 5) -> Timing:
+    """Time ``fn`` after ``warmup`` calls: CUDA events on a GPU, perf_counter on the CPU."""
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    times: list[float] = []
+    for _ in range(max(1, repeat)):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+        else:
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1e3)
+    ordered = sorted(times)
+    mid = len(ordered) // 2
+    median = ordered[mid] if len(ordered) % 2 else 0.5 * (ordered[mid - 1] + ordered[mid])
+    return Timing(median, ordered[0], sum(times) / len(times), len(times))
+
+
+def wall_seconds(fn: Callable[[], Any], device: torch.device) -> float:
+    """Seconds one call takes, synchronised (for compile time and first calls)."""
+    synchronize(device)
+    t0 = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - t0
+
+
+# -- memory ------------------------------------------------------------------------------
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory_mib(device: torch.device) -> float:
+    """CUDA: max allocated since the last reset. CPU: this process's peak RSS (never resets)."""
+    if device.type == "cuda":
+        synchronize(device)
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10  # bytes on macOS, KiB on Linux
+
+
+def memory_kind(device: torch.device) -> str:
+    return "CUDA max allocated" if device.type == "cuda" else "process peak RSS"
+
+
+# -- FLOPs -------------------------------------------------------------------------------
+
+
+def _conv_backward_flop(grad_out_shape, x_shape, w_shape, _bias, _stride, _padding, _dilation,  # noqa: ANN001
+                        transposed, _output_padding, _groups, output_mask, **kwargs) -> int:  # noqa: ANN001
+    """Each of grad-input and grad-weight costs one forward convolution.
+
+    torch's own formula computes grad-weight as a convolution that ignores
+    ``groups``, which overcounts a depthwise convolution's backward by its
+    channel count (26x too many FLOPs for a Restormer training step).
+    """
+    from torch.utils import flop_counter as fc
+
+    forward = fc.conv_flop_count(x_shape, w_shape, grad_out_shape, transposed)
+    return forward * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
+
+
+def _flop_mapping() -> dict[Any, Any]:
+    """Formulas that replace or complete FlopCounterMode's: grouped-convolution backward,
+    and the CPU flash attention kernels (fused SDPA on the CPU), which it does not count."""
+    from torch.utils import flop_counter as fc
+
+    aten = torch.ops.aten
+    mapping: dict[Any, Any] = {aten.convolution_backward: _conv_backward_flop}
+    if hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu"):
+
+        def forward(query, key, value, *args, out_shape=None, **kwargs):  # noqa: ANN001, ANN202
+            return fc.sdpa_flop_count(query, key, value)
+
+        def backward(grad_out, query, key, value, *args, out_shape=None, **kwargs):  # noqa: ANN001, ANN202
+            return fc.sdpa_backward_flop_count(grad_out, query, key, value)
+
+        mapping[aten._scaled_dot_product_flash_attention_for_cpu] = forward
+        mapping[aten._scaled_dot_product_flash_attention_for_cpu_backward] = backward
+    return mapping
+
+
+def count_flops(fn: Callable[[], Any]) -> int:
+    """FLOPs of the matmuls, convolutions and attention ``fn`` runs (2 per multiply-add).
+
+    Elementwise work (norms, activations, softmax) is not counted, as in the
+    usual MAC counts; backward passes run inside ``fn`` are counted too.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False, custom_mapping=_flop_mapping()) as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def matmul_ceiling(device: torch.device, precision: str, size: int | None = None, repeat: int = 10) -> dict[str, Any]:
+    """Measured FLOP/s of a dense square matmul: bf16 on a GPU, fp32 on the CPU.
+
+    It is the yardstick the achieved FLOP/s of a training step is divided by;
+    random inputs (never zeros, which run faster than real data).
+    """
+    dtype = torch.bfloat16 if (device.type == "cuda" and precision == "bf16") else torch.float32
+    if size is None:
+        size = 8192 if device.type == "cuda" else 1024
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    a = torch.randn(size, size, generator=gen).to(device=device, dtype=dtype)
+    b = torch.randn(size, size, generator=gen).to(device=device, dtype=dtype)
+    timing = time_call(lambda: a @ b, device, warmup=3 if device.type == "cuda" else 1, repeat=repeat)
+    flops = 2.0 * size**3
+    del a, b
+    return {
+        "size": size,
+        "dtype": str(dtype).replace("torch.", ""),
+        "ms": timing.median_ms,
+        "flops_per_s": flops / (timing.median_ms / 1e3),
+    }
+
+
+# -- tiny configurations -----------------------------------------------------------------
+
+TINY_BODIES: dict[str, dict[str, Any]] = {
+    "restormer": {"dim": 8, "num_blocks": [1, 1, 1, 1], "heads": [1, 1, 1, 1], "num_refinement_blocks": 1},
+    "promptir": {
+        "dim": 8, "num_blocks": [1, 1, 1, 1], "heads": [1, 1, 1, 1], "num_refinement_blocks": 1,
+        "prompt_dims": [8, 16, 32], "prompt_sizes": [16, 8, 4], "prompt_len": 2,
+    },
+}  # fmt: skip
+TINY_WIDTH, TINY_HEADS = 32, 2
+DINO_IR_LAYERS = (2, 5, 8, 11)  # DinoIR's default layers, used when a spec names none
+TINY_FUSION_CHANNELS = 16
+
+
+def _needed_depth(*layer_lists: Sequence[int] | None) -> int:
+    """Blocks a backbone needs so every requested layer exists (at least 4)."""
+    deepest = max((int(layer) for layers in layer_lists if layers for layer in layers), default=3)
+    return max(4, deepest + 1)
+
+
+def tiny_backbone_spec(spec: Any, depth: int) -> Any:
+    """A backbone spec with the same type and code path, tiny width, ``depth`` blocks."""
+    if spec is None:
+        spec = {"type": "dinov2"}
+    if isinstance(spec, str):
+        spec = {"type": spec}
+    if not isinstance(spec, Mapping):
+        return spec
+    out = dict(spec)
+    kind = out.get("type", "dinov2")
+    if kind in ("dinov2", "timm"):
+        out["model_kwargs"] = {**dict(out.get("model_kwargs") or {}),
+                               "embed_dim": TINY_WIDTH, "num_heads": TINY_HEADS, "depth": depth}  # fmt: skip
+    elif kind == "clip":
+        out["vision_cfg"] = {**dict(out.get("vision_cfg") or {}),
+                             "width": TINY_WIDTH, "layers": depth, "head_width": TINY_WIDTH // TINY_HEADS,
+                             "image_size": 112}  # fmt: skip
+    return out
+
+
+def tiny_body_spec(spec: Any, default_type: str = "restormer") -> Any:
+    """A body spec with the tiny widths of its type (unknown types pass unchanged)."""
+    if spec is None:
+        spec = {"type": default_type}
+    if isinstance(spec, str):
+        spec = {"type": spec}
+    if not isinstance(spec, Mapping):
+        return spec
+    kind = spec.get("type", default_type)
+    return {**dict(spec), **TINY_BODIES.get(kind, {})}
+
+
+def loss_layers(loss_spec: Any) -> list[int]:
+    """Backbone layers any term of a loss spec reads (the DPC layers)."""
+    found: list[int] = []
+    if isinstance(loss_spec, Mapping):
+        if loss_spec.get("type") == "dpc":
+            found += [int(x) for x in loss_spec.get("layers", (1, 3))]
+        for value in loss_spec.values():
+            found += loss_layers(value)
+    elif isinstance(loss_spec, (list, tuple)):
+        for value in loss_spec:
+            found += loss_layers(value)
+    return found
+
+
+def tiny_model_spec(model_spec: Mapping[str, Any], loss_spec: Any = None) -> dict[str, Any]:
+    """The same model at test size: tiny body widths, a tiny backbone built by the same
+    code path (width 32, as deep as the layers asked for), a small fused guide."""
+    spec = copy.deepcopy(dict(model_spec))
+    kind = spec.get("type")
+    if kind in TINY_BODIES:
+        return tiny_body_spec(spec)
+    if kind == "dino_ir":
+        depth = _needed_depth(spec.get("layers", DINO_IR_LAYERS), loss_layers(loss_spec))
+        spec["body"] = tiny_body_spec(spec.get("body"))
+        spec["backbone"] = tiny_backbone_spec(spec.get("backbone"), depth)
+        spec["fusion_channels"] = TINY_FUSION_CHANNELS
+    return spec
+
+
+def tiny_loss_spec(loss_spec: Any) -> Any:
+    """A loss spec whose own backbones (if any) are tiny too."""
+    if isinstance(loss_spec, Mapping):
+        out = {k: tiny_loss_spec(v) for k, v in loss_spec.items()}
+        if out.get("type") == "dpc" and out.get("backbone") is not None:
+            out["backbone"] = tiny_backbone_spec(out["backbone"], _needed_depth(loss_layers(loss_spec)))
+        return out
+    if isinstance(loss_spec, list):
+        return [tiny_loss_spec(v) for v in loss_spec]
+    return loss_spec
+
+
+# -- building what a recipe trains ---------------------------------------------------------
+
+
+def body_type(model_spec: Mapping[str, Any]) -> str | None:
+    """The body a model spec restores with (the model itself for a baseline body)."""
+    kind = model_spec.get("type")
+    if kind in TINY_BODIES:
+        return str(kind)
+    body = model_spec.get("body")
+    if kind == "dino_ir":
+        if body is None:
+            return "restormer"
+        return body if isinstance(body, str) else body.get("type", "restormer")
+    return None
+
+
+def build_model_and_loss(model_spec: Mapping[str, Any], loss_spec: Any) -> tuple[Any, Any]:
+    """Model and loss as the engine builds them: ``build('loss', ...)`` then ``loss.bind(model)``."""
+    import restorekit
+
+    model = restorekit.build("model", model_spec)
+    loss = restorekit.build("loss", loss_spec if loss_spec else {"type": "l1"})
+    return model, loss
+
+
+def bind_loss(loss: Any, model: Any) -> None:
+    if hasattr(loss, "bind"):
+        loss.bind(model)
+
+
+def forward_with_loss(model: Any, loss: Any, lq: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    """Forward and loss as the engine does: with ``return_aux`` when the model offers it."""
+    if getattr(model, "supports_aux", False):  # a compiled model forwards attributes
+        restored, aux = model(lq, return_aux=True)
+    else:
+        restored, aux = model(lq), None
+    return loss(restored, gt, lq=lq, aux=aux)
+
+
+def model_and_loss_specs(recipe_name: str, tiny: bool) -> tuple[dict[str, Any], Any]:
+    """A recipe's model and loss specs (tiny when asked)."""
+    from restorekit import load_recipe
+
+    recipe = load_recipe(recipe_name)
+    model_spec, loss_spec = dict(recipe["model"]), recipe.get("loss") or {"type": "l1"}
+    if tiny:
+        return tiny_model_spec(model_spec, loss_spec), tiny_loss_spec(loss_spec)
+    return model_spec, loss_spec
+
+
+def short_name(recipe_name: str) -> str:
+    """``baselines/restormer`` -> ``restormer``."""
+    return recipe_name.rsplit("/", 1)[-1]
+
+
+# -- output ----------------------------------------------------------------------------------
+
+
+def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, ...]]) -> str:
+    """A GitHub markdown table. ``columns`` are (header, key) or (header, key, format);
+    floats default to 3 significant digits, missing values show as '-'."""
+
+    def cell(value: Any, fmt: str | None) -> str:
+        if value is None:
+            return "-"
+        if isinstance(value, bool):
+            return "yes" if value else "no"
+        if isinstance(value, float):
+            if value != value:  # NaN
+                return "nan"
+            if fmt:
+                return fmt.format(value)
+            return f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
+        if isinstance(value, int):
+            return f"{value:,d}"
+        return str(value).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(c[0] for c in columns) + " |", "|" + "|".join(" --- " for _ in columns) + "|"]
+    for row in rows:
+        lines.append("| " + " | ".join(cell(row.get(c[1]), c[2] if len(c) > 2 else None) for c in columns) + " |")
+    return "\n".join(lines)
+
+
+def write_json(path: str | os.PathLike, data: Any) -> None:
+    """Atomic JSON (temp file, fsync, rename): a results file is complete or absent."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    write_text(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+def write_markdown(path: str | os.PathLike, text: str) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    write_text(path, text.rstrip() + "\n")
+
+
+def out_dir(value: str | None) -> Path:
+    """The results folder: ``--out``, else ``$OUT`` (the GPU machine's), else ``benchmarks/out``."""
+    folder = Path(value or os.environ.get("OUT") or DEFAULT_OUT)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder

@@ -1,0 +1,181 @@
+#!/usr/bin/env bash
+# The GPU check: one script, under 8 minutes on one H100/H200.
+#
+#   1. the test suite's CUDA-parametrised tests (-m cuda) and a short CPU subset;
+#   2. speed.py at full size in bf16: dino_ir, the Restormer and PromptIR baselines, two ablations;
+#   3. 200 training iterations of dino_ir (128 px, batch 8, bf16), compile off and on:
+#      it/s, peak memory, compile time;
+#   4. if time is left: the levers (the backbone's bf16 knob, channels_last, SDPA channel
+#      attention, gradient checkpointing, DPC without the shared backbone pass) on dino_ir
+#      and Restormer.
+#
+# Every stage runs under `timeout`; a failed or cut stage does not stop the next one.
+# Outputs (at most 8 files) go to ${OUT:-benchmarks/out}: gpu_check.log, speed.{json,md},
+# loop.{json,md}, levers.{json,md}, summary.md. DINOv2 is randomly initialised (no
+# weights on the machine, no internet): timings do not depend on the weights.
+#
+#   bash benchmarks/gpu_check.sh          # PYTHON=... to pick the interpreter
+#   DRY_RUN=1 bash benchmarks/gpu_check.sh   # the plumbing on a CPU: tiny configs, 5 iterations, no compile
+set -u
+cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
+REPO="$(pwd)"
+OUT_DIR="${OUT:-$REPO/benchmarks/out}"
+mkdir -p "$OUT_DIR"
+LOG="$OUT_DIR/gpu_check.log"
+: >"$LOG"
+exec > >(tee -a "$LOG") 2>&1
+TEE_PID=$!
+
+PY="${PYTHON:-python3}"
+export PYTHONPATH="$REPO/src${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1
+START=$(date +%s)
+DEADLINE=$((START + ${GPU_CHECK_BUDGET:-460}))   # seconds for all stages; 460 leaves margin under 8 minutes
+STAGES=()
+DEVICE=(--device cuda --precision bf16)
+LOOP=(--loop 200 --levers compile)
+if [ -n "${DRY_RUN:-}" ]; then
+  DEVICE=(--device cpu --tiny --warmup 0 --repeat 1)
+  LOOP=(--loop 5)
+fi
+
+# run_stage NAME BUDGET_SECONDS CMD...: run with a timeout clipped to the deadline.
+run_stage() {
+  local name="$1" budget="$2"
+  shift 2
+  local now left limit t0 rc
+  now=$(date +%s)
+  left=$((DEADLINE - now))
+  limit=$((budget < left ? budget : left))
+  if [ "$limit" -lt 20 ]; then
+    echo "=== $name: skipped (only ${left}s left)"
+    STAGES+=("$name|skipped|0|$budget")
+    return 0
+  fi
+  echo
+  echo "=== $name (limit ${limit}s): $*"
+  t0=$(date +%s)
+  timeout -k 10 "$limit" "$@"
+  rc=$?
+  local took=$(($(date +%s) - t0))
+  [ "$rc" -eq 124 ] && echo "=== $name: TIMED OUT after ${limit}s"
+  echo "=== $name: exit $rc after ${took}s"
+  STAGES+=("$name|$rc|$took|$limit")
+}
+
+echo "=== GPU check of restorekit ($(date -u +%Y-%m-%dT%H:%M:%SZ)), results in $OUT_DIR"
+nvidia-smi -L || echo "nvidia-smi not available"
+if [ -d .wheels ] && ls .wheels/*.whl >/dev/null 2>&1; then
+  echo "installing the carried wheels: $(ls .wheels)"
+  "$PY" -m pip install --no-deps --quiet .wheels/*.whl || echo "WARNING: wheel install failed"
+fi
+"$PY" - <<'EOF'
+import torch
+print(f"python {__import__('sys').version.split()[0]}, torch {torch.__version__}, CUDA {torch.version.cuda}, "
+      f"device: {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'NO CUDA DEVICE'}")
+for name in ("timm", "open_clip", "restorekit"):
+    try:
+        module = __import__(name)
+        print(f"{name} {getattr(module, '__version__', '?')} from {module.__file__}")
+    except Exception as exc:  # noqa: BLE001
+        print(f"{name}: NOT IMPORTABLE ({type(exc).__name__}: {exc})")
+EOF
+echo "NOTE: DINOv2 (and CLIP) backbones are RANDOMLY INITIALISED here (no weights, no internet);"
+echo "      speed, memory and FLOP numbers do not depend on the weights."
+
+PYTEST_TIMEOUT=()
+"$PY" -c "import pytest_timeout" 2>/dev/null && PYTEST_TIMEOUT=(--timeout 90)
+run_stage "tests (cuda)" 100 "$PY" -m pytest -q -m cuda -p no:cacheprovider --maxfail 10 ${PYTEST_TIMEOUT[@]+"${PYTEST_TIMEOUT[@]}"} tests/
+run_stage "tests (subset)" 40 "$PY" -m pytest -q -p no:cacheprovider --maxfail 5 ${PYTEST_TIMEOUT[@]+"${PYTEST_TIMEOUT[@]}"} \
+  tests/test_registry.py tests/test_recipes.py
+run_stage "speed (full size, bf16)" 150 "$PY" benchmarks/speed.py "${DEVICE[@]}" \
+  --recipes dino_ir baselines/restormer baselines/promptir ablations/no_dpc ablations/vit_s14 \
+  --out "$OUT_DIR" --name speed
+run_stage "200 iterations, compile off and on" 200 "$PY" benchmarks/speed.py "${DEVICE[@]}" \
+  --recipes dino_ir "${LOOP[@]}" --out "$OUT_DIR" --name loop
+run_stage "levers" 120 "$PY" benchmarks/speed.py --warmup 3 --repeat 10 "${DEVICE[@]}" \
+  --recipes dino_ir baselines/restormer --levers backbone_bf16,channels_last,sdpa,grad_checkpoint,no_dpc_reuse \
+  --out "$OUT_DIR" --name levers
+
+# -- summary -------------------------------------------------------------------------------------
+STAGE_LINES="$(printf '%s\n' "${STAGES[@]}")" TOTAL=$(($(date +%s) - START)) OUT_DIR="$OUT_DIR" \
+  "$PY" - <<'EOF'
+import json, os
+from pathlib import Path
+
+out = Path(os.environ["OUT_DIR"])
+lines = ["# GPU check summary", "", f"total wall time: {os.environ['TOTAL']} s", "",
+         "| stage | exit | seconds | limit |", "| --- | --- | --- | --- |"]
+for entry in os.environ["STAGE_LINES"].splitlines():
+    if entry:
+        name, rc, took, limit = entry.split("|")
+        status = {"0": "ok", "124": "TIMEOUT", "skipped": "skipped"}.get(rc, f"FAIL ({rc})")
+        lines.append(f"| {name} | {status} | {took} | {limit} |")
+
+
+def load(name):
+    path = out / f"{name}.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+speed = load("speed")
+if speed:
+    env, mm = speed["env"], speed["matmul"]
+    lines += ["", f"device: {env['device']}, {env['precision']}, torch {env['torch']}; "
+              f"matmul {mm['flops_per_s'] / 1e12:.3g} TFLOP/s ({mm['dtype']}, {mm['size']}^3)"
+              + ("" if speed.get("complete") else " (speed stage INCOMPLETE)"), "",
+              f"| recipe | train ms/step ({speed['config']['train_size']} px, batch {speed['config']['train_batch']}) "
+              f"| train peak MiB | % matmul | infer ms/MP ({speed['config']['infer_size']} px) | infer peak MiB |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    for row in speed["rows"]:
+        if "error" in row:
+            lines.append(f"| {row['recipe']} | ERROR: {row['error'][:80]} | | | | |")
+            continue
+        t, i = row["train"], row.get("infer", {})
+        lines.append(f"| {row['recipe']} | {t['step_ms']:.1f} | {t['peak_mib']:.0f} | "
+                     f"{100 * t['matmul_fraction']:.1f} | {i.get('ms_per_mp', float('nan')):.1f} | "
+                     f"{i.get('peak_mib', float('nan')):.0f} |")
+    lines += ["", "| target | value | limit | status |", "| --- | --- | --- | --- |"]
+    for tg in speed["targets"]:
+        value = "n/a" if tg["value"] is None else f"{tg['value']:.3f}"
+        lines.append(f"| {tg['target']} | {value} | {tg['limit']} | {tg['status']} |")
+loop = load("loop")
+if loop:
+    cfg = loop["config"]
+    lines += ["", f"| dino_ir, {cfg['loop']} iterations, {cfg['train_size']} px batch {cfg['train_batch']} "
+              "| it/s | ms/step | peak MiB | compile s |",
+              "| --- | --- | --- | --- | --- |"]
+    for row in loop["rows"]:
+        if "error" in row:
+            lines.append(f"| {row['variant']} | ERROR: {row['error'][:80]} | | | |")
+            continue
+        t = row["train"]
+        comp = "-" if t.get("compile_s") is None else f"{t['compile_s']:.1f}"
+        lines.append(f"| {row['variant']} | {t['it_per_s']:.2f} | {t['step_ms']:.1f} | {t['peak_mib']:.0f} | {comp} |")
+levers = load("levers")
+if levers:
+    base = {r["recipe"]: r for r in levers["rows"] if r.get("variant", "").startswith("base") and "error" not in r}
+    lines += ["", "| lever | recipe | train ms (change) | train peak MiB (change) | infer ms/MP (change) |",
+              "| --- | --- | --- | --- | --- |"]
+    for row in levers["rows"]:
+        ref = base.get(row["recipe"])
+        if "error" in row or ref is None:
+            continue
+        def fmt(section, key):
+            a, b = ref[section][key], row[section][key]
+            return f"{b:.1f} ({100 * (b - a) / a:+.0f}%)"
+        lines.append(f"| {row['variant']} | {row['recipe']} | {fmt('train', 'step_ms')} | "
+                     f"{fmt('train', 'peak_mib')} | {fmt('infer', 'ms_per_mp')} |")
+lines += ["", "DINOv2/CLIP backbones were randomly initialised (no weights on the machine)."]
+text = "\n".join(lines) + "\n"
+tmp = out / ".summary.md.tmp"
+tmp.write_text(text)
+os.replace(tmp, out / "summary.md")
+print("\n" + text)
+EOF
+echo "=== GPU check done in $(($(date +%s) - START))s; files: $(ls "$OUT_DIR" | tr '\n' ' ')"
+exec 1>&- 2>&-                           # let tee write the last lines before the script ends
+wait "$TEE_PID" 2>/dev/null || sleep 1
