@@ -35,15 +35,6 @@ def bodies() -> dict[str, torch.nn.Module]:
 BODY_NAMES = ["restormer", "promptir"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny convolutions run faster on one thread, and much faster on a shared, busy CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # -- the official architectures at full size (meta device: no memory, no time) -------
 def _meta(cls, **kwargs):
     with torch.device("meta"):

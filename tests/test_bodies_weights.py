@@ -18,15 +18,6 @@ TINY = dict(dim=8, num_blocks=[1, 1, 1, 1], heads=[1, 1, 2, 2], num_refinement_b
 TINY_PROMPTS = dict(prompt_dims=[4, 8, 8], prompt_sizes=[8, 4, 4], prompt_len=3)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny convolutions run faster on one thread, and much faster on a shared, busy CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def make(name: str, seed: int, **kwargs) -> torch.nn.Module:
     torch.manual_seed(seed)
     extra = TINY_PROMPTS if name == "promptir" else {}

@@ -14,9 +14,8 @@ from restorekit.errors import BuildError
 from restorekit.frozen import frozen_records, trainable_state_dict
 from restorekit.fusion.concat import ConcatFusion
 from restorekit.fusion.msf import MultiLayerSemanticFusion
-from tiny_dino_ir import TINY_BODY, TINY_DINOV2, single_thread, tiny_dino_ir
+from tiny_dino_ir import TINY_BODY, TINY_DINOV2, tiny_dino_ir
 
-_one_thread = pytest.fixture(autouse=True, scope="module")(single_thread)
 LOSS = {"type": "weighted_sum", "terms": [{"type": "l1", "weight": 1.0}, {"type": "dpc", "weight": 0.1, "layers": [1, 3]}]}
 
 

@@ -8,10 +8,9 @@ import torch
 from restorekit import build
 from restorekit.errors import BuildError
 from restorekit.losses.dpc import DPCLoss, feature_distance
-from tiny_dino_ir import TINY_DINOV2, single_thread, tiny_dino_ir
+from tiny_dino_ir import TINY_DINOV2, tiny_dino_ir
 
 TINY_BACKBONE = {"type": "dinov2", "size": "s", **TINY_DINOV2}
-_one_thread = pytest.fixture(autouse=True, scope="module")(single_thread)
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,8 @@ from restorekit import build, build_model
 from restorekit.data.build import check_data_config, task_entries
 from restorekit.engine.config import eval_config, train_config
 from restorekit.recipes import load_recipe, recipe_diff
-from tiny_dino_ir import single_thread, tiny_model_spec
+from tiny_dino_ir import tiny_model_spec
 
-_one_thread = pytest.fixture(autouse=True, scope="module")(single_thread)
 pytestmark = pytest.mark.filterwarnings("ignore:dino_ir. the .* backbone is randomly initialised")
 
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-import torch
-
 from restorekit.recipes import merge
 
 TINY_BODY = {"dim": 8, "num_blocks": [1, 1, 1, 1], "heads": [1, 1, 1, 1], "num_refinement_blocks": 1}
@@ -45,11 +43,3 @@ def tiny_dino_ir(**overrides: Any) -> Any:
     from restorekit import build_model
 
     return build_model(tiny_model_spec(merge({"type": "dino_ir"}, overrides)))
-
-
-def single_thread() -> Any:
-    """A fixture body: torch on one thread (tiny ops spin-wait on a busy 2-core box)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
