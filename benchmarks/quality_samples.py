@@ -33,18 +33,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tiny", action="store_true", help="tiny models on the CPU, 32 px patches")
     parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), help="recipes whose model and loss train")
     parser.add_argument("--tasks", default=",".join(short_runs.FIVE_TASKS), help="comma-separated tasks (default: all five)")
-    parser.add_argument("--iterations", type=int, help="training steps per model (default: 300 tiny, 5000 full)")
-    parser.add_argument("--batch-size", type=int, help="default 4 tiny, 8 full")
-    parser.add_argument("--patch-size", type=int, help="default 32 tiny, 128 full")
-    parser.add_argument("--eval-size", type=int, help="long side of the test photographs (default 96 tiny, 256 full)")
-    parser.add_argument("--lr", type=float, help="default 1e-3 tiny, 2e-4 full")
-    parser.add_argument("--backbone-weights", help="weights file for DINO-IR's backbone (default: random init)")
-    parser.add_argument("--device", default=None, help="auto, cpu, cuda (default: cpu with --tiny, else auto)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: 1 with --tiny, else torch's)")
-    parser.add_argument("--keep-runs", action="store_true", help="keep the run folders under OUT/<name>_runs")
-    parser.add_argument("--out", help="results folder (default benchmarks/out)")
-    parser.add_argument("--name", help="file stem of the results (default quality_samples[_tiny])")
+    short_runs.add_run_arguments(parser, "quality_samples", "training steps per model (default: 300 tiny, 5000 full)")
     return parser.parse_args(argv)
 
 
@@ -103,12 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for recipe in args.models:
             model = bench.short_name(recipe)
             model_spec, loss_spec = bench.model_and_loss_specs(recipe, args.tiny)
-            if model_spec.get("type") == "dino_ir":
-                backbone = dict(model_spec.get("backbone") or {"type": "dinov2"})
-                if args.backbone_weights:
-                    model_spec["backbone"] = {**backbone, "weights": args.backbone_weights}
-                else:
-                    random_backbone = random_backbone or not backbone.get("weights")
+            model_spec, random = short_runs.with_backbone_weights(model_spec, args.backbone_weights)
+            random_backbone = random_backbone or random
             print(f"== {model} on {', '.join(tasks)}", flush=True)
             t0 = time.perf_counter()
             run_dir = runs_root / model

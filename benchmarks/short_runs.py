@@ -4,6 +4,8 @@ the task-count experiment and the quality comparison on the photographs share th
 
 from __future__ import annotations
 
+import argparse
+
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -19,6 +21,32 @@ FIVE_TASKS: dict[str, Any] = {
     "blur": {"type": "motion_blur"},
     "low_light": {"type": "low_light"},
 }
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, default_name: str, iterations_help: str) -> None:
+    """The options every short-run benchmark shares (budget, device, output)."""
+    parser.add_argument("--iterations", type=int, help=iterations_help)
+    parser.add_argument("--batch-size", type=int, help="default 4 tiny, 8 full")
+    parser.add_argument("--patch-size", type=int, help="default 32 tiny, 128 full (photographs only)")
+    parser.add_argument("--eval-size", type=int, help="long side of the test photographs (default 96 tiny, 256 full)")
+    parser.add_argument("--lr", type=float, help="default 1e-3 tiny, 2e-4 full")
+    parser.add_argument("--backbone-weights", help="weights file for DINO-IR's backbone (default: random init)")
+    parser.add_argument("--device", default=None, help="auto, cpu, cuda (default: cpu with --tiny, else auto)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: 1 with --tiny, else torch's)")
+    parser.add_argument("--keep-runs", action="store_true", help="keep the run folders under OUT/<name>_runs")
+    parser.add_argument("--out", help="results folder (default benchmarks/out)")
+    parser.add_argument("--name", help=f"file stem of the results (default {default_name}[_tiny])")
+
+
+def with_backbone_weights(model_spec: dict[str, Any], weights: str | None) -> tuple[dict[str, Any], bool]:
+    """The spec with DINO-IR's backbone weights set (when given), and whether it stays random."""
+    if model_spec.get("type") != "dino_ir":
+        return model_spec, False
+    backbone = dict(model_spec.get("backbone") or {"type": "dinov2"})
+    if weights:
+        return {**model_spec, "backbone": {**backbone, "weights": weights}}, False
+    return model_spec, not backbone.get("weights")
 
 
 def samples_data(tasks: Sequence[str], patch_size: int, eval_size: int | None, seed: int = 0) -> dict[str, Any]:

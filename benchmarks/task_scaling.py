@@ -43,17 +43,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data-recipe", help="recipe (name or path) whose data section to use instead of the photographs")
     parser.add_argument("--tasks", help="comma-separated tasks in the order they are added (default: all, in order)")
     parser.add_argument("--max-tasks", type=int, help="stop after this many tasks (default: all)")
-    parser.add_argument("--iterations", type=int, help="training steps per run (default: 200 tiny, 20000 full)")
-    parser.add_argument("--batch-size", type=int, help="default 4 tiny, 8 full")
-    parser.add_argument("--patch-size", type=int, help="default 32 tiny, 128 full (photographs only)")
-    parser.add_argument("--eval-size", type=int, help="long side of the test photographs (default 96 tiny, 256 full)")
-    parser.add_argument("--lr", type=float, help="default 1e-3 tiny, 2e-4 full")
-    parser.add_argument("--device", default=None, help="auto, cpu, cuda (default: cpu with --tiny, else auto)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: 1 with --tiny, else torch's)")
-    parser.add_argument("--keep-runs", action="store_true", help="keep the run folders under OUT/<name>_runs")
-    parser.add_argument("--out", help="results folder (default benchmarks/out)")
-    parser.add_argument("--name", help="file stem of the results (default task_scaling or task_scaling_tiny)")
+    short_runs.add_run_arguments(parser, "task_scaling", "training steps per run (default: 200 tiny, 20000 full)")
     return parser.parse_args(argv)
 
 
@@ -180,7 +170,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     budget = budget_from(args)
     folder = bench.out_dir(args.out)
     name = args.name or ("task_scaling_tiny" if args.tiny else "task_scaling")
-    specs = {bench.short_name(m): bench.model_and_loss_specs(m, args.tiny) for m in args.models}
+    specs = {}
+    for recipe in args.models:
+        model_spec, loss_spec = bench.model_and_loss_specs(recipe, args.tiny)
+        specs[bench.short_name(recipe)] = (short_runs.with_backbone_weights(model_spec, args.backbone_weights)[0], loss_spec)
     keep = folder / f"{name}_runs" if args.keep_runs else None
     rows: list[dict[str, Any]] = []
     input_psnr: dict[str, float] = {}
