@@ -120,7 +120,8 @@ def test_restore_keeps_formats_and_never_overwrites(demo_run, tmp_path: Path) ->
 def test_sigkill_at_a_random_moment_then_resume_is_bitwise_identical(tmp_path: Path) -> None:
     """Kill -9 twice at random moments after the first checkpoint; the resumed run ends
     with the same bytes as an uninterrupted one (CPU, one thread, deterministic algorithms)."""
-    args = [str(BASELINE), *TINY_BASELINE, "-o", "train.iterations=40", "-o", "train.ckpt_every=4", "-o", "train.keep_last=2",
+    args = [str(BASELINE), *TINY_BASELINE, "-o", "train.iterations=40", "-o", "train.ckpt_every=4",
+            "-o", "train.keep_last=2",
             "-o", "train.deterministic=true", "-o", "eval.after_train=false"]
     full = cli("train", *args, "-o", f"train.out_dir={tmp_path / 'full'}")
     assert full.returncode == 0, full.stderr[-3000:]
@@ -157,7 +158,8 @@ def test_sigkill_at_a_random_moment_then_resume_is_bitwise_identical(tmp_path: P
 
 def test_torchrun_gloo_two_processes_match_one(tmp_path: Path) -> None:
     """Global batch 4: two gloo ranks of 2 give the loss trajectory of one process of 4."""
-    args = [str(BASELINE), *TINY_BASELINE, "-o", "train.batch_size=4", "-o", "train.iterations=5", "-o", "train.ckpt_every=5",
+    args = [str(BASELINE), *TINY_BASELINE, "-o", "train.batch_size=4", "-o", "train.iterations=5",
+            "-o", "train.ckpt_every=5",
             "-o", "eval.after_train=false", "-o", "train.device=cpu"]
     one = cli("train", *args, "-o", f"train.out_dir={tmp_path / 'one'}")
     assert one.returncode == 0, one.stderr[-3000:]

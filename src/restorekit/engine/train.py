@@ -434,7 +434,7 @@ class Trainer:
         self._bar = tqdm(total=cfg.iterations, initial=start, disable=not (ctx.is_main and cfg.progress),
                          dynamic_ncols=True, mininterval=0.5 if tty else 10.0, file=sys.stderr, unit="it")
         window: list[float] = []
-        t_last, step = time.perf_counter(), start
+        t_last, step, s_last = time.perf_counter(), start, start
         try:
             self.model.train()
             while step < cfg.iterations:
@@ -451,10 +451,12 @@ class Trainer:
                 if step % cfg.log_every == 0 or step == cfg.iterations:
                     now = time.perf_counter()
                     if ctx.is_main:
-                        log.write({"step": step, "loss": loss, "loss_avg": sum(window) / max(len(window), 1),
-                                   "lr": self.schedule(step - 1), "grad_norm": grad_norm, "terms": terms,
-                                   "it_s": cfg.log_every / max(now - t_last, 1e-9), "skipped_total": self.nonfinite_total})
-                    window, t_last = [], now
+                        log.write({
+                            "step": step, "loss": loss, "loss_avg": sum(window) / max(len(window), 1),
+                            "lr": self.schedule(step - 1), "grad_norm": grad_norm, "terms": terms,
+                            "it_s": (step - s_last) / max(now - t_last, 1e-9), "skipped_total": self.nonfinite_total,
+                        })
+                    window, t_last, s_last = [], now, step
                 is_val = cfg.val_every > 0 and (step % cfg.val_every == 0 or step == cfg.iterations)
                 is_best = False
                 scores = None
