@@ -125,3 +125,25 @@ class FakeEvalSet(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         return self.items[index]
+
+
+class Interrupted(Exception):
+    """Raised by :func:`run_until` in place of the step it stops at."""
+
+
+def run_until(trainer: Any, step: int) -> None:
+    """Run ``trainer`` and stop it, as a crash would, when it reaches ``step``."""
+    original = trainer._step
+
+    def stop(batch: Any, at: int) -> Any:
+        if at == step:
+            raise Interrupted
+        return original(batch, at)
+
+    trainer._step = stop
+    try:
+        trainer.run()
+    except Interrupted:
+        return
+    raise AssertionError(f"the run ended before step {step}")
+

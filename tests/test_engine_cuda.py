@@ -52,20 +52,8 @@ def test_bf16_training_on_cuda_learns(tmp_path: Path, compile_model: bool) -> No
 def test_resume_on_cuda_matches(tmp_path: Path) -> None:
     full = train(recipe(tmp_path / "full", deterministic=True, amp="off"), stream=stream())
 
-    class Stop(Exception):
-        pass
-
     trainer = Trainer(recipe(tmp_path / "cut", deterministic=True, amp="off"), stream=stream())
-    original = trainer._step
-
-    def stop(batch: Any, step: int):
-        if step == 17:
-            raise Stop
-        return original(batch, step)
-
-    trainer._step = stop  # type: ignore[method-assign]
-    with pytest.raises(Stop):
-        trainer.run()
+    engine_fakes.run_until(trainer, 17)
     resumed = train(recipe(tmp_path / "cut", deterministic=True, amp="off"), stream=stream(), resume="auto")
     a = ckpt.load_checkpoint(ckpt.list_checkpoints(full.run_dir)[-1][1])
     b = ckpt.load_checkpoint(ckpt.list_checkpoints(resumed.run_dir)[-1][1])

@@ -116,21 +116,8 @@ def test_too_many_nan_steps_abort_and_leave_finite_checkpoints(tmp_path: Path) -
 def test_resume_after_interruption_is_bitwise_identical(tmp_path: Path) -> None:
     full = run(recipe(tmp_path / "full", iterations=14, ckpt_every=5))
 
-    class Interrupt(Exception):
-        pass
-
     rec = recipe(tmp_path / "cut", iterations=14, ckpt_every=5)
-    trainer = Trainer(rec, stream=engine_fakes.FakeStream(4))
-    original = trainer._step
-
-    def stop_at_8(batch: Any, step: int):
-        if step == 8:
-            raise Interrupt
-        return original(batch, step)
-
-    trainer._step = stop_at_8  # type: ignore[method-assign]
-    with pytest.raises(Interrupt):
-        trainer.run()
+    engine_fakes.run_until(Trainer(rec, stream=engine_fakes.FakeStream(4)), 8)
     assert [s for s, _ in ckpt.list_checkpoints(tmp_path / "cut")] == [5]
     resumed = run(rec, resume="auto")
     a, b = final_tensors(full.run_dir), final_tensors(resumed.run_dir)
