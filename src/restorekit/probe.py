@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from restorekit.errors import BuildError, RestorekitError
+from restorekit.errors import BuildError
 
 DEFAULT_DEGRADATIONS: tuple[Any, ...] = (
     {"type": "noise", "sigma": 15},
@@ -36,18 +36,12 @@ DEFAULT_DEGRADATIONS: tuple[Any, ...] = (
     "low_light",
 )
 DEFAULT_IMAGES: tuple[str, ...] = ("astronaut", "coffee", "chelsea", "rocket")
-# scikit-image photographs that ship with the package (no download).
-SAMPLE_IMAGES: tuple[str, ...] = (
-    "astronaut", "coffee", "chelsea", "cat", "rocket", "immunohistochemistry",
-    "hubble_deep_field", "retina", "colorwheel",
-)
-
 Features = Callable[[torch.Tensor], Mapping[str, torch.Tensor]]
 
 
 # -- inputs --------------------------------------------------------------------------
 def load_probe_image(name_or_path: str, size: int | None = 224) -> torch.Tensor:
-    """(3, size, size) in [0, 1]: a scikit-image photograph by name, or an image file.
+    """(3, size, size) in [0, 1]: a sample photograph by name (``restorekit.data.samples``), or an image file.
 
     The shorter side is resized to ``size`` (antialiased) and the centre cropped
     square; ``size=None`` keeps the native resolution.
@@ -56,18 +50,10 @@ def load_probe_image(name_or_path: str, size: int | None = 224) -> torch.Tensor:
         from restorekit.data.image_io import read_image
 
         img = read_image(name_or_path)
-    elif name_or_path in SAMPLE_IMAGES:
-        import skimage.data
+    else:  # a scikit-image photograph; an unknown name is a DataError listing the known ones
+        from restorekit.data.samples import load_sample
 
-        array = np.asarray(getattr(skimage.data, name_or_path)())
-        if array.ndim == 2:
-            array = np.repeat(array[..., None], 3, axis=-1)
-        img = torch.from_numpy(np.ascontiguousarray(array[..., :3])).permute(2, 0, 1).float() / 255.0
-    else:
-        raise RestorekitError(
-            f"probe image {name_or_path!r} is neither a file nor a scikit-image sample "
-            f"({', '.join(SAMPLE_IMAGES)})"
-        )
+        img = load_sample(name_or_path)
     return square_crop(img, size) if size else img
 
 
