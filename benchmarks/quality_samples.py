@@ -30,10 +30,10 @@ DEFAULT_MODELS = ("baselines/restormer", "dino_ir")
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tiny", action="store_true", help="tiny models on the CPU, 32 px patches")
+    parser.add_argument("--tiny", action="store_true", help="tiny models on the CPU, 48 px patches")
     parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), help="recipes whose model and loss train")
     parser.add_argument("--tasks", default=",".join(short_runs.FIVE_TASKS), help="comma-separated tasks (default: all five)")
-    short_runs.add_run_arguments(parser, "quality_samples", "training steps per model (default: 300 tiny, 5000 full)")
+    short_runs.add_run_arguments(parser, "quality_samples", "training steps per model (default: 1200 tiny, 5000 full)")
     return parser.parse_args(argv)
 
 
@@ -70,15 +70,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     budget = short_runs.Budget(
-        iterations=args.iterations or (300 if args.tiny else 5000),
+        iterations=args.iterations or (1200 if args.tiny else 5000),
         batch_size=args.batch_size or (4 if args.tiny else 8),
-        lr=args.lr or (1e-3 if args.tiny else 2e-4),
+        lr=args.lr or (2e-3 if args.tiny else 2e-4),
         device=args.device or ("cpu" if args.tiny else "auto"),
         seed=args.seed,
         ema=not args.tiny,
         threads=args.threads or (1 if args.tiny else None),
     )
-    data_cfg = short_runs.samples_data(tasks, args.patch_size or (32 if args.tiny else 128),
+    data_cfg = short_runs.samples_data(tasks, args.patch_size or (48 if args.tiny else 128),
                                   args.eval_size or (96 if args.tiny else 256), seed=args.seed)  # fmt: skip
     folder = bench.out_dir(args.out)
     name = args.name or ("quality_samples_tiny" if args.tiny else "quality_samples")

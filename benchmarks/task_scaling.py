@@ -43,7 +43,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data-recipe", help="recipe (name or path) whose data section to use instead of the photographs")
     parser.add_argument("--tasks", help="comma-separated tasks in the order they are added (default: all, in order)")
     parser.add_argument("--max-tasks", type=int, help="stop after this many tasks (default: all)")
-    short_runs.add_run_arguments(parser, "task_scaling", "training steps per run (default: 200 tiny, 20000 full)")
+    short_runs.add_run_arguments(parser, "task_scaling", "training steps per run (default: 600 tiny, 20000 full)")
     return parser.parse_args(argv)
 
 
@@ -70,9 +70,9 @@ def data_for(tasks: Sequence[str], args: argparse.Namespace, data_recipe: Mappin
 
 def budget_from(args: argparse.Namespace) -> short_runs.Budget:
     return short_runs.Budget(
-        iterations=args.iterations or (200 if args.tiny else 20000),
+        iterations=args.iterations or (600 if args.tiny else 20000),
         batch_size=args.batch_size or (4 if args.tiny else 8),
-        lr=args.lr or (1e-3 if args.tiny else 2e-4),
+        lr=args.lr or (2e-3 if args.tiny else 2e-4),
         device=args.device or ("cpu" if args.tiny else "auto"),
         seed=args.seed,
         ema=not args.tiny,  # short tiny runs score the raw weights (an EMA would lag them)
