@@ -66,8 +66,14 @@ run_stage() {
 echo "=== GPU check of restorekit ($(date -u +%Y-%m-%dT%H:%M:%SZ)), results in $OUT_DIR"
 nvidia-smi -L || echo "nvidia-smi not available"
 if [ -d .wheels ] && ls .wheels/*.whl >/dev/null 2>&1; then
-  echo "installing the carried wheels: $(ls .wheels)"
-  "$PY" -m pip install --no-deps --quiet .wheels/*.whl || echo "WARNING: wheel install failed"
+  # Into a folder of our own, first on the path: the device's interpreter may be read-only.
+  SITE="${TMPDIR:-/tmp}/restorekit-gpu-check-site"
+  echo "installing the carried wheels into $SITE: $(ls .wheels | tr '\n' ' ')"
+  if "$PY" -m pip install --no-index --no-deps --no-compile --quiet --upgrade --target "$SITE" .wheels/*.whl; then
+    export PYTHONPATH="$SITE:$PYTHONPATH"
+  else
+    echo "WARNING: wheel install failed"
+  fi
 fi
 "$PY" - <<'EOF'
 import torch
