@@ -335,3 +335,24 @@ def test_task_scaling_groups_a_user_data_section_into_tasks():
     assert two["train"]["derain"] == data["train"]["derain"] and two["patch_size"] == data["patch_size"]
     with pytest.raises(SystemExit, match="no task"):
         short_runs.subset_data(data, ["inpaint"])
+
+
+def test_gpu_check_dry_run_completes_every_stage_and_writes_the_summary(tmp_path):
+    """The GPU check's plumbing on the CPU, so a lent GPU's minutes are not spent on a
+    broken script: every stage runs, and the summary holds the speed, loop and lever tables."""
+    out = tmp_path / "out"
+    env = {**os.environ, "DRY_RUN": "1", "OUT": str(out), "PYTHON": sys.executable,
+           "TMPDIR": str(tmp_path), "GPU_CHECK_BUDGET": "400", "HF_HUB_OFFLINE": "1"}  # fmt: skip
+    proc = subprocess.run(["bash", str(BENCH / "gpu_check.sh")], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = (out / "summary.md").read_text()
+    for stage in ("tests (cuda)", "tests (subset)", "speed (full size, bf16)",
+                  "200 iterations, compile off and on", "levers"):  # fmt: skip
+        assert f"| {stage} | ok |" in summary, summary
+    assert "| dino_ir training step / body alone |" in summary
+    assert "| base | dino_ir |" in summary and "| channels_last | baselines/restormer |" in summary
+    for name in ("speed", "loop", "levers"):
+        result = json.loads((out / f"{name}.json").read_text())
+        assert result["rows"] and not any("error" in row for row in result["rows"]), name
+    assert "GPU check done" in (out / "gpu_check.log").read_text()
