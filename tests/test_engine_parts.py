@@ -145,12 +145,15 @@ def test_latest_valid_skips_incomplete_and_corrupt(tmp_path: Path) -> None:
     data = (root / "ckpt-00000003" / "model.safetensors").read_bytes()
     (root / "ckpt-00000003" / "model.safetensors").write_bytes(data[: len(data) // 2])
     (root / "ckpt-00000004.tmp").mkdir()
+    (root / "ckpt-00000003.corrupt").mkdir()  # set aside by an earlier resume: kept, not replaced
+    (root / "ckpt-00000003.corrupt" / "earlier").touch()
     ckpt.clean_incomplete(tmp_path)
-    with pytest.warns(UserWarning, match="skipping checkpoint of step 3"):
+    with pytest.warns(UserWarning, match="skipping checkpoint of step 3.*moved to ckpt-00000003.corrupt2"):
         found = ckpt.latest_valid(tmp_path)
     assert found is not None and found.step == 2 and float(found.model["w"][0]) == 2.0
     assert not (root / "ckpt-00000004.tmp").exists()
-    assert (root / "ckpt-00000003.corrupt").is_dir()
+    assert (root / "ckpt-00000003.corrupt" / "earlier").is_file()
+    assert (root / "ckpt-00000003.corrupt2" / "model.safetensors").is_file()
 
 
 def test_prune_keeps_last_and_best(tmp_path: Path) -> None:

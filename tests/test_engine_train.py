@@ -171,3 +171,59 @@ def test_validation_keeps_best_and_eval_after(tmp_path: Path, capsys: pytest.Cap
     assert (result.run_dir / "eval" / "grid.png").stat().st_size > 0
     out = capsys.readouterr().out
     assert "| noise | 2 |" in out and "PSNR input" in out
+
+
+def test_resume_auto_continues_only_this_recipes_own_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`exp --resume auto` must not take over `runs/exp-lr2-<stamp>`, though it starts with `exp-`."""
+    monkeypatch.chdir(tmp_path)
+
+    def named(name: str, iterations: int) -> dict:
+        rec = recipe(tmp_path, iterations=iterations)
+        rec["train"].pop("out_dir")
+        return {**rec, "name": name}
+
+    own = run(named("exp", 4)).run_dir
+    other = run(named("exp-lr2", 4)).run_dir  # newer, with checkpoints
+    resumed = run(named("exp", 8), resume="auto")
+    assert resumed.run_dir == own != other
+    assert [s for s, _ in ckpt.list_checkpoints(other)] == [4]
+    assert "name: exp-lr2" in (other / "recipe.yaml").read_text()
+
+
+def test_a_checkpoint_named_from_inside_its_folder_resumes_its_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run(recipe(tmp_path / "run", iterations=4))
+    monkeypatch.chdir(tmp_path / "run" / "checkpoints")
+    resumed = run(recipe(tmp_path / "run", iterations=8), resume="ckpt-00000004")
+    assert resumed.run_dir == (tmp_path / "run").resolve()
+    assert [s for s, _ in ckpt.list_checkpoints(tmp_path / "run")] == [4, 8]
+    assert not (tmp_path / "run" / "checkpoints" / "checkpoints").exists()
+
+
+def test_switching_ema_on_resumes_from_the_checkpoint_instead_of_discarding_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    run(recipe(tmp_path / "run", iterations=8, ema_decay=None))
+    resumed = run(recipe(tmp_path / "run", iterations=12, ema_decay=0.9), resume="auto")
+    assert resumed.step == 12
+    assert "holds no EMA" in capsys.readouterr().err
+    names = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert not [n for n in names if "corrupt" in n], names
+    assert [r["step"] for r in records(resumed.run_dir) if "loss" in r and "event" not in r] == list(range(1, 13))
+    assert "ema.safetensors" in {p.name for p in ckpt.list_checkpoints(tmp_path / "run")[-1][1].iterdir()}
+
+
+def test_resuming_with_a_changed_model_names_the_checkpoint_and_the_tensor(tmp_path: Path) -> None:
+    run(recipe(tmp_path / "run", iterations=4))
+    wider = recipe(tmp_path / "run", iterations=8)
+    wider["model"] = {"type": "engine_test_convnet", "width": 16}
+    with pytest.raises(CheckpointError, match=r"ckpt-00000004 does not fit .*shapes differ: body\.0\.weight"):
+        run(wider, resume="auto")
+    assert [s for s, _ in ckpt.list_checkpoints(tmp_path / "run")] == [4]  # nothing set aside
+
+
+def test_a_fresh_start_drops_the_log_of_a_run_that_died_before_its_first_checkpoint(tmp_path: Path) -> None:
+    rec = recipe(tmp_path / "run", iterations=8, ckpt_every=100)
+    engine_fakes.run_until(Trainer(rec, stream=engine_fakes.FakeStream(4)), 6)
+    assert ckpt.list_checkpoints(tmp_path / "run") == [] and records(tmp_path / "run")
+    result = run(rec)
+    assert [r["step"] for r in records(result.run_dir) if "event" not in r] == list(range(1, 9))

@@ -174,8 +174,10 @@ def latest_valid(run_dir: Path, *, need_ema: bool | None = None) -> Checkpoint |
             return load_checkpoint(path, need_ema=need_ema)
         except CheckpointError as exc:
             aside = path.with_name(path.name + ".corrupt")
-            if aside.exists():
-                shutil.rmtree(aside)
+            number = 1
+            while aside.exists():  # keep an earlier quarantine of the same step for inspection
+                number += 1
+                aside = path.with_name(f"{path.name}.corrupt{number}")
             path.rename(aside)
             warnings.warn(f"skipping checkpoint of step {step}: {exc} (moved to {aside.name})", stacklevel=2)
     return None

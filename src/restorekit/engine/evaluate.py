@@ -111,7 +111,10 @@ def evaluate(
         if world_size > 1:
             import torch.distributed as dist
 
-            dist.all_reduce(sums, op=dist.ReduceOp.SUM)
+            # On the device: an NCCL group reduces CUDA tensors only (gloo takes either).
+            on_device = sums.to(device)
+            dist.all_reduce(on_device, op=dist.ReduceOp.SUM)
+            sums = on_device.cpu()
         n = int(sums[-1])
         row: dict[str, float] = {"images": n}
         for i, name in enumerate(names):

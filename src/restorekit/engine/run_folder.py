@@ -25,6 +25,9 @@ METRICS_FILE = "metrics.jsonl"
 _CORE_DISTS = {"restorekit": "restorekit", "torch": "torch", "timm": "timm", "open_clip": "open_clip_torch"}
 
 
+RUN_STAMP_PATTERN = r"-\d{8}-\d{6}"  # what default_run_dir appends to the recipe's name
+
+
 def default_run_dir(recipe_name: str, root: str | Path = "runs") -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     return Path(root) / f"{recipe_name}-{stamp}"

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -33,7 +34,9 @@ from restorekit.engine.config import EvalConfig, TrainConfig, eval_config, train
 from restorekit.engine.distributed import DistContext
 from restorekit.engine.ema import EMA
 from restorekit.engine.infer import autocast_context
-from restorekit.engine.run_folder import METRICS_FILE, MetricsLog, default_run_dir, write_run_files
+from restorekit.engine.run_folder import (
+    METRICS_FILE, RUN_STAMP_PATTERN, MetricsLog, default_run_dir, write_run_files,
+)
 from restorekit.engine.schedule import WarmupCosine
 from restorekit.errors import CheckpointError, RecipeError, RestorekitError
 
@@ -215,7 +218,7 @@ class Trainer:
         cfg = self.cfg
         name = recipe_name(self.recipe, self.source)
         if resume not in (None, "auto"):
-            path = Path(resume)
+            path = Path(resume).resolve()  # 'ckpt-00000004' typed inside checkpoints/ has a parent too
             if path.is_dir() and ckpt._NAME.match(path.name):
                 newer = [p.name for s, p in ckpt.list_checkpoints(path.parent.parent) if p.name > path.name]
                 if newer:
@@ -230,7 +233,10 @@ class Trainer:
         if cfg.out_dir:
             run_dir = Path(cfg.out_dir)
         elif resume == "auto":
-            candidates = sorted(Path("runs").glob(f"{name}-*"), key=lambda p: p.stat().st_mtime)
+            # Only this recipe's own folders: 'exp-<stamp>', never 'exp-lr2-<stamp>'.
+            own = re.compile(re.escape(name) + RUN_STAMP_PATTERN)
+            candidates = sorted((p for p in Path("runs").glob(f"{name}-*") if own.fullmatch(p.name)),
+                                key=lambda p: p.stat().st_mtime)
             with_ckpts = [p for p in candidates if ckpt.list_checkpoints(p)]
             run_dir = with_ckpts[-1] if with_ckpts else default_run_dir(name)
         else:
@@ -246,27 +252,42 @@ class Trainer:
 
     def _latest(self, run_dir: Path, required: bool) -> Path | None:
         ckpt.clean_incomplete(run_dir)
-        found = ckpt.latest_valid(run_dir, need_ema=self.ema is not None)
+        # A checkpoint without an EMA is not defective (EMA may have been switched on since):
+        # _load starts the average from its weights instead of setting the checkpoint aside.
+        found = ckpt.latest_valid(run_dir)
         if found is None and required:
             raise CheckpointError(f"--resume {run_dir}: no valid checkpoint in {run_dir / ckpt.CKPT_DIR}")
         return found.path if found else None
 
     def _load(self, path: Path) -> int:
         """Restore everything from ``path``; returns the step to continue from."""
-        loaded = ckpt.load_checkpoint(path, need_ema=self.ema is not None)
+        loaded = ckpt.load_checkpoint(path)
         from restorekit.frozen import trainable_state_dict
 
         expected = trainable_state_dict(self.model)
         if set(expected) != set(loaded.model):
             raise CheckpointError(f"checkpoint {path} does not fit the recipe's model "
                                   f"(keys differ: {sorted(set(expected) ^ set(loaded.model))[:5]})")
+        wrong = [f"{key}: file {tuple(loaded.model[key].shape)} vs model {tuple(value.shape)}"
+                 for key, value in expected.items() if loaded.model[key].shape != value.shape]  # fmt: skip
+        if wrong:
+            raise CheckpointError(f"checkpoint {path} does not fit the recipe's model "
+                                  f"(shapes differ: {'; '.join(wrong[:5])})")
         with torch.no_grad():
             for key, value in expected.items():
                 value.copy_(loaded.model[key])
         state = loaded.state
         if self.ema is not None and loaded.ema is not None:
             self.ema.load_state_dict(loaded.ema, updates=int(state.get("ema_updates", 0)))
-        self.optimizer.load_state_dict(state["optimizer"])
+        elif self.ema is not None:
+            self.say(f"WARNING: checkpoint {path} holds no EMA (the run trained without one so far); "
+                      f"the EMA starts from its weights")
+            self.ema.load_state_dict(loaded.model, updates=0)
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (ValueError, KeyError, RuntimeError) as exc:
+            raise CheckpointError(f"checkpoint {path}: its optimizer state does not fit the recipe's "
+                                  f"optimizer ({type(exc).__name__}: {exc})") from exc
         self.nonfinite_streak = int(state.get("nonfinite_streak", 0))
         self.nonfinite_total = int(state.get("nonfinite_total", 0))
         self.best = state.get("best")
@@ -381,11 +402,13 @@ class Trainer:
             from restorekit.frozen import frozen_records
             from restorekit.params import count_params
 
+            # The log reads as one run: lines past the checkpoint, or all lines of a run that
+            # died before its first checkpoint (start 0), belong to no weights that exist.
+            log.truncate_after(start)
             if resume_from is not None:
                 ckpt.forget_best_after(self.run_dir, start)
                 if self.best is not None:
                     ckpt.write_best(self.run_dir, self.best["step"], self.best["score"])
-                log.truncate_after(start)
                 self.say(f"resuming {self.run_dir} from step {start} ({resume_from})")
                 self._say_recipe_changes()
             trainable, frozen = count_params(self.model)
