@@ -223,3 +223,46 @@ def test_unfrozen_backbone_knob_trains_the_backbone() -> None:
     model(torch.rand(1, 3, 16, 16)).square().mean().backward()
     grads = [p.grad for p in model.backbone.parameters() if p.requires_grad]
     assert grads and any(g is not None and g.abs().sum() > 0 for g in grads)
+
+
+@pytest.mark.parametrize("size", [(41, 50), (33, 17)])
+def test_the_guidance_pass_sees_the_input_padded_as_the_body_pads_it(size, monkeypatch) -> None:
+    """One guide token per latent cell, over the same pixels, when H or W is no multiple of 8."""
+    from restorekit.bodies.base import pad_to_multiple
+
+    torch.manual_seed(0)
+    model = tiny_dino_ir()
+    seen = []
+    original = model.backbone.forward
+
+    def recording_forward(x, layers, grid=None):
+        seen.append((x, grid))
+        return original(x, layers, grid)
+
+    monkeypatch.setattr(model.backbone, "forward", recording_forward)
+    lq = torch.rand(1, 3, *size)
+    model(lq)
+    x, grid = seen[0]
+    padded = pad_to_multiple(lq, 8)
+    assert torch.equal(x, padded)
+    latent = model.body.encode(lq)["level4"]
+    assert grid == tuple(latent.shape[-2:]) == (padded.shape[-2] // 8, padded.shape[-1] // 8)
+
+
+def test_dpc_reads_the_guidance_features_at_odd_sizes_as_a_fresh_pass_would() -> None:
+    torch.manual_seed(0)
+    model = tiny_dino_ir()
+    loss = build("loss", {"type": "dpc", "layers": [1, 3]})
+    loss.bind(model)
+    lq, gt, restored = (torch.rand(2, 3, 41, 50) for _ in range(3))
+    _, aux = model(lq, return_aux=True)
+    cached = loss(restored, gt, aux=aux)
+    fresh = loss(restored, gt, lq=lq, aux={k: v for k, v in aux.items() if k != "lq_features"})
+    torch.testing.assert_close(cached, fresh, rtol=1e-5, atol=1e-6)
+
+
+def test_weights_cast_to_bf16_take_fp32_images() -> None:
+    torch.manual_seed(0)
+    model = tiny_dino_ir().to(torch.bfloat16)
+    out = model(torch.rand(1, 3, 24, 24))
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()

@@ -120,3 +120,13 @@ def test_dpc_errors_name_the_problem(standalone) -> None:
         DPCLoss()(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8), lq=torch.rand(1, 3, 8, 8))
     with pytest.raises(ValueError, match="degraded input"):
         DPCLoss(backbone=standalone.own_backbone)(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8))
+
+
+def test_a_bound_loss_releases_the_backbone_its_spec_built() -> None:
+    model = tiny_dino_ir()
+    loss = build("loss", {"type": "dpc", "layers": [1, 3], "backbone": TINY_BACKBONE})
+    assert loss.own_backbone is not None
+    with pytest.warns(UserWarning, match="own 'backbone' spec is unused"):
+        loss.bind(model)
+    assert loss.own_backbone is None and list(loss.parameters()) == []
+    assert loss._backbone(None) is model.backbone

@@ -182,6 +182,9 @@ class FeatureBackbone(nn.Module):
         indices = self.resolve_layers(wanted)
         out_grid = self.output_grid((x.shape[-2], x.shape[-1]), grid)
         z = self._prepare(x, grid)
+        weight = next(self.parameters(), None)
+        if weight is not None and weight.is_floating_point() and weight.dtype != z.dtype:
+            z = z.to(weight.dtype)  # weights cast with .to(bf16) take fp32 images, as the bodies do
         unique = sorted(set(indices))
         # dtype unset: inherit the caller's autocast (the engine's bf16 on CUDA); set: force it.
         own_autocast = (

@@ -44,6 +44,7 @@ class UNetBody(nn.Module):
     """Base of the restoration bodies (see ``docs/interfaces.md``, section body)."""
 
     architecture = "body"  # named in checkpoint errors
+    pad_multiple = PAD_MULTIPLE  # inputs are padded to this; a guide must cover the same pixels
     supports_aux = False
     # Modules an official release saves but its forward never uses: accepted when loading.
     unused_official_modules: tuple[str, ...] = ()
@@ -62,13 +63,13 @@ class UNetBody(nn.Module):
         """Restore ``x`` (B, C, H, W), any H and W; ``guidance`` maps points to callables."""
         self._check_guidance(guidance)
         height, width = x.shape[-2:]
-        padded = pad_to_multiple(self._cast_in(x))
+        padded = pad_to_multiple(self._cast_in(x), self.pad_multiple)
         out = self._forward_padded(padded, self._injector(guidance))
         return out[..., :height, :width].to(x.dtype)
 
     def encode(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Encoder outputs per level (``level1`` .. ``level4``) of the padded input."""
-        return self._encode_padded(pad_to_multiple(self._cast_in(x)))
+        return self._encode_padded(pad_to_multiple(self._cast_in(x), self.pad_multiple))
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute transformer blocks in backward (less memory, ~30% more compute)."""

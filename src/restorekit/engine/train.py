@@ -161,10 +161,10 @@ class Trainer:
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.loss_fn = build("loss", self.recipe.get("loss") or {"type": "l1"})
+        if hasattr(self.loss_fn, "bind"):  # first: a bound loss lets go of parts it will not use
+            self.loss_fn.bind(self.model)
         if isinstance(self.loss_fn, nn.Module):
             self.loss_fn = self.loss_fn.to(device)
-        if hasattr(self.loss_fn, "bind"):
-            self.loss_fn.bind(self.model)
         self.params = list(iter_trainable(self.model))
         if not self.params:
             raise RecipeError(f"{self.source}: the model has no trainable parameters")

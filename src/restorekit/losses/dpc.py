@@ -12,15 +12,17 @@ to keep ``layers`` from its guidance pass on D (``aux["lq_features"]``) and
 keeps a plain reference to ``model.backbone`` (not a submodule: no second copy,
 no double parameters). Per step: phi(D) comes free from the guidance pass,
 phi(G) runs under ``no_grad``, phi(R) runs with gradients up to ``max(layers)``
-only. All three use the model's token grid (``aux["grid"]`` or
-``model.guide_grid``) so the guidance features are reusable; a loss used without
-such a model applies its own rule (``grid``/``grid_stride``).
+only. All three use the model's guidance input (``model.guide_input``: the body's
+padding) and token grid (``aux["grid"]`` or ``model.guide_grid``), so the guidance
+features are reusable token for token; a loss used without such a model applies its
+own rule (``grid``/``grid_stride``).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+import warnings
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -104,6 +106,13 @@ class DPCLoss(nn.Module):
         if hasattr(model, "request_backbone_layers"):
             model.request_backbone_layers(self.layers)
         self._bound = [model]
+        if self.own_backbone is not None:
+            warnings.warn(
+                "dpc: bound to a model with a backbone, so the loss's own 'backbone' spec is unused "
+                "(the model's backbone serves DPC); its copy is released",
+                stacklevel=2,
+            )
+            self.own_backbone = None  # a full second ViT would otherwise sit unused in memory
 
     @property
     def bound_model(self) -> nn.Module | None:
@@ -127,12 +136,27 @@ class DPCLoss(nn.Module):
             return model.guide_grid(height, width)
         return stride_grid(height, width, self.grid_stride) if self.grid == "stride" else None
 
+    def guide_input(self, aux: Mapping[str, Any] | None) -> Callable[[Tensor], Tensor]:
+        """How the model prepares its guidance input (its padding); identity without one.
+
+        R, G and D must be prepared alike for phi(D) from the guidance pass to compare
+        with phi(R) and phi(G) token for token.
+        """
+        if aux is not None and aux.get("guide_input") is not None:
+            return aux["guide_input"]
+        model = self.bound_model
+        if model is not None and hasattr(model, "guide_input"):
+            return model.guide_input
+        return lambda x: x
+
     def forward(
         self, restored: Tensor, target: Tensor, *, lq: Tensor | None = None, aux: Mapping[str, Any] | None = None
     ) -> Tensor:
         backbone = self._backbone(aux)
+        prepare = self.guide_input(aux)
+        restored, target = prepare(restored), prepare(target)
         grid = self.token_grid(restored.shape[-2], restored.shape[-1], aux)
-        phi_d = self._degraded_features(backbone, lq, grid, aux)
+        phi_d = self._degraded_features(backbone, None if lq is None else prepare(lq), grid, aux)
         with torch.no_grad():
             phi_g = backbone(target, self.layers, grid)
         phi_r = backbone(restored, self.layers, grid)

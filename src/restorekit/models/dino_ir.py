@@ -20,6 +20,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from restorekit.bodies.base import PAD_MULTIPLE, pad_to_multiple
 from restorekit.building import build_part, merge_spec
 from restorekit.errors import BuildError
 
@@ -68,9 +69,11 @@ class DinoIR(nn.Module):
             query), or built modules.
         layers: backbone blocks (0-based) the fusion combines.
         injection_points: body points that receive guidance (one adapter each).
-        guide_stride: with ``guide_grid='stride'`` the token grid is
-            ``ceil(H/guide_stride) x ceil(W/guide_stride)`` (of the input the body
-            pads to a multiple of 8, so at stride 8 the guide matches ``latent``).
+        guide_stride: with ``guide_grid='stride'`` the backbone sees the input padded
+            as the body pads it (a multiple of 8), on a ``H'/guide_stride x
+            W'/guide_stride`` token grid of that padded size (rounded up): each token
+            covers the same pixels as the body's feature cells, so at stride 8 the
+            guide matches ``latent`` cell for cell, at any input size.
         guide_grid: ``stride`` or ``native`` (the backbone's own patch grid).
         fusion_channels: C_f, channels of the fused guide.
         adapter_overrides: ``{point: partial adapter spec}`` merged onto ``adapter``
@@ -148,12 +151,21 @@ class DinoIR(nn.Module):
         return nn.ModuleDict(adapters)
 
     # -- the guidance grid and extra layers -----------------------------------------
-    def guide_grid(self, height: int, width: int) -> tuple[int, int] | None:
-        """Token grid of the backbone for an input of ``height x width`` (None: native).
+    def guide_input(self, x: Tensor) -> Tensor:
+        """``x`` as the guidance pass sees it: padded as the body pads it (stride rule).
 
-        The DPC loss uses the same grid for the target and the output, so the
-        features of the guidance pass are comparable and reused.
+        Without this the backbone would stretch an unpadded image over a grid that
+        the body lays over its padded one, and near the bottom and right edges the
+        guide would sit a cell off the features it guides. The DPC loss prepares the
+        output and the target the same way, so phi(D) from this pass stays comparable.
         """
+        if self.guide_grid_rule == "native":
+            return x
+        return pad_to_multiple(x, getattr(self.body, "pad_multiple", PAD_MULTIPLE))
+
+    def guide_grid(self, height: int, width: int) -> tuple[int, int] | None:
+        """Token grid of the backbone for a guidance input of ``height x width``
+        (after :meth:`guide_input`; None: the backbone's native grid)."""
         if self.guide_grid_rule == "native":
             return None
         return math.ceil(height / self.guide_stride), math.ceil(width / self.guide_stride)
@@ -172,20 +184,26 @@ class DinoIR(nn.Module):
 
     # -- forward ------------------------------------------------------------------------
     def forward(self, lq: Tensor, return_aux: bool = False) -> Tensor | tuple[Tensor, dict[str, Any]]:
-        grid = self.guide_grid(lq.shape[-2], lq.shape[-1])
+        in_dtype = lq.dtype
+        weight = next(self.body.parameters(), None)
+        if weight is not None and lq.is_floating_point() and weight.dtype != lq.dtype:
+            lq = lq.to(weight.dtype)  # weights cast with .to(bf16) take fp32 images, as a body does
+        guide_in = self.guide_input(lq)
+        grid = self.guide_grid(guide_in.shape[-2], guide_in.shape[-1])
         wanted = set(self.layers) | (self._requested_layers if return_aux else set())
         # A frozen backbone needs no graph (lq needs no gradient); a trainable one does.
         with torch.set_grad_enabled(torch.is_grad_enabled() and not getattr(self.backbone, "frozen", True)):
-            feats = self.backbone(lq, sorted(wanted), grid)
+            feats = self.backbone(guide_in, sorted(wanted), grid)
         guide = self.fusion([feats[layer] for layer in self.layers])
         guidance = {point: functools.partial(self.adapters[point], guide=guide) for point in self.injection_points}
-        restored = self.body(lq, guidance=guidance)
+        restored = self.body(lq, guidance=guidance).to(in_dtype)
         if not return_aux:
             return restored
         aux = {
             "backbone": self.backbone,
             "lq_features": feats,
             "grid": grid,
+            "guide_input": self.guide_input,
             "guide": guide,
             "gate": getattr(self.fusion, "last_gate", None),
             "aux_loss": getattr(self.fusion, "aux_loss", None),
