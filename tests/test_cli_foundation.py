@@ -80,3 +80,24 @@ def test_console_script_and_module_agree(entry):
         cmd = [sys.executable, *entry, "--version"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.startswith("restorekit 0.")
+
+
+@pytest.mark.parametrize("size", ["-5", "-1"])
+def test_probe_rejects_a_negative_size(size, capsys):
+    from restorekit.cli import main
+
+    assert main(["probe", "--size", size, "--images", "astronaut", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "--size must be >= 1 (or 0 for the native size)" in err and "Traceback" not in err
+
+
+def test_diff_sees_bool_vs_int_and_int_vs_float(tmp_path, capsys):
+    from restorekit.cli import main
+
+    (tmp_path / "a.yaml").write_text("train: {ema: true, batch_size: 64}\n")
+    (tmp_path / "b.yaml").write_text("train: {ema: 1, batch_size: 64.0}\n")
+    assert main(["diff", str(tmp_path / "a.yaml"), str(tmp_path / "b.yaml")]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "train.batch_size: 64 -> 64.0",
+        "train.ema: True -> 1",
+    ]

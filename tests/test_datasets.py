@@ -321,3 +321,28 @@ def test_data_section_errors_name_the_key(tmp_path):
         build_eval_sets({"val": {"x": {"type": "derain"}}})
     with pytest.raises(RecipeError, match=r"data.val.x: unknown key 'repeat'"):
         build_eval_sets({"val": {"x": {"dataset": "samples", "repeat": 2}}})
+
+
+def test_data_check_rejects_malformed_dataset_specs(tmp_path, capsys):
+    """A list spec or a non-string type is an error naming the key, not a traceback."""
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("data:\n  train:\n    noise: {dataset: [samples]}\n")
+    assert main(["data", "check", str(recipe)]) == 2
+    assert "data.train.noise.dataset must be a dataset name or a mapping" in capsys.readouterr().err
+    recipe.write_text("data:\n  val:\n    noise: {dataset: {type: 3}}\n")
+    assert main(["data", "check", str(recipe)]) == 2
+    assert "data.val.noise.dataset.type must be a dataset name" in capsys.readouterr().err
+
+
+def test_samples_images_accepts_one_name_and_rejects_other_types():
+    assert SamplesDataset(images="coins").names == ["coins"]
+    with pytest.raises(DataError, match="'images' must be a photograph name or a list"):
+        SamplesDataset(images=3)
+    with pytest.raises(DataError, match="'images' must be"):
+        SamplesDataset(images=["coins", 3])
+
+
+@pytest.mark.parametrize("bad", [0, -5, 2.5, "64", True])
+def test_samples_max_size_is_validated(bad):
+    with pytest.raises(DataError, match="'max_size' must be an integer >= 1"):
+        SamplesDataset(images=["coins"], max_size=bad)

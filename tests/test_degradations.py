@@ -201,3 +201,18 @@ def test_same_result_on_every_device(device):
         on_device = deg(x.to(device), rng=3)
         assert on_device.device.type == device
         assert torch.allclose(on_device.cpu(), deg(x, rng=3), atol=1e-5)
+
+
+def test_uint16_numpy_array_is_scaled_by_65535():
+    arr = (image(5, (16, 16, 3)).numpy() * 65535).round().astype(np.uint16)
+    assert np.array_equal(build("degradation", "identity")(arr, 1), arr)
+    out = GaussianNoise(sigma=15, mode="float")(arr, rng=2)
+    assert out.dtype == np.uint16
+    # sigma is in 0-255 units: about 15/255 of the full range, not clipped to 0/1.
+    assert 0.03 < np.std(out.astype(np.float64) - arr) / 65535 < 0.08
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int16, np.uint32, np.int64])
+def test_other_integer_arrays_are_refused(dtype):
+    with pytest.raises(TypeError, match=f"got dtype {np.dtype(dtype).name}"):
+        GaussianNoise()(np.full((8, 8, 3), 100, dtype), 1)

@@ -116,3 +116,28 @@ def test_metrics_on_device(device):
     y = (x + 0.05).clamp(0, 1)
     for metric in (psnr, ssim, ssim_y):
         assert torch.allclose(metric(y.to(device), x.to(device)).cpu(), metric(y, x))
+
+
+@pytest.mark.parametrize("dtype, peak", [(np.uint8, 255), (np.uint16, 65535)])
+def test_integer_images_are_scaled_like_skimage(dtype, peak):
+    rng = np.random.default_rng(5)
+    clean = rng.integers(0, peak + 1, (24, 28, 3)).astype(dtype)
+    noisy = np.clip(clean.astype(np.int64) + rng.integers(-peak // 10, peak // 10, clean.shape), 0, peak).astype(dtype)
+    as_chw = lambda a: torch.from_numpy(a).permute(2, 0, 1)  # noqa: E731
+    reference = peak_signal_noise_ratio(clean, noisy)  # skimage infers the data range from the dtype
+    assert abs(psnr(as_chw(noisy), as_chw(clean)).item() - reference) < 1e-9
+    assert abs(psnr(noisy.transpose(2, 0, 1), clean.transpose(2, 0, 1)).item() - reference) < 1e-9  # numpy too
+    reference = structural_similarity(clean, noisy, channel_axis=-1, data_range=peak)
+    assert abs(ssim(as_chw(noisy), as_chw(clean)).item() - reference) < 1e-9
+
+
+def test_other_integer_dtypes_are_rejected():
+    with pytest.raises(ValueError, match="dtype int32"):
+        psnr(torch.zeros(3, 8, 8, dtype=torch.int32), torch.zeros(3, 8, 8, dtype=torch.int32))
+
+
+def test_metric_spec_with_a_misspelled_keyword_is_an_error():
+    from restorekit.errors import BuildError
+
+    with pytest.raises(BuildError, match=r"'gausian'; accepted: pred, target, crop_border, gaussian"):
+        metric_from_spec({"type": "ssim", "gausian": True})

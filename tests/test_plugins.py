@@ -174,3 +174,18 @@ def test_example_plugin_package_installs_and_works(tmp_path):
                          env={**os.environ, **env}, timeout=300)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "(2, 3, 5, 6)"
+
+
+def test_check_loads_shadowed_and_ambiguous_plugins(plugin_path):
+    """``check_all`` imports the real plugin entries, not renamed copies of them."""
+    write_dist(plugin_path, "rk-shadow", "1.0", {"restorekit.fusions": {"concat": "rkt_nomod:Thing"}})
+    for dist in ("rk-one", "rk-two"):
+        write_dist(plugin_path, dist, "1.0", {"restorekit.fusions": {"same": "rkt_missing:Stamp"}})
+    with pytest.warns(UserWarning):
+        bad = {e.dist + "/" + e.name for e in registry("fusion").check_all()}
+    assert bad == {"rk-shadow/concat", "rk-one/same", "rk-two/same"}
+    failed = {e.dist: e.error for e in registry("fusion").plugin_entries()}
+    assert all("No module named" in failed[d] for d in ("rk-shadow", "rk-one", "rk-two"))
+    env = {"PYTHONPATH": str(plugin_path)}
+    check = run_cli("plugins", "--check", env_extra=env)
+    assert check.returncode == 1 and "FAILED" in check.stdout

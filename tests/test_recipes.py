@@ -197,3 +197,84 @@ def test_dump_round_trips_and_diff(tmp_path):
     other = {"model": {"type": "dino_ir", "layers": [5]}, "train": {"lr": 2e-4, "ema": 0.9}}
     assert recipe_diff(recipe, other)[0] == ("model.layers", [2, 5], [5])
     assert [row[0] for row in recipe_diff(recipe, other)] == ["model.layers", "train.ema"]
+
+
+# -- review fixes ----------------------------------------------------------------------
+def test_replace_markers_are_stripped_without_a_base(tmp_path):
+    path = write(tmp_path / "a.yaml", "model:\n  type: dino_ir\n  fusion: {_replace_: true, type: concat}\n")
+    assert load_recipe(path) == {"model": {"type": "dino_ir", "fusion": {"type": "concat"}}}
+
+
+def test_merge_key_then_explicit_override_is_not_a_duplicate():
+    text = "x: &x {a: 1, b: 2}\ny:\n  <<: *x\n  a: 3\n"
+    assert parse_yaml(text) == {"x": {"a": 1, "b": 2}, "y": {"a": 3, "b": 2}}
+    # An explicit key written twice next to a merge key is still a duplicate.
+    with pytest.raises(RecipeError, match=r"f.yaml:5: duplicate key 'a'"):
+        parse_yaml("x: &x {a: 1}\ny:\n  <<: *x\n  a: 2\n  a: 3\n", "f.yaml")
+
+
+def test_non_utf8_recipe_is_an_error_naming_the_file(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("name: caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(RecipeError, match=r"latin1.yaml: a recipe must be UTF-8"):
+        load_recipe(path)
+
+
+def test_unhashable_key_is_an_error_naming_file_and_line(tmp_path):
+    path = write(tmp_path / "cplx.yaml", "name: x\n? [a, b]\n: 1\n")
+    with pytest.raises(RecipeError, match=r"cplx.yaml:2: a mapping key must be a scalar"):
+        load_recipe(path)
+
+
+def test_base_is_not_looked_up_in_the_working_directory(tmp_path, monkeypatch):
+    write(tmp_path / "dino_ir.yaml", "name: SHADOW_FROM_CWD\n")
+    child = write(tmp_path / "sub" / "mine.yaml", "base: dino_ir.yaml\ntrain: {batch_size: 2}\n")
+    monkeypatch.chdir(tmp_path)
+    recipe = load_recipe(child)
+    assert recipe["name"] != "SHADOW_FROM_CWD" and recipe["train"]["batch_size"] == 2
+    # A path given on the command line is still taken from the working directory.
+    assert load_recipe("dino_ir.yaml")["name"] == "SHADOW_FROM_CWD"
+
+
+def test_yml_recipes_are_found_and_listed(tmp_path, monkeypatch):
+    from restorekit.recipes import find_recipe, list_recipes
+
+    write(tmp_path / "extra" / "short.yml", "name: short\n")
+    monkeypatch.setenv("RESTOREKIT_RECIPE_PATH", str(tmp_path))
+    assert list_recipes()["extra/short"] == str(tmp_path)
+    assert find_recipe("extra/short") == (tmp_path / "extra" / "short.yml").resolve()
+
+
+recipe_scalars = st.one_of(
+    st.text(max_size=8),
+    st.from_regex(r"[-+]?[0-9]{1,3}(\.[0-9]*)?[eE][-+]?[0-9]{1,2}", fullmatch=True),
+    st.floats(allow_nan=False),
+    st.integers(),
+    st.booleans(),
+    st.none(),
+)
+recipe_trees = st.recursive(
+    recipe_scalars,
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=6), children, max_size=3),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.text(max_size=6), recipe_trees, max_size=4))
+def test_dump_round_trips_through_parse_yaml(recipe):
+    assert parse_yaml(dump_recipe(recipe)) == recipe
+    assert not recipe_diff(parse_yaml(dump_recipe(recipe)), recipe)
+
+
+def test_dump_quotes_strings_the_loader_reads_as_floats():
+    recipe = {"a": "1e5", "b": "3e-4", "c": 3e-4}
+    assert parse_yaml(dump_recipe(recipe)) == recipe
+
+
+def test_diff_sees_type_changes():
+    a = {"train": {"ema": True, "batch_size": 64, "x": [1]}}
+    b = {"train": {"ema": 1, "batch_size": 64.0, "x": [True]}}
+    assert [row[0] for row in recipe_diff(a, b)] == ["train.batch_size", "train.ema", "train.x"]
+    assert recipe_diff(a, a) == []
+    assert recipe_diff({"x": float("nan")}, {"x": float("nan")}) == []

@@ -51,6 +51,12 @@ def build(kind: str, spec: str | Mapping[str, Any], **extra: Any) -> Any:
     name, kwargs = split_spec(kind, spec)
     kwargs.update(extra)
     factory = registry(kind).get(name)
+    check_keywords(kind, name, factory, kwargs)
+    return factory(**kwargs)
+
+
+def check_keywords(kind: str, name: str, factory: Any, kwargs: Mapping[str, Any]) -> None:
+    """BuildError listing the accepted keywords when ``kwargs`` holds one ``factory`` does not take."""
     names, var_kw = accepted_keywords(factory)
     unexpected = sorted(k for k in kwargs if k not in names)
     if unexpected and not var_kw:
@@ -58,7 +64,6 @@ def build(kind: str, spec: str | Mapping[str, Any], **extra: Any) -> Any:
             f"{kind} {name!r} got unexpected keyword(s) {', '.join(map(repr, unexpected))}; "
             f"accepted: {', '.join(names) or '(none)'}"
         )
-    return factory(**kwargs)
 
 
 def build_part(kind: str, spec_or_part: Any, **extra: Any) -> Any:

@@ -1,8 +1,10 @@
 """Image-quality metrics, per image, data range 1: PSNR and SSIM on RGB and on Y.
 
 ``metric(pred, target, crop_border=0) -> Tensor (B,)`` (float64) for ``(B, C, H, W)``
-or ``(C, H, W)`` tensors in [0, 1] (clamp restored outputs first). Computed in
-float64 so they agree with ``skimage.metrics``:
+or ``(C, H, W)`` tensors in [0, 1] (clamp restored outputs first). Integer images
+are scaled to [0, 1] first, as skimage infers their range: uint8 by 255, uint16
+by 65535 (other integer dtypes are a ValueError). Computed in float64 so they
+agree with ``skimage.metrics``:
 
 * ``psnr`` = ``peak_signal_noise_ratio(gt, pred, data_range=1)``.
 * ``ssim`` (default) = ``structural_similarity(channel_axis=-1, data_range=1)``:
@@ -28,8 +30,28 @@ __all__ = ["psnr", "ssim", "psnr_y", "ssim_y", "rgb_to_y", "metric_from_spec", "
 _Y_WEIGHTS = (65.481, 128.553, 24.966)
 
 
+# Integer dtypes and the value that maps to 1 (skimage's data range for them).
+_INTEGER_RANGES: dict[str, float] = {"uint8": 255.0, "uint16": 65535.0}
+
+
+def _as_unit_float(x: Any, name: str, which: str) -> torch.Tensor:
+    """A float64 tensor in [0, 1]: uint8/uint16 images are scaled as skimage does.
+
+    Treating a uint8 image as range 1 would report a PSNR some 48 dB off.
+    """
+    x = torch.as_tensor(x)
+    if x.is_floating_point() or x.dtype == torch.bool:
+        return x.to(torch.float64)
+    dtype = str(x.dtype).removeprefix("torch.")
+    if dtype not in _INTEGER_RANGES:
+        raise ValueError(
+            f"{name}: {which} has dtype {dtype}; give floats in [0, 1] or uint8/uint16 images"
+        )
+    return x.to(torch.float64) / _INTEGER_RANGES[dtype]
+
+
 def _prepare(pred: Any, target: Any, crop_border: int, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    pred, target = torch.as_tensor(pred), torch.as_tensor(target)
+    pred, target = _as_unit_float(pred, name, "pred"), _as_unit_float(target, name, "target")
     if pred.shape != target.shape:
         raise ValueError(f"{name}: pred {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
     if pred.dim() == 3:
@@ -43,7 +65,7 @@ def _prepare(pred: Any, target: Any, crop_border: int, name: str) -> tuple[torch
             raise ValueError(f"{name}: crop_border {crop_border} leaves nothing of a {tuple(pred.shape[-2:])} image")
         pred = pred[..., crop_border:-crop_border, crop_border:-crop_border]
         target = target[..., crop_border:-crop_border, crop_border:-crop_border]
-    return pred.to(torch.float64), target.to(torch.float64)
+    return pred, target
 
 
 def rgb_to_y(img: torch.Tensor) -> torch.Tensor:
@@ -121,7 +143,10 @@ def metric_from_spec(spec: str | Mapping[str, Any]) -> Callable[..., torch.Tenso
     from restorekit.building import split_spec
     from restorekit.registry import registry
 
+    from restorekit.building import check_keywords
+
     name, knobs = split_spec("metric", spec)
     function = registry("metric").get(name)
+    check_keywords("metric", name, function, knobs)  # a typo fails now, not at the first evaluation
     return partial(function, **knobs) if knobs else function
 

@@ -28,6 +28,7 @@ from restorekit.errors import RecipeError
 REPLACE_KEY = "_replace_"
 BASE_KEY = "base"
 RECIPE_PATH_ENV = "RESTOREKIT_RECIPE_PATH"
+RECIPE_SUFFIXES = (".yaml", ".yml")
 TOP_LEVEL_KEYS = ("name", "description", "model", "loss", "data", "train", "eval")
 
 
@@ -37,15 +38,34 @@ class _RecipeLoader(yaml.SafeLoader):
 
 
 def _construct_mapping(loader: _RecipeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    """Build a dict; a key written twice in this mapping is an error.
+
+    Keys pulled in by a merge key (``<<: *anchor``) are not the mapping's own: the
+    YAML spec lets an explicit key override them, so duplicates are looked for among
+    the explicit keys only. ``flatten_mapping`` puts merged pairs first, then the
+    explicit ones, so the last ``n_explicit`` pairs are the explicit keys.
+    """
+    n_explicit = sum(1 for key_node, _ in node.value if key_node.tag != "tag:yaml.org,2002:merge")
     loader.flatten_mapping(node)
+    first_explicit = len(node.value) - n_explicit
     result: dict = {}
-    for key_node, value_node in node.value:
+    explicit: set = set()
+    for index, (key_node, value_node) in enumerate(node.value):
         key = loader.construct_object(key_node, deep=deep)
-        if key in result:
-            mark = key_node.start_mark
+        mark = key_node.start_mark
+        try:
+            hash(key)
+        except TypeError:
             raise RecipeError(
-                f"{mark.name}:{mark.line + 1}: duplicate key {key!r} in the same mapping"
-            )
+                f"{mark.name}:{mark.line + 1}: a mapping key must be a scalar "
+                f"(a name or a number), got a {type(key).__name__}"
+            ) from None
+        if index >= first_explicit:
+            if key in explicit:
+                raise RecipeError(
+                    f"{mark.name}:{mark.line + 1}: duplicate key {key!r} in the same mapping"
+                )
+            explicit.add(key)
         result[key] = loader.construct_object(value_node, deep=deep)
     return result
 
@@ -54,18 +74,27 @@ _RecipeLoader.add_constructor(
     yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping
 )
 # YAML 1.1 wants a dot in floats ("2.0e-4"); recipes write "2e-4" and mean a float.
-_RecipeLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(
-        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-        |\.[0-9_]+(?:[eE][-+][0-9]+)?
-        |[-+]?\.(?:inf|Inf|INF)
-        |\.(?:nan|NaN|NAN))$""",
-        re.X,
-    ),
-    list("-+0123456789."),
+_FLOAT_TAG = "tag:yaml.org,2002:float"
+_FLOAT_FIRST = list("-+0123456789.")
+_FLOAT_RE = re.compile(
+    r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |\.[0-9_]+(?:[eE][-+][0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""",
+    re.X,
 )
+_RecipeLoader.add_implicit_resolver(_FLOAT_TAG, _FLOAT_RE, _FLOAT_FIRST)
+
+
+class _RecipeDumper(yaml.SafeDumper):
+    """Safe dumper that knows the loader's float resolver, so it quotes ``"2e-4"``.
+
+    Without it a string such as ``"1e5"`` is written plain and read back as a float.
+    """
+
+
+_RecipeDumper.add_implicit_resolver(_FLOAT_TAG, _FLOAT_RE, _FLOAT_FIRST)
 
 
 def parse_yaml(text: str, source: str = "<string>") -> Any:
@@ -75,7 +104,8 @@ def parse_yaml(text: str, source: str = "<string>") -> Any:
     except RecipeError as exc:
         raise RecipeError(str(exc).replace("<unicode string>", source)) from None
     except yaml.YAMLError as exc:
-        raise RecipeError(f"{source}: invalid YAML: {exc}") from None
+        message = str(exc).replace("<unicode string>", source)
+        raise RecipeError(f"{source}: invalid YAML: {message}") from None
 
 
 def load_yaml(path: str | os.PathLike) -> dict:
@@ -85,6 +115,10 @@ def load_yaml(path: str | os.PathLike) -> dict:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise RecipeError(f"cannot read recipe {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise RecipeError(
+            f"{path}: a recipe must be UTF-8 text; byte {exc.start} is not ({exc.reason})"
+        ) from None
     data = parse_yaml(text, str(path))
     if data is None:
         return {}
@@ -162,13 +196,18 @@ def plugin_recipe_dirs() -> list[tuple[str, Path]]:
 
 
 def find_recipe(name: str | os.PathLike, relative_to: Path | None = None) -> Path:
-    """Resolve a recipe path or name (``dino_ir``, ``ablations/concat_fusion``)."""
+    """Resolve a recipe path or name (``dino_ir``, ``ablations/concat_fusion``).
+
+    With ``relative_to`` (the folder of the recipe naming a ``base:``) a relative
+    path is taken from that folder, never from the current directory: a file that
+    happens to sit in the working directory must not shadow a recipe name.
+    """
     raw = Path(name)
-    candidates: list[Path] = []
-    if relative_to is not None and not raw.is_absolute():
-        candidates.append(relative_to / raw)
-    candidates.append(raw)
-    names = [raw] if raw.suffix in {".yaml", ".yml"} else [raw.with_suffix(".yaml"), raw]
+    candidates: list[Path] = [relative_to / raw if relative_to is not None else raw]
+    if raw.suffix in RECIPE_SUFFIXES:
+        names = [raw]
+    else:
+        names = [Path(f"{raw}{suffix}") for suffix in RECIPE_SUFFIXES] + [raw]
     for folder in recipe_dirs() + [d for _, d in plugin_recipe_dirs()]:
         candidates.extend(folder / n for n in names)
     for candidate in candidates:
@@ -189,7 +228,8 @@ def list_recipes() -> dict[str, str]:
     sources = [("builtin" if d == builtin else str(d), d) for d in recipe_dirs()]
     out: dict[str, str] = {}
     for source, folder in sources + plugin_recipe_dirs():
-        for path in sorted(folder.rglob("*.yaml")):
+        paths = [p for suffix in RECIPE_SUFFIXES for p in folder.rglob(f"*{suffix}")]
+        for path in sorted(paths, key=lambda p: (p.with_suffix(""), RECIPE_SUFFIXES.index(p.suffix))):
             out.setdefault(path.relative_to(folder).with_suffix("").as_posix(), source)
     return out
 
@@ -213,7 +253,8 @@ def _load_with_base(path: Path, stack: tuple[Path, ...]) -> dict:
     data = load_yaml(path)
     bases = data.pop(BASE_KEY, None)
     if bases is None:
-        return data
+        # merge() strips the markers of a recipe with a base; one without must not keep them.
+        return strip_replace_markers(data)
     if isinstance(bases, str):
         bases = [bases]
     if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
@@ -286,7 +327,7 @@ def validate_recipe(recipe: Mapping[str, Any], source: str) -> None:
 # -- showing and comparing ---------------------------------------------------------
 def dump_recipe(recipe: Mapping[str, Any]) -> str:
     """YAML text of a resolved recipe (round-trips through :func:`parse_yaml`)."""
-    return yaml.safe_dump(dict(recipe), sort_keys=False, default_flow_style=None)
+    return yaml.dump(dict(recipe), Dumper=_RecipeDumper, sort_keys=False, default_flow_style=None)
 
 
 def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -308,9 +349,23 @@ def recipe_diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[tuple[str, A
     rows = []
     for key in sorted(set(flat_a) | set(flat_b)):
         va, vb = flat_a.get(key, _MISSING), flat_b.get(key, _MISSING)
-        if va != vb:
+        if not _same(va, vb):
             rows.append((key, va, vb))
     return rows
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal and of the same type, recursively: ``True``/``1`` and ``64``/``64.0`` differ.
+
+    Python's ``==`` calls those equal, but in a recipe they mean different things.
+    """
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, Mapping):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return bool(a == b) or (a != a and b != b)  # NaN equals NaN here
 
 
 def is_missing(value: Any) -> bool:

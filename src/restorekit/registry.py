@@ -302,15 +302,20 @@ class Registry:
         entry.obj = obj
 
     def check_all(self) -> list[Entry]:
-        """Import every plugin part; return the entries that failed."""
+        """Import every plugin part; return the entries that failed.
+
+        Works on the real entries (:meth:`plugin_entries`), not the renamed copies
+        :meth:`entries` shows, so shadowed and ambiguous plugins are loaded too and
+        their failures stick to the entries that ``plugins --check`` reports.
+        """
         bad = []
-        for entry in self.entries():
-            if entry.entry_point and entry.source != "ambiguous" and entry.obj is None:
+        for entry in self.plugin_entries():
+            if entry.obj is None and entry.error is None:
                 try:
                     self._load(entry)
                 except ComponentLoadError:
                     pass
-            if entry.entry_point and entry.error:
+            if entry.error:
                 bad.append(entry)
         return bad
 

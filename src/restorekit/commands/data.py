@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any, Mapping
 
 from restorekit.commands.show import add_override_argument
 
@@ -14,6 +15,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     check = actions.add_parser("check", help="build every train and val task; print image counts and errors")
     check.add_argument("recipe", help="recipe name or YAML path")
     add_override_argument(check)
+
+
+def _spec_type(spec: Any) -> str:
+    """The dataset type to print; never fails, whatever the spec holds (errors come elsewhere)."""
+    if isinstance(spec, str):
+        return spec
+    return str(spec.get("type", "?")) if isinstance(spec, Mapping) else "?"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
         total = sum(e.share for e in ok) if section == "train" else 0
         width = max(len(e.name) for e in rows)
         for entry in rows:
-            kind = entry.spec if isinstance(entry.spec, str) else entry.spec.get("type", "?")
+            kind = _spec_type(entry.spec)
             if entry.error is not None:
                 failed += 1
                 print(f"  {entry.name:{width}s}  {kind:14s} ERROR: {entry.error}")

@@ -42,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
     from restorekit import probe
     from restorekit.errors import BuildError
 
+    if args.size < 0:  # 0 means native size; a negative size would crash deep in the resize
+        raise BuildError(f"--size must be >= 1 (or 0 for the native size), got {args.size}")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     kind, text = ("body", args.body) if args.body else ("backbone", args.backbone or "dinov2")
     misplaced = ["--layers", "--grid"] if kind == "body" else ["--levels"]

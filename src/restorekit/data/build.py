@@ -91,6 +91,18 @@ def check_data_config(data_cfg: Mapping[str, Any] | None) -> dict[str, Any]:
     return cfg
 
 
+def _check_dataset_spec(spec: Any, where: str) -> None:
+    """A dataset spec is a name or a mapping whose ``type`` is a name; say which key is not."""
+    if isinstance(spec, str):
+        return
+    if not isinstance(spec, Mapping):
+        raise RecipeError(
+            f"{where} must be a dataset name or a mapping with 'type', got a {type(spec).__name__}: {spec!r}"
+        )
+    if "type" in spec and not isinstance(spec["type"], str):
+        raise RecipeError(f"{where}.type must be a dataset name (a string), got {spec['type']!r}")
+
+
 def task_entries(cfg: Mapping[str, Any], section: str) -> list[TaskEntry]:
     """The entries of ``data.train`` or ``data.val``, checked but not built."""
     allowed = TRAIN_KEYS if section == "train" else VAL_KEYS
@@ -100,6 +112,7 @@ def task_entries(cfg: Mapping[str, Any], section: str) -> list[TaskEntry]:
         if not isinstance(entry, Mapping) or "dataset" not in entry:
             raise RecipeError(f"{where} must be a mapping with a 'dataset' spec, e.g. {{dataset: {{type: denoise}}}}")
         _unknown(entry, allowed, where)
+        _check_dataset_spec(entry["dataset"], f"{where}.dataset")
         out = TaskEntry(section, str(name), entry["dataset"])
         for key in ("repeat", "weight"):
             value = entry.get(key)

@@ -126,6 +126,10 @@ def _splat(points_y: torch.Tensor, points_x: torch.Tensor, weights: torch.Tensor
 
 
 # -- base ---------------------------------------------------------------------------
+# numpy integer dtypes a degradation accepts, and the value that maps to 1.
+_ARRAY_PEAKS: dict[str, float] = {"uint8": 255.0, "uint16": 65535.0}
+
+
 class Degradation:
     """Base class: subclasses implement :meth:`apply` on one ``(C, H, W)`` image."""
 
@@ -148,15 +152,23 @@ class Degradation:
         return out if img.dim() == 4 else out[0]
 
     def _call_array(self, arr: np.ndarray, rng: Any) -> np.ndarray:
-        """numpy (H, W, C) or (B, H, W, C), uint8 or float in [0, 1], same layout back."""
+        """numpy (H, W, C) or (B, H, W, C), uint8, uint16 or float in [0, 1], same layout and dtype back.
+
+        Integer images are scaled by their full range (255, 65535) and back; any other
+        integer dtype has no agreed range, so it is refused rather than read as [0, 1].
+        """
         if arr.ndim not in (3, 4):
             raise ValueError(f"{type(self).__name__} expects a (H, W, C) or (B, H, W, C) array, got {arr.shape}")
-        as_uint8 = arr.dtype == np.uint8
-        x = torch.from_numpy(arr.astype(np.float32) / 255.0 if as_uint8 else np.asarray(arr, np.float32))
+        peak = _ARRAY_PEAKS.get(arr.dtype.name)
+        if peak is None and not np.issubdtype(arr.dtype, np.floating):
+            raise TypeError(
+                f"{type(self).__name__} expects a uint8, uint16 or float array in [0, 1], got dtype {arr.dtype}"
+            )
+        x = torch.from_numpy(arr.astype(np.float32) / peak if peak else np.asarray(arr, np.float32))
         x = x.movedim(-1, -3)
         y = self(x, rng).movedim(-3, -1).numpy()
-        if as_uint8:
-            return np.clip(np.round(y * 255.0), 0, 255).astype(np.uint8)
+        if peak:
+            return np.clip(np.round(y * peak), 0, peak).astype(arr.dtype)
         return y.astype(arr.dtype)
 
     def apply(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:  # pragma: no cover

@@ -101,7 +101,7 @@ class SamplesDataset(RestorationDataset):
         degradation: Any = "noise",
         split: str = "train",
         task: str | None = None,
-        images: Sequence[str] | None = None,
+        images: str | Sequence[str] | None = None,
         max_size: int | None = None,
         seed: int = 0,
     ) -> None:
@@ -109,6 +109,12 @@ class SamplesDataset(RestorationDataset):
             if split not in SPLITS:
                 raise DataError(f"samples split must be one of {', '.join(SPLITS)}, got {split!r}")
             images = SPLITS[split]
+        elif isinstance(images, str):
+            images = [images]  # `images: coins` means one photograph, not five letters
+        elif not isinstance(images, (list, tuple)) or not all(isinstance(n, str) for n in images):
+            raise DataError(f"samples 'images' must be a photograph name or a list of names, got {images!r}")
+        if max_size is not None and (isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 1):
+            raise DataError(f"samples 'max_size' must be an integer >= 1 or null, got {max_size!r}")
         self.names = list(images)
         for name in self.names:
             if name not in SAMPLE_IMAGES:
