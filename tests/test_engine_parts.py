@@ -69,19 +69,47 @@ def test_global_batch_must_divide() -> None:
 
 
 # -- schedule -----------------------------------------------------------------------
-@settings(max_examples=20, deadline=None)
-@given(warmup=st.integers(0, 50), total=st.integers(60, 400), base=st.floats(1e-5, 1e-2))
-def test_schedule_warmup_then_cosine(warmup: int, total: int, base: float) -> None:
-    sched = WarmupCosine(base, base / 100, warmup, total)
+@settings(max_examples=60, deadline=None)
+@given(warmup=st.integers(0, 50), extra=st.integers(1, 300), base=st.floats(1e-5, 1e-2),
+       ratio=st.floats(0.0, 1.0))
+def test_schedule_warmup_then_cosine(warmup: int, extra: int, base: float, ratio: float) -> None:
+    """Warmup ends at lr on its last step, the cosine ends at min_lr on the last step, monotone."""
+    total = max(warmup + extra, 2)  # warmup < total, as the recipe check asks; one step is lr
+    low = base * ratio
+    sched = WarmupCosine(base, low, warmup, total)
     rates = [sched(s) for s in range(total)]
     if warmup:
         assert rates[0] == pytest.approx(base / warmup)
-        assert all(b >= a for a, b in zip(rates[:warmup], rates[1:warmup]))
-    assert sched(warmup) == pytest.approx(base)
-    after = rates[warmup:]
-    assert all(b <= a + 1e-15 for a, b in zip(after, after[1:]))  # monotone decay
-    assert sched(total) == pytest.approx(base / 100)
-    assert min(rates) >= base / 100 - 1e-15
+        assert rates[warmup - 1] == base  # the peak, exactly, at the last warmup step
+        assert all(b > a for a, b in zip(rates[:warmup], rates[1:warmup]))  # rising
+        assert all(0 < r <= base for r in rates[:warmup])
+    else:
+        assert rates[0] == base
+    assert rates[-1] == low  # min_lr, exactly, at the last training step (index total - 1)
+    decay = rates[max(warmup - 1, 0):]
+    assert all(b <= a for a, b in zip(decay, decay[1:]))  # monotone decay
+    assert all(low <= r <= base for r in decay)
+    if len(decay) > 2 and ratio < 0.5:
+        assert decay[1] < base  # the peak is not used twice in a row
+    assert [sched(s) for s in range(total)] == rates  # a pure function of the step (resume)
+
+
+def test_schedule_old_off_by_one_cases() -> None:
+    """The reviewer's cases: base lr at steps W-1 and W, and min_lr never reached at total - 1."""
+    sched = WarmupCosine(1e-3, 1e-5, 2, 12)
+    assert sched(1) == 1e-3 and sched(2) < 1e-3
+    assert sched(11) == 1e-5
+    assert WarmupCosine(1e-3, 1e-5, 0, 5)(4) == 1e-5
+    assert WarmupCosine(1e-3, 1e-5, 0, 1)(0) == 1e-3  # one step: nothing to decay over
+
+
+def test_warmup_not_shorter_than_the_run_warns_and_is_shortened() -> None:
+    with pytest.warns(UserWarning, match=r"train.warmup_iters \(5\) >= train.iterations \(5\)"):
+        cfg = train_config({"train": {"iterations": 5, "warmup_iters": 5}})
+    sched = WarmupCosine(cfg.lr, cfg.min_lr, cfg.warmup_iters, cfg.iterations)
+    rates = [sched(s) for s in range(5)]
+    assert rates[3] == cfg.lr and rates[4] == cfg.min_lr
+    assert rates == sorted(rates[:4]) + [cfg.min_lr]
 
 
 # -- EMA ----------------------------------------------------------------------------

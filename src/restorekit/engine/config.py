@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import typing
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping, Optional
 
@@ -56,6 +57,15 @@ class TrainConfig:
                 raise RecipeError(f"{source}: train.{key} must be >= 0, got {getattr(self, key)}")
         if self.lr <= 0:
             raise RecipeError(f"{source}: train.lr must be > 0, got {self.lr}")
+        if self.warmup_iters >= self.iterations:
+            # Not an error: shrinking train.iterations for a quick run should not also
+            # require shrinking the warmup. The schedule keeps one step for the decay.
+            warnings.warn(
+                f"{source}: train.warmup_iters ({self.warmup_iters}) >= train.iterations ({self.iterations}); "
+                f"the warmup is shortened to {self.iterations - 1} step(s) so the rate can decay to "
+                f"train.min_lr at the last step",
+                stacklevel=2,
+            )
         if self.min_lr > self.lr:
             raise RecipeError(f"{source}: train.min_lr ({self.min_lr}) exceeds train.lr ({self.lr})")
         if not all(0 <= b < 1 for b in self.betas):

@@ -10,8 +10,8 @@ Under torchrun each rank scores every N-th image and the sums are all-reduced.
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from typing import Any, Callable, Mapping
+from pathlib import Path, PurePosixPath
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -61,6 +61,36 @@ def _metric_fns(cfg: EvalConfig) -> dict[str, MetricFn]:
     return {name: getattr(metrics, name + suffix) for name in cfg.metrics}
 
 
+def output_name(name: object, index: int) -> str:
+    """Where a restored test image is saved, relative to ``DIR/<task>/`` and without suffix.
+
+    The test image's name keeps its subfolders (``sub/img``), so images with the same
+    stem in different folders do not overwrite each other; ``..`` and root parts are
+    dropped so nothing lands outside the task folder.
+    """
+    from restorekit.data.image_io import is_image_file
+
+    path = PurePosixPath(str(name).replace("\\", "/"))
+    if is_image_file(path):  # a name given with its file suffix: saved as .png all the same
+        path = path.with_suffix("")
+    kept = [p for p in path.parts if p not in ("", ".", "..", "/")]
+    return "/".join(kept) or str(index)
+
+
+def _unique(name: str, index: int, seen: set[str]) -> str:
+    """``name``, or ``name-<index>`` when an earlier image took it (compared case-blind)."""
+    while name.casefold() in seen:
+        name = f"{name}-{index}"
+    seen.add(name.casefold())
+    return name
+
+
+def unique_output_names(names: Sequence[object]) -> list[str]:
+    """:func:`output_name` of each name, made unique in order (the same on every rank)."""
+    seen: set[str] = set()
+    return [_unique(output_name(name, i), i, seen) for i, name in enumerate(names)]
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -90,6 +120,12 @@ def evaluate(
     for task, dataset in eval_sets.items():
         count = len(dataset) if limit is None else min(limit, len(dataset))
         sums = torch.zeros(len(names) + 1, dtype=torch.float64)
+        # Saved names are planned from the whole set when it lists them, so every rank
+        # agrees on them; otherwise clashes are resolved among the images seen here.
+        listed = getattr(dataset, "names", None) if save_dir is not None else None
+        listed_ok = isinstance(listed, Sequence) and not isinstance(listed, str) and len(listed) == len(dataset)
+        planned = unique_output_names(listed) if listed_ok else None
+        seen: set[str] = set()
         for index in range(rank, count, world_size):
             item = dataset[index]
             lq = center_crop_multiple(item["lq"], cfg.crop_multiple).unsqueeze(0).to(device)
@@ -103,9 +139,13 @@ def evaluate(
             if save_dir is not None:
                 from restorekit.data.image_io import write_image
 
-                folder = save_dir / task
-                folder.mkdir(parents=True, exist_ok=True)
-                write_image(folder / f"{Path(str(item.get('name', index))).stem}.png", out[0])
+                if planned is not None:
+                    rel = planned[index]
+                else:
+                    rel = _unique(output_name(item.get("name", index), index), index, seen)
+                target = save_dir / task / f"{rel}.png"
+                target.parent.mkdir(parents=True, exist_ok=True)
+                write_image(target, out[0])
             if len(grid.get(task, [])) < keep_for_grid:
                 grid.setdefault(task, []).append((lq[0].cpu(), out[0].cpu(), gt[0].cpu()))
         if world_size > 1:

@@ -112,7 +112,8 @@ def plan_outputs(source: str | Path, target: str | Path, *, overwrite: bool = Fa
     """(input, output) pairs for a file or a folder; refuses to replace files unless ``overwrite``.
 
     A folder input maps to a folder output with the same relative names. Every
-    conflict is found before any image is restored.
+    conflict, unreadable input and output format that cannot hold its input
+    (:func:`check_output_formats`) is found before any image is restored.
     """
     from restorekit.data.image_io import is_image_file
 
@@ -138,7 +139,57 @@ def plan_outputs(source: str | Path, target: str | Path, *, overwrite: bool = Fa
             if out.exists():
                 what = "is the input itself" if out.resolve() == src.resolve() else "already exists"
                 raise ImageRestoreError(f"OUTPUT {out} {what}; pass --overwrite to replace it")
+    check_output_formats(pairs)
     return pairs
+
+
+def _output_depth(bit_depth: int) -> int:
+    """The bit depth an output is written at: 16 for 16-bit and float inputs, else 8."""
+    return 16 if bit_depth > 8 else 8
+
+
+def _message_without_path(exc: BaseException, path: Path) -> str:
+    """``exc``'s message without a leading ``"<path>: "`` (the caller names the path itself)."""
+    message = str(exc)
+    prefix = f"{path}: "
+    return message[len(prefix):] if message.startswith(prefix) else message
+
+
+def check_output_formats(pairs: list[tuple[Path, Path]]) -> None:
+    """Refuse, before any image is restored, outputs whose format cannot hold their input.
+
+    Each input is read once and a 1-pixel image of the same kind (gray or colour,
+    alpha, bit depth) is written to a scratch folder through the very writer used
+    later, so every limit of a format (16 bits only in PNG/TIFF, no alpha in JPEG,
+    ...) is caught up front and no output of a folder run is written before an
+    error. Results are cached per (suffix, kind), so only the reads cost per file.
+    """
+    import tempfile
+
+    from restorekit.data.image_io import load_image, write_image
+
+    verdicts: dict[tuple[str, bool, bool, int], str | None] = {}
+    with tempfile.TemporaryDirectory(prefix="restorekit-format-") as scratch:
+        for src, out in pairs:
+            try:
+                image = load_image(src)
+            except (OSError, ValueError) as exc:
+                raise ImageRestoreError(f"INPUT {src}: cannot read it ({_message_without_path(exc, src)})") from exc
+            depth, alpha = _output_depth(image.bit_depth), image.alpha is not None
+            key = (out.suffix.lower(), image.gray, alpha, depth)
+            if key not in verdicts:
+                probe = Path(scratch) / f"probe{len(verdicts)}{out.suffix}"
+                pixel = torch.zeros(1 if image.gray else 3, 1, 1)
+                try:
+                    write_image(probe, pixel, bit_depth=depth, alpha=torch.zeros(1, 1, 1) if alpha else None)
+                    verdicts[key] = None
+                except (OSError, ValueError, KeyError) as exc:
+                    verdicts[key] = _message_without_path(exc, probe)
+            problem = verdicts[key]
+            if problem is not None:
+                kind = f"{depth}-bit {'gray' if image.gray else 'RGB'}{' with alpha' if alpha else ''}"
+                raise ImageRestoreError(f"OUTPUT {out}: {problem} (INPUT {src} is {kind}); "
+                                        "nothing was restored")
 
 
 def restore_files(
@@ -157,14 +208,13 @@ def restore_files(
         try:
             image = load_image(src)
         except (OSError, ValueError) as exc:
-            raise ImageRestoreError(f"INPUT {src}: cannot read it ({exc})") from exc
+            raise ImageRestoreError(f"INPUT {src}: cannot read it ({_message_without_path(exc, src)})") from exc
         restored = restore_tensor(model, image.rgb[None].to(device), tile=tile, overlap=overlap,
                                   amp=device.type == "cuda")[0].cpu()
         if image.gray:
             restored = restored.mean(dim=0, keepdim=True)
         out.parent.mkdir(parents=True, exist_ok=True)
-        depth = 16 if image.bit_depth > 8 else 8
         try:
-            write_image(out, restored, bit_depth=depth, alpha=image.alpha)
-        except ValueError as exc:
-            raise ImageRestoreError(f"OUTPUT {out}: {exc}") from exc
+            write_image(out, restored, bit_depth=_output_depth(image.bit_depth), alpha=image.alpha)
+        except (OSError, ValueError, KeyError) as exc:
+            raise ImageRestoreError(f"OUTPUT {out}: {_message_without_path(exc, out)}") from exc
