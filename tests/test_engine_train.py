@@ -60,7 +60,7 @@ def test_a_few_iterations_write_a_complete_run_folder(tmp_path: Path) -> None:
 
 
 def test_frozen_parts_stay_out_and_aux_reaches_the_loss(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    rec = recipe(tmp_path / "run", iterations=2)
+    rec = recipe(tmp_path / "run", iterations=2, warmup_iters=1)
     rec["model"] = {"type": "engine_test_convnet", "aux": True, "frozen_guide": True}
     trainer = Trainer(rec, stream=engine_fakes.FakeStream(4))
     guide_before = trainer.model.guide.proj.weight.clone()
