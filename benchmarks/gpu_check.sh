@@ -58,7 +58,7 @@ run_stage() {
   timeout -k 10 "$limit" "$@"
   rc=$?
   local took=$(($(date +%s) - t0))
-  [ "$rc" -eq 124 ] && echo "=== $name: TIMED OUT after ${limit}s"
+  { [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; } && echo "=== $name: TIMED OUT after ${limit}s"
   echo "=== $name: exit $rc after ${took}s"
   STAGES+=("$name|$rc|$took|$limit")
 }
@@ -115,7 +115,7 @@ lines = ["# GPU check summary", "", f"total wall time: {os.environ['TOTAL']} s",
 for entry in os.environ["STAGE_LINES"].splitlines():
     if entry:
         name, rc, took, limit = entry.split("|")
-        status = {"0": "ok", "124": "TIMEOUT", "skipped": "skipped"}.get(rc, f"FAIL ({rc})")
+        status = {"0": "ok", "124": "TIMEOUT", "137": "TIMEOUT (killed)", "skipped": "skipped"}.get(rc, f"FAIL ({rc})")
         lines.append(f"| {name} | {status} | {took} | {limit} |")
 
 

@@ -59,15 +59,18 @@ def sdpa_channel_attention(enabled: bool = True) -> Iterator[None]:
 
 
 def enable_grad_checkpointing(model: torch.nn.Module) -> int:
-    """Switch on the bodies' ``grad_checkpointing`` knob; returns how many blocks it covers."""
+    """Switch on the body's ``grad_checkpointing`` knob (``model.body.grad_checkpointing``
+    in a recipe), only the body's: a timm backbone has a knob of its own that DPC's pass
+    would honour. Returns how many blocks it covers."""
     from restorekit.bodies.blocks import BlockStack, TransformerBlock
 
-    for module in model.modules():
+    body = getattr(model, "body", None) or model
+    for module in body.modules():
         if hasattr(module, "set_grad_checkpointing") and not isinstance(module, BlockStack):
             module.set_grad_checkpointing(True)
     return sum(
         isinstance(block, TransformerBlock)
-        for stack in model.modules()
+        for stack in body.modules()
         if isinstance(stack, BlockStack) and stack.grad_checkpointing
         for block in stack
     )

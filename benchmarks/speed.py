@@ -58,7 +58,7 @@ class Levers:
     grad_checkpoint: bool = False
     compile: bool = False
     no_dpc_reuse: bool = False  # DPC runs its own backbone pass on the input (loss not bound)
-    backbone_bf16: bool = False  # the frozen backbone's own bf16 knob (without it the backbone runs fp32)
+    backbone_bf16: bool = False  # the backbone's own bf16 knob (unset, it follows the caller's autocast)
 
     def label(self, base: "Levers") -> str:
         changed = [name for name in LEVERS if getattr(self, name) != getattr(base, name)]
@@ -177,13 +177,14 @@ def measure_meta(name: str, setting: Setting, levers: Levers) -> dict[str, Any]:
     row["params_trainable"], row["params_frozen"] = count_params(model)
     shape = (setting.train_batch, 3, setting.train_size, setting.train_size)
     lq, gt = torch.rand(shape, device="meta"), torch.rand(shape, device="meta")
-    model.train()
-    flops = bench.count_flops(lambda: bench.forward_with_loss(model, loss_fn, lq, gt).backward())
-    row["train"] = {"batch": setting.train_batch, "size": setting.train_size, "flops_per_step": flops}
-    model.eval()
-    x = torch.rand(1, 3, setting.infer_size, setting.infer_size, device="meta")
-    with torch.no_grad():
-        row["infer"] = {"size": setting.infer_size, "gmacs": bench.count_flops(lambda: model(x)) / 2 / 1e9}
+    with lever_tools.sdpa_channel_attention(levers.sdpa):  # counted as measure() runs it
+        model.train()
+        flops = bench.count_flops(lambda: bench.forward_with_loss(model, loss_fn, lq, gt).backward())
+        row["train"] = {"batch": setting.train_batch, "size": setting.train_size, "flops_per_step": flops}
+        model.eval()
+        x = torch.rand(1, 3, setting.infer_size, setting.infer_size, device="meta")
+        with torch.no_grad():
+            row["infer"] = {"size": setting.infer_size, "gmacs": bench.count_flops(lambda: model(x)) / 2 / 1e9}
     return row
 
 
@@ -218,6 +219,8 @@ def measure(name: str, setting: Setting, levers: Levers, matmul: Mapping[str, An
         model.train()
         step = TrainStep(model, loss_fn, setting, levers)
         flops = bench.count_flops(step)  # eager: FlopCounterMode does not see inside compiled code
+        if levers.compile:
+            torch._dynamo.reset()  # a fresh cache per measurement: no recompile limit carried over
         forward = torch.compile(model) if levers.compile else model
         step.forward = forward
         bench.reset_peak_memory(device)
@@ -549,7 +552,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     for recipe in recipes:
         for levers in variants:
             toggled = {n for n in BACKBONE_LEVERS if getattr(levers, n) != getattr(base, n)}
-            if toggled and not has_backbone(recipe, setting.overrides):
+            try:
+                skip = bool(toggled) and not has_backbone(recipe, setting.overrides)
+            except Exception:  # noqa: BLE001 - a bad recipe is reported as an error row below
+                skip = False
+            if skip:
                 continue  # these levers concern models with a backbone only
             variant = levers.label(base)
             t0 = time.perf_counter()

@@ -106,7 +106,7 @@ def render(result: Mapping[str, Any]) -> str:
         lines += ["", "Input PSNR (degraded vs clean): " + ", ".join(f"{t} {v:.2f}" for t, v in inputs.items())]
     drops = result.get("drops") or []
     if drops:
-        lines += ["", "Change of each task's PSNR from when it was added to the last run (dB):", "",
+        lines += ["", "Change of each task's PSNR from when it was added to the run with the most tasks that finished (dB):", "",
                   bench.markdown_table(drops, [("model", "model")] + [(t, t, "{:+.2f}") for t in tasks])]  # fmt: skip
     return "\n".join(lines)
 

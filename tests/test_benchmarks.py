@@ -144,6 +144,34 @@ def test_grad_checkpointing_keeps_loss_and_gradients():
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
+def test_the_grad_checkpointing_lever_reaches_the_body_only():
+    """As the recipe knob ``model.body.grad_checkpointing``: not the timm backbone's own."""
+    import warnings
+
+    from tiny_dino_ir import tiny_dino_ir
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*randomly initialised.*")
+        model = tiny_dino_ir()
+    assert levers.enable_grad_checkpointing(model) == 8
+    assert model.backbone.model.grad_checkpointing is False
+    assert all(not getattr(stack, "grad_checkpointing", False) for stack in model.adapters.modules())
+
+
+def test_a_misspelled_recipe_with_a_backbone_lever_is_an_error_row_not_a_crash(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "speed.py"), "--tiny", "--recipes", "baselines/restormr",
+         "baselines/restormer", "--levers", "no_dpc_reuse", "--warmup", "0", "--repeat", "1",
+         "--out", str(tmp_path), "--name", "typo"],
+        cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    result = json.loads((tmp_path / "typo.json").read_text())
+    assert proc.returncode != 0 and result["complete"]  # reported as a failure, every recipe tried
+    errors = [row for row in result["rows"] if "error" in row]
+    assert {row["recipe"] for row in errors} == {"baselines/restormr"} and "not found" in errors[0]["error"]
+    assert any(row["recipe"] == "baselines/restormer" and "train" in row for row in result["rows"])
+
+
 # -- FLOPs ----------------------------------------------------------------------------------
 
 
