@@ -105,10 +105,11 @@ def test_nan_steps_are_skipped_and_logged(tmp_path: Path) -> None:
 def test_too_many_nan_steps_abort_and_leave_finite_checkpoints(tmp_path: Path) -> None:
     rec = recipe(tmp_path / "run", iterations=50, ckpt_every=2, max_nonfinite=3)
     rec["loss"] = {"type": "engine_test_nan", "nan_calls": list(range(5, 50))}
-    with pytest.raises(TrainingDiverged, match=r"3 steps in a row.*train.max_nonfinite = 3"):
+    with pytest.raises(TrainingDiverged, match=r"3 steps in a row.*train.max_nonfinite = 3") as raised:
         run(rec)
     found = ckpt.list_checkpoints(tmp_path / "run")
     assert found and found[-1][0] == 6  # written during the skips, from the finite weights
+    assert f"the last good checkpoint is {found[-1][1]}" in str(raised.value)
     tensors = final_tensors(tmp_path / "run")
     assert all(torch.isfinite(t).all() for part in tensors.values() for t in part.values())
 

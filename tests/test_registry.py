@@ -120,3 +120,10 @@ def test_model_spec_merges_keyword_overrides():
 def test_model_spec_unknown_name_is_a_model_error():
     with pytest.raises(UnknownComponentError, match="unknown model 'dino_irr'.*'dino_ir'"):
         model_spec("dino_irr")
+
+
+def test_a_misspelled_keyword_gets_its_close_match() -> None:
+    with pytest.raises(BuildError, match=r"'max_sise'; did you mean 'max_sise' -> 'max_size'\? accepted: "):
+        build("dataset", {"type": "samples", "split": "train", "max_sise": 64})
+    with pytest.raises(BuildError, match=r"unexpected keyword\(s\) 'zzz'; accepted: "):  # nothing close
+        build("dataset", {"type": "samples", "split": "train", "zzz": 64})

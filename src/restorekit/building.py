@@ -60,9 +60,14 @@ def check_keywords(kind: str, name: str, factory: Any, kwargs: Mapping[str, Any]
     names, var_kw = accepted_keywords(factory)
     unexpected = sorted(k for k in kwargs if k not in names)
     if unexpected and not var_kw:
+        import difflib
+
+        hints = [f"{k!r} -> {close[0]!r}" for k in unexpected
+                 if (close := difflib.get_close_matches(k, names, n=1, cutoff=0.75))]  # fmt: skip
         raise BuildError(
             f"{kind} {name!r} got unexpected keyword(s) {', '.join(map(repr, unexpected))}; "
-            f"accepted: {', '.join(names) or '(none)'}"
+            + (f"did you mean {', '.join(hints)}? " if hints else "")
+            + f"accepted: {', '.join(names) or '(none)'}"
         )
 
 

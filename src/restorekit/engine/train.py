@@ -505,11 +505,12 @@ class Trainer:
             log.write({"step": step, "event": "nonfinite_skip", "loss": loss, "grad_norm": grad_norm,
                        "in_a_row": self.nonfinite_streak})
         if self.nonfinite_streak >= self.cfg.max_nonfinite:
+            saved = ckpt.list_checkpoints(self.run_dir)
+            last_good = f"the last good checkpoint is {saved[-1][1]}" if saved else "no checkpoint was written yet"
             raise TrainingDiverged(
                 f"training diverged: {self.nonfinite_streak} steps in a row had a non-finite loss or "
-                f"gradient (train.max_nonfinite = {self.cfg.max_nonfinite}) at step {step}; the last good "
-                f"checkpoint is in {self.run_dir / ckpt.CKPT_DIR}. Lower train.lr, set train.grad_clip, "
-                f"or check the data"
+                f"gradient (train.max_nonfinite = {self.cfg.max_nonfinite}) at step {step}; {last_good}. "
+                f"Lower train.lr, set train.grad_clip, or check the data"
             )
 
     def _report_validation(self, step: int, result: Mapping[str, Any], log: MetricsLog) -> dict[str, Any]:
