@@ -51,6 +51,8 @@ def resolve_device(name: str = "auto") -> torch.device:
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit(f"--device {name}: no CUDA device on this machine")
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)  # CUDA events record on the current device's stream
     return device
 
 

@@ -180,3 +180,20 @@ def test_torchrun_gloo_two_processes_match_one(tmp_path: Path) -> None:
         torch.testing.assert_close(b[key], a[key], rtol=1e-3, atol=1e-5)
     # only rank 0 wrote: one checkpoint folder, one log line per step
     assert len(list((tmp_path / "two" / "checkpoints").glob("ckpt-*"))) == 1
+
+
+def test_torchrun_fine_tunes_a_backbone_whose_last_layers_get_no_gradient(tmp_path: Path) -> None:
+    """`frozen: false` leaves the ViT's final norm (and blocks past the deepest layer used)
+    without a gradient; DDP must be told, or it stops at step 2. The run ends once, printed once."""
+    args = [str(DEMO), *TINY, "-o", "model.backbone.frozen=false", "-o", "train.batch_size=4",
+            "-o", "train.iterations=3", "-o", "train.ckpt_every=3", "-o", "eval.after_train=false",
+            "-o", "train.device=cpu", "-o", f"train.out_dir={tmp_path / 'run'}"]  # fmt: skip
+    two = subprocess.run(
+        [str(VENV_BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", "-m", "restorekit", "train", *args],
+        capture_output=True, text=True, env=env(), cwd=ROOT, timeout=300,
+    )  # fmt: skip
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert [r["step"] for r in records(tmp_path / "run") if "loss" in r] == [1, 2, 3]
+    assert two.stdout.count("done: step 3") == 1
+    weights = final_weights(tmp_path / "run")
+    assert any(key.startswith("model/backbone.") for key in weights)  # trained, so checkpointed

@@ -72,3 +72,15 @@ def test_tiled_bf16_inference_on_cuda_close_to_fp32() -> None:
     bf16 = restore_tensor(model, image, tile=128, overlap=32, amp=True)
     assert bf16.dtype == torch.float32 and bf16.shape == image.shape
     assert (bf16 - fp32).abs().mean() < 0.01
+
+
+def test_cuda_generator_states_of_more_gpus_than_this_host_has_restore_its_own() -> None:
+    """A run saved on a host with more GPUs (one state each) resumes on this one."""
+    from restorekit.engine.train import rng_state, set_rng_state
+
+    saved = rng_state()
+    extra = torch.cuda.device_count() + 3
+    saved["cuda"] = [saved["cuda"][0].clone() for _ in range(extra)]
+    expected = torch.rand(4, device="cuda")
+    set_rng_state(saved)
+    torch.testing.assert_close(torch.rand(4, device="cuda"), expected)

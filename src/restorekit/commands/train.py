@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from restorekit.commands.show import add_override_argument
 
@@ -31,5 +32,6 @@ def run(args: argparse.Namespace) -> int:
 
     recipe = load_recipe(args.recipe, args.override)
     result = train(recipe, source=str(args.recipe), resume=args.resume, eval_after=args.eval_after)
-    print(f"done: step {result.step}, run folder {result.run_dir}", flush=True)
+    if int(os.environ.get("RANK", "0")) == 0:  # once per run, not once per process
+        print(f"done: step {result.step}, run folder {result.run_dir}", flush=True)
     return 0

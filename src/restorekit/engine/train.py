@@ -83,7 +83,9 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
                          np_state["has_gauss"], np_state["cached"]))
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        # One state per GPU the saving process saw; a host with fewer GPUs restores those it has.
+        for index, cuda_state in enumerate(state["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda_state, index)
 
 
 def recipe_name(recipe: Mapping[str, Any], source: str) -> str:
@@ -139,7 +141,9 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         if cfg.deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-            torch.use_deterministic_algorithms(True)
+            # warn_only: CUDA has no deterministic backward for bilinear interpolation or
+            # reflection padding (the guide's resize, DPC's grid, odd sizes); those warn.
+            torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.benchmark = False
         elif self.ctx.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
@@ -179,7 +183,10 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [device.index] if device.type == "cuda" else None
-            forward = DistributedDataParallel(self.model, device_ids=ids)
+            # A backbone fine-tuned in place ('frozen: false') has parameters past the deepest
+            # layer used (its last blocks, its final norm) that never get a gradient.
+            unused = getattr(getattr(self.model, "backbone", None), "frozen", True) is False
+            forward = DistributedDataParallel(self.model, device_ids=ids, find_unused_parameters=unused)
         if cfg.compile:
             forward = torch.compile(forward)  # type: ignore[assignment]
         self.forward_model = forward
