@@ -159,3 +159,17 @@ def test_no_ema_needs_no_note_when_the_raw_weights_were_scored(tmp_path: Path) -
     run_dir = _run(tmp_path / "run", ema_decay=None)
     _, file, notes = load_model_for_inference(recipe_for_weights(run_dir, None), run_dir, use_ema=False)
     assert file.name == "model.safetensors" and not any("--no-ema" in n for n in notes)
+
+
+@pytest.mark.parametrize(
+    ("precision", "amp", "device", "expected"),
+    [("auto", "auto", "cuda", True), ("auto", "bf16", "cuda", True), ("auto", "off", "cuda", False),
+     ("bf16", "off", "cuda", True), ("fp32", "auto", "cuda", False), ("auto", "auto", "cpu", False),
+     ("bf16", "bf16", "cpu", False)],
+)  # fmt: skip
+def test_inference_precision_follows_the_recipe_on_cuda_only(precision, amp, device, expected) -> None:
+    from restorekit.engine.infer import inference_amp
+
+    recipe = {"train": {"amp": amp}}
+    assert inference_amp(precision, recipe, torch.device(device)) is expected
+    assert inference_amp(precision, {}, torch.device(device)) is (device == "cuda" and precision != "fp32")

@@ -17,6 +17,10 @@ def add_weights_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-ema", action="store_true", help="use the raw weights, not their EMA")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument(
+        "--precision", default="auto", choices=["auto", "bf16", "fp32"],
+        help="auto: as the recipe trained (train.amp; bf16 on CUDA unless it is off), fp32 on the CPU",
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from restorekit.engine.config import eval_config
     from restorekit.engine.distributed import pick_device
     from restorekit.engine.evaluate import evaluate, markdown_table, protocol, write_report
+    from restorekit.engine.infer import inference_amp
     from restorekit.engine.loading import load_model_for_inference
     from restorekit.recipes import load_recipe
 
@@ -42,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     model, weights, notes = load_model_for_inference(recipe, args.weights, use_ema=not args.no_ema, device=device)
     sets = build_eval_sets(recipe.get("data") or {})
-    result = evaluate(model, sets, cfg, device, amp=device.type == "cuda",
+    result = evaluate(model, sets, cfg, device, amp=inference_amp(args.precision, recipe, device),
                       save_dir=Path(args.save_outputs) if args.save_outputs else None)
     info = {**protocol(cfg), "weights": str(weights)}
     print(markdown_table(result, info))

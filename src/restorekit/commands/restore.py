@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from restorekit.engine.distributed import pick_device
     from restorekit.engine.loading import load_model_for_inference, recipe_for_weights
-    from restorekit.engine.infer import plan_outputs, restore_files
+    from restorekit.engine.infer import inference_amp, plan_outputs, restore_files
 
     if args.tile and not 0 <= args.overlap < args.tile:
         from restorekit.errors import RecipeError
@@ -38,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
     model, weights, notes = load_model_for_inference(recipe, args.weights, use_ema=not args.no_ema, device=device)
     for note in notes:
         print(note)
-    restore_files(model, pairs, tile=args.tile or None, overlap=args.overlap, device=device)
+    restore_files(model, pairs, tile=args.tile or None, overlap=args.overlap, device=device,
+                  amp=inference_amp(args.precision, recipe, device))
     print(f"restored {len(pairs)} image(s) with {weights}")
     return 0

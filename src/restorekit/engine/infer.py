@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 import torch
 from torch import nn
@@ -192,6 +192,17 @@ def check_output_formats(pairs: list[tuple[Path, Path]]) -> None:
                                         "nothing was restored")
 
 
+def inference_amp(precision: str, recipe: Mapping[str, Any] | None, device: torch.device) -> bool:
+    """Whether eval/restore run under bf16 autocast: ``auto`` follows the recipe's
+    ``train.amp`` (a model trained in fp32 is scored in fp32), and the CPU stays fp32."""
+    if device.type != "cuda" or precision == "fp32":
+        return False
+    if precision == "bf16":
+        return True
+    amp = ((recipe or {}).get("train") or {}).get("amp", "auto")
+    return amp != "off"
+
+
 def restore_files(
     model: nn.Module,
     pairs: list[tuple[Path, Path]],
@@ -199,8 +210,12 @@ def restore_files(
     tile: int | None,
     overlap: int,
     device: torch.device,
+    amp: bool | None = None,
 ) -> None:
-    """Restore each input and write it in the input's format (gray, alpha, bit depth kept)."""
+    """Restore each input and write it in the input's format (gray, alpha, bit depth kept).
+
+    ``amp``: bf16 autocast (None: on CUDA)."""
+    amp = device.type == "cuda" if amp is None else amp
     from restorekit.data.image_io import load_image, write_image
 
     model.eval()
@@ -210,7 +225,7 @@ def restore_files(
         except (OSError, ValueError) as exc:
             raise ImageRestoreError(f"INPUT {src}: cannot read it ({_message_without_path(exc, src)})") from exc
         restored = restore_tensor(model, image.rgb[None].to(device), tile=tile, overlap=overlap,
-                                  amp=device.type == "cuda")[0].cpu()
+                                  amp=amp)[0].cpu()
         if image.gray:
             restored = restored.mean(dim=0, keepdim=True)
         out.parent.mkdir(parents=True, exist_ok=True)
