@@ -173,3 +173,24 @@ def test_inference_precision_follows_the_recipe_on_cuda_only(precision, amp, dev
     recipe = {"train": {"amp": amp}}
     assert inference_amp(precision, recipe, torch.device(device)) is expected
     assert inference_amp(precision, {}, torch.device(device)) is (device == "cuda" and precision != "fp32")
+
+
+def test_evaluation_leaves_cudnn_autotuning_and_the_training_mode_as_it_found_them() -> None:
+    """Autotuning is off while test images of many sizes are scored, then back on."""
+    model = engine_fakes.LocalConvNet().train()
+    seen: list[bool] = []
+    original = model.forward
+
+    def recording(lq, return_aux=False):
+        seen.append(torch.backends.cudnn.benchmark)
+        return original(lq, return_aux)
+
+    model.forward = recording
+    item = {"lq": torch.rand(3, 16, 16), "gt": torch.rand(3, 16, 16), "name": "a"}
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        evaluate(model, {"t": [item, item]}, EvalConfig(metrics=["psnr"], crop_multiple=0), torch.device("cpu"))
+        assert seen == [False, False] and torch.backends.cudnn.benchmark is True and model.training
+    finally:
+        torch.backends.cudnn.benchmark = before

@@ -41,6 +41,12 @@ def pick_device(preference: str, local_rank: int = 0) -> torch.device:
     if preference == "cuda" and not torch.cuda.is_available():
         raise RecipeError("train.device is 'cuda' but no CUDA device is available")
     if preference in ("cuda", "auto") and torch.cuda.is_available():
+        count = torch.cuda.device_count()
+        if local_rank >= count:
+            raise RecipeError(
+                f"process with LOCAL_RANK {local_rank} has no GPU of its own: this host shows {count} "
+                f"CUDA device(s); start at most {count} process(es) per node (torchrun --nproc_per_node)"
+            )
         return torch.device("cuda", local_rank)
     return torch.device("cpu")
 

@@ -113,6 +113,32 @@ def evaluate(
     fns = _metric_fns(cfg)
     was_training = model.training
     model.eval()
+    # Test images come in many sizes: cuDNN autotuning (on for training) would tune each one.
+    benchmark, torch.backends.cudnn.benchmark = torch.backends.cudnn.benchmark, False
+    try:
+        result = _score(model, eval_sets, cfg, device, fns, amp=amp, rank=rank, world_size=world_size,
+                        max_images=max_images, save_dir=save_dir, keep_for_grid=keep_for_grid)
+    finally:
+        torch.backends.cudnn.benchmark = benchmark
+        model.train(was_training)
+    return result
+
+
+def _score(
+    model: nn.Module,
+    eval_sets: Mapping[str, Any],
+    cfg: EvalConfig,
+    device: torch.device,
+    fns: Mapping[str, Any],
+    *,
+    amp: bool,
+    rank: int,
+    world_size: int,
+    max_images: int | None,
+    save_dir: Path | None,
+    keep_for_grid: int,
+) -> dict[str, Any]:
+    """The scoring loop of :func:`evaluate` (model already in eval mode)."""
     names = [f"{m}{suffix}" for m in fns for suffix in ("_in", "")]
     tasks: dict[str, dict[str, float]] = {}
     grid: dict[str, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = {}
@@ -160,7 +186,6 @@ def evaluate(
         for i, name in enumerate(names):
             row[name] = float(sums[i] / max(n, 1))
         tasks[task] = row
-    model.train(was_training)
     mean = {name: sum(r[name] for r in tasks.values()) / max(len(tasks), 1) for name in names}
     result: dict[str, Any] = {"tasks": tasks, "mean": mean}
     if grid:
