@@ -140,10 +140,8 @@ def metric_from_spec(spec: str | Mapping[str, Any]) -> Callable[..., torch.Tenso
 
     Names are looked up in the metric registry, so plugin metrics work too.
     """
-    from restorekit.building import split_spec
+    from restorekit.building import check_keywords, split_spec
     from restorekit.registry import registry
-
-    from restorekit.building import check_keywords
 
     name, knobs = split_spec("metric", spec)
     function = registry("metric").get(name)
