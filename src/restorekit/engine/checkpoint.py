@@ -167,11 +167,11 @@ def load_checkpoint(path: Path, *, need_ema: bool | None = None) -> Checkpoint:
     return Checkpoint(path, step, model, ema, state, meta)
 
 
-def latest_valid(run_dir: Path, *, need_ema: bool | None = None) -> Checkpoint | None:
+def latest_valid(run_dir: Path) -> Checkpoint | None:
     """The newest checkpoint that loads; defective newer ones are set aside with a warning."""
     for step, path in reversed(list_checkpoints(run_dir)):
         try:
-            return load_checkpoint(path, need_ema=need_ema)
+            return load_checkpoint(path)
         except CheckpointError as exc:
             aside = path.with_name(path.name + ".corrupt")
             number = 1
