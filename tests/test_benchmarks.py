@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 from hypothesis import given, settings
+
+from restorekit.tiny import DINO_IR_LAYERS
 from hypothesis import strategies as st
 
 REPO = Path(__file__).resolve().parent.parent
@@ -221,8 +223,8 @@ def test_tiny_specs_of_every_recipe_build_with_the_same_parts():
             full = recipe["model"]
             assert type(model.backbone).__name__ == {"dinov2": "DINOv2Backbone", "clip": "CLIPBackbone",
                                                      "timm": "TimmBackbone"}[full["backbone"]["type"]]
-            assert model.backbone.num_layers > max(spec.get("layers", bench.DINO_IR_LAYERS))
-            assert model.layers == list(full.get("layers", bench.DINO_IR_LAYERS))
+            assert model.backbone.num_layers > max(spec.get("layers", DINO_IR_LAYERS))
+            assert model.layers == list(full.get("layers", DINO_IR_LAYERS))
             frozen = sum(p.numel() for p in model.backbone.parameters())
             assert 0 < frozen < 1_000_000
 

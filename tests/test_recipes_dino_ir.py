@@ -11,7 +11,9 @@ from restorekit import build, build_model
 from restorekit.data.build import check_data_config, task_entries
 from restorekit.engine.config import eval_config, train_config
 from restorekit.recipes import load_recipe, recipe_diff
-from tiny_dino_ir import tiny_model_spec
+from restorekit.engine.parts import build_model_and_loss
+from restorekit.engine.step import forward_loss
+from restorekit.tiny import tiny_loss_spec, tiny_model_spec
 
 pytestmark = pytest.mark.filterwarnings("ignore:dino_ir. the .* backbone is randomly initialised")
 
@@ -80,17 +82,11 @@ def test_baselines_keep_data_and_training_of_dino_ir() -> None:
 def test_every_recipe_builds_tiny_and_trains_one_step(name) -> None:
     recipe = load_recipe(name)
     torch.manual_seed(0)
-    model = build_model(tiny_model_spec(recipe["model"]))
-    loss = build("loss", recipe["loss"])
-    if hasattr(loss, "bind"):
-        loss.bind(model)
+    model, loss = build_model_and_loss(tiny_model_spec(recipe["model"], recipe["loss"]), tiny_loss_spec(recipe["loss"]))
     lq, gt = torch.rand(2, 3, 48, 48), torch.rand(2, 3, 48, 48)
-    if getattr(model, "supports_aux", False):
-        restored, aux = model(lq, return_aux=True)
-    else:
-        restored, aux = model(lq), None
-    value = loss(restored, gt, lq=lq, aux=aux)
+    value = forward_loss(model, model, loss, lq, gt).total
     value.backward()
+    restored = model(lq)
     assert restored.shape == lq.shape and torch.isfinite(value)
     trainable = [p for p in model.parameters() if p.requires_grad]
     assert trainable and all(p.grad is not None for p in trainable)
@@ -115,8 +111,7 @@ def test_dpc_weight_zero_equals_the_no_dpc_recipe() -> None:
     for key, recipe in [("zero", base), ("none", no_dpc), ("dpc", load_recipe("dino_ir"))]:
         loss = build("loss", recipe["loss"])
         loss.bind(model)
-        restored, aux = model(lq, return_aux=True)
-        values[key] = loss(restored, gt, lq=lq, aux=aux)
+        values[key] = forward_loss(model, model, loss, lq, gt).total
     assert torch.equal(values["zero"], values["none"])
     assert values["dpc"] > values["none"]
 

@@ -35,6 +35,8 @@ KINDS: tuple[str, ...] = (
     "model",
     "loss",
     "metric",
+    "optimizer",
+    "schedule",
     "degradation",
     "dataset",
 )
@@ -367,6 +369,8 @@ BODIES = REGISTRIES["body"]
 MODELS = REGISTRIES["model"]
 LOSSES = REGISTRIES["loss"]
 METRICS = REGISTRIES["metric"]
+OPTIMIZERS = REGISTRIES["optimizer"]
+SCHEDULES = REGISTRIES["schedule"]
 DEGRADATIONS = REGISTRIES["degradation"]
 DATASETS = REGISTRIES["dataset"]
 
