@@ -45,6 +45,11 @@ def ckpt_name(step: int) -> str:
     return f"ckpt-{step:08d}"
 
 
+def is_checkpoint_name(name: str) -> bool:
+    """Whether ``name`` is a complete checkpoint folder's name (``ckpt-00000100``, not ``.tmp``)."""
+    return _NAME.match(name) is not None
+
+
 @dataclass
 class Checkpoint:
     """A checkpoint read back from disk."""

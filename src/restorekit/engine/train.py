@@ -198,7 +198,7 @@ class Trainer:
         name = recipe_name(self.recipe, self.source)
         if resume not in (None, "auto"):
             path = Path(resume).resolve()  # 'ckpt-00000004' typed inside checkpoints/ has a parent too
-            if path.is_dir() and ckpt._NAME.match(path.name):
+            if path.is_dir() and ckpt.is_checkpoint_name(path.name):
                 newer = [p.name for s, p in ckpt.list_checkpoints(path.parent.parent) if p.name > path.name]
                 if newer:
                     raise CheckpointError(
