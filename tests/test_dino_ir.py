@@ -1,4 +1,4 @@
-"""The dino_ir model: paper defaults, identity at init, gradients, the cost rule, errors."""
+"""The dino_ir model: its defaults, identity at init, gradients, the cost rule, errors."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def _perturb_zero_init(model) -> None:
                 module.weight.copy_(torch.randn(module.weight.shape, generator=gen) * 0.05)
 
 
-def test_build_model_gives_the_paper_defaults() -> None:
+def test_build_model_gives_the_defaults() -> None:
     with torch.device("meta"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = build_model("dino_ir")
