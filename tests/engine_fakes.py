@@ -80,12 +80,25 @@ def convnet(width: int = 8, aux: bool = False, frozen_guide: bool = False) -> nn
     return GuidedConvNet(width) if aux else LocalConvNet(width, frozen_guide)
 
 
-class NaNAtSteps(nn.Module):
-    """L1 loss that returns NaN on the calls listed in ``nan_calls`` (0-based call count)."""
+class _InfiniteGradient(torch.autograd.Function):
+    """Identity forward; an infinite gradient backward (what an fp16 overflow leaves)."""
 
-    def __init__(self, nan_calls: list[int] = ()) -> None:  # type: ignore[assignment]
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        return grad * float("inf")
+
+
+class NaNAtSteps(nn.Module):
+    """L1 loss that returns NaN on the calls listed in ``nan_calls`` (0-based call count), and
+    a finite loss whose gradient is infinite on the calls in ``inf_grad_calls``."""
+
+    def __init__(self, nan_calls: list[int] = (), inf_grad_calls: list[int] = ()) -> None:  # type: ignore[assignment]
         super().__init__()
-        self.nan_calls = set(nan_calls)
+        self.nan_calls, self.inf_grad_calls = set(nan_calls), set(inf_grad_calls)
         self.calls = 0
         self.saw_aux: list[Any] = []
 
@@ -94,6 +107,8 @@ class NaNAtSteps(nn.Module):
         loss = (restored - target).abs().mean()
         if self.calls in self.nan_calls:
             loss = loss * float("nan")
+        if self.calls in self.inf_grad_calls:
+            loss = _InfiniteGradient.apply(loss)
         self.calls += 1
         return loss
 

@@ -187,6 +187,22 @@ def check_schedule(build: Any) -> None:
     assert isinstance(schedule.state_dict(), dict)
 
 
+def check_logger(build: Any, tmp_path: Path) -> None:
+    """A logger takes every kind of record the loop writes, leaves something in the run folder, closes."""
+    part = build(run_dir=tmp_path)
+    assert isinstance(part, contracts.RunLogger)
+    part.add_text("recipe", "model: {type: restormer}\ntrain: {iterations: 2}")
+    part.write({"step": 1, "loss": 0.5, "loss_avg": 0.5, "lr": 1e-3, "grad_norm": float("nan"),
+                "terms": {"l1": 0.5}, "it_s": 3.0, "skipped_total": 0})
+    part.write({"step": 1, "event": "nonfinite_skip", "loss": float("nan"), "grad_norm": 1.0, "in_a_row": 1})
+    part.write({"step": 2, "event": "validation", "tasks": {"noise": {"psnr": 30.0, "psnr_in": 20.0}},
+                "mean": {"psnr": 30.0}})
+    if part.takes_images:
+        part.add_images(2, {"val/noise/0": torch.rand(3, 8, 24)})
+    part.close()
+    assert any(p.is_file() and p.stat().st_size > 0 for p in tmp_path.rglob("*")), "the logger wrote nothing"
+
+
 def check_degradation(build: Any) -> None:
     part = build()
     img = torch.rand(3, 24, 20, generator=torch.Generator().manual_seed(0))
@@ -206,7 +222,7 @@ def check_dataset(build: Any) -> None:
 CHECKS = {
     "backbone": check_backbone, "body": check_body, "model": check_model, "fusion": check_fusion,
     "adapter": check_adapter, "loss": check_loss, "metric": check_metric, "optimizer": check_optimizer,
-    "schedule": check_schedule, "degradation": check_degradation, "dataset": check_dataset,
+    "schedule": check_schedule, "degradation": check_degradation, "dataset": check_dataset, "logger": check_logger,
 }  # fmt: skip
 
 
@@ -220,15 +236,18 @@ def tiny_builder(kind: str, name: str, data_root: Path | None = None) -> Any:
         spec = {**spec, "root": str(data_root)} if name != "samples" else spec
         return lambda: restorekit.build("dataset", spec)
     spec = {"type": name, **TINY[kind][name]}
-    if kind in ("optimizer", "schedule"):
+    if kind in ("optimizer", "schedule", "logger"):
         return lambda **extra: restorekit.build(kind, spec, **extra)
     return lambda: restorekit.build(kind, spec, **BUILD_CONTEXT.get(kind, {}))
 
 
 @pytest.mark.filterwarnings("ignore:.*randomly initialised")
 @pytest.mark.parametrize(("kind", "name"), BUILTIN_PARTS, ids=[f"{k}-{n}" for k, n in BUILTIN_PARTS])
-def test_every_builtin_keeps_its_kinds_contract(kind: str, name: str, data_root: Path) -> None:
+def test_every_builtin_keeps_its_kinds_contract(kind: str, name: str, data_root: Path, tmp_path: Path) -> None:
     registry(kind).get(name)  # the catalog entry resolves
+    if kind == "logger":
+        check_logger(tiny_builder(kind, name), tmp_path)
+        return
     CHECKS[kind](tiny_builder(kind, name, data_root))
 
 

@@ -33,7 +33,7 @@ def widget():
 def test_every_kind_has_a_registry():
     assert set(KINDS) == {
         "backbone", "fusion", "adapter", "body", "model", "loss", "metric", "optimizer", "schedule",
-        "degradation", "dataset",
+        "logger", "degradation", "dataset",
     }
     for kind in KINDS:
         assert registry(kind).kind == kind
@@ -41,7 +41,7 @@ def test_every_kind_has_a_registry():
     assert groups == {
         "restorekit.backbones", "restorekit.fusions", "restorekit.adapters", "restorekit.bodies",
         "restorekit.models", "restorekit.losses", "restorekit.metrics", "restorekit.optimizers",
-        "restorekit.schedules", "restorekit.degradations", "restorekit.datasets",
+        "restorekit.schedules", "restorekit.loggers", "restorekit.degradations", "restorekit.datasets",
     }
 
 

@@ -51,6 +51,10 @@ BUILTINS: dict[str, dict[str, str]] = {
         "constant": "restorekit.engine.schedule:constant",
         "multistep": "restorekit.engine.schedule:multistep",
     },
+    "logger": {
+        "jsonl": "restorekit.engine.loggers:JsonlLogger",
+        "tensorboard": "restorekit.engine.loggers:TensorBoardLogger",
+    },
     "degradation": {
         "identity": "restorekit.data.degradations:Identity",
         "noise": "restorekit.data.degradations:GaussianNoise",

@@ -200,6 +200,30 @@ class Schedule(Protocol):
         ...
 
 
+@runtime_checkable
+class RunLogger(Protocol):
+    """Where a run's records go (``metrics.jsonl``, TensorBoard): rank 0 writes, the loop calls.
+
+    ``write`` takes the records ``metrics.jsonl`` holds (``{"step", "loss", "lr", ...}``,
+    ``{"step", "event": "validation", "tasks", "mean"}``, ...); a logger that
+    ``takes_images`` also gets the before/after grid of each validation.
+    """
+
+    takes_images: bool
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        ...
+
+    def add_images(self, step: int, images: Mapping[str, Tensor]) -> None:
+        ...
+
+    def add_text(self, tag: str, text: str) -> None:
+        ...
+
+    def close(self) -> None:
+        ...
+
+
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 """``factory(params, lr, **knobs) -> torch.optim.Optimizer`` (the ``optimizer`` kind)."""
 
@@ -282,4 +306,5 @@ PROTOCOLS: dict[str, type] = {
     "loss": Loss,
     "metric": Metric,
     "schedule": Schedule,
+    "logger": RunLogger,
 }

@@ -37,6 +37,7 @@ KINDS: tuple[str, ...] = (
     "metric",
     "optimizer",
     "schedule",
+    "logger",
     "degradation",
     "dataset",
 )
@@ -371,6 +372,7 @@ LOSSES = REGISTRIES["loss"]
 METRICS = REGISTRIES["metric"]
 OPTIMIZERS = REGISTRIES["optimizer"]
 SCHEDULES = REGISTRIES["schedule"]
+LOGGERS = REGISTRIES["logger"]
 DEGRADATIONS = REGISTRIES["degradation"]
 DATASETS = REGISTRIES["dataset"]
 

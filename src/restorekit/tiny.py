@@ -52,6 +52,7 @@ TINY: dict[str, dict[str, dict[str, Any]]] = {
     "optimizer": {"adamw": {}, "adam": {}, "sgd": {}},
     "schedule": {"warmup_cosine": {"warmup_iters": 2}, "constant": {"warmup_iters": 2},
                  "multistep": {"milestones": [3, 6]}},  # fmt: skip
+    "logger": {"jsonl": {}, "tensorboard": {"flush_secs": 1}},
     "degradation": {name: {} for name in
                     ("identity", "noise", "rain", "haze", "motion_blur", "defocus_blur", "low_light", "jpeg")},
 }  # fmt: skip

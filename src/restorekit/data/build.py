@@ -6,6 +6,8 @@ data:
   patch_size: 128
   augment: true              # the 8 flips and rotations
   num_workers: 4
+  pin_memory: null           # page-locked batches: null = when training on CUDA
+  prefetch: 2                # batches each worker keeps ready ahead of the loop
   train:                     # task name -> dataset spec and its share
     denoise_15: {dataset: {type: denoise, split: train, sigma: 15}, repeat: 3}
     derain:     {dataset: {type: derain, split: train}, repeat: 120}
@@ -29,7 +31,7 @@ from restorekit.errors import DataError, RecipeError, RestorekitError
 
 log = logging.getLogger("restorekit.data")
 
-DATA_KEYS = ("root", "patch_size", "augment", "num_workers", "pin_memory", "train", "val")
+DATA_KEYS = ("root", "patch_size", "augment", "num_workers", "pin_memory", "prefetch", "train", "val")
 TRAIN_KEYS = ("dataset", "repeat", "weight")
 VAL_KEYS = ("dataset", "limit")
 
@@ -75,16 +77,18 @@ def check_data_config(data_cfg: Mapping[str, Any] | None) -> dict[str, Any]:
     if not isinstance(data_cfg, Mapping):
         raise RecipeError(f"data must be a mapping, got {type(data_cfg).__name__}")
     _unknown(data_cfg, DATA_KEYS, "data")
-    cfg = {"root": None, "patch_size": 128, "augment": True, "num_workers": 0, "pin_memory": False,
+    cfg = {"root": None, "patch_size": 128, "augment": True, "num_workers": 0, "pin_memory": None, "prefetch": 2,
            "train": {}, "val": {}}
     cfg.update({k: v for k, v in data_cfg.items() if v is not None})
-    for key in ("patch_size", "num_workers"):
+    for key, least in (("patch_size", 1), ("num_workers", 0), ("prefetch", 1)):
         value = cfg[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < (1 if key == "patch_size" else 0):
-            raise RecipeError(f"data.{key} must be an integer >= {1 if key == 'patch_size' else 0}, got {value!r}")
-    for key in ("augment", "pin_memory"):
-        if not isinstance(cfg[key], bool):
-            raise RecipeError(f"data.{key} must be true or false, got {cfg[key]!r}")
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise RecipeError(f"data.{key} must be an integer >= {least}, got {value!r}")
+    if not isinstance(cfg["augment"], bool):
+        raise RecipeError(f"data.augment must be true or false, got {cfg['augment']!r}")
+    if cfg["pin_memory"] is not None and not isinstance(cfg["pin_memory"], bool):
+        raise RecipeError(f"data.pin_memory must be true, false or null (when training on CUDA), "
+                          f"got {cfg['pin_memory']!r}")
     for section in ("train", "val"):
         if not isinstance(cfg[section], Mapping):
             raise RecipeError(f"data.{section} must map task names to {{dataset: ...}}, got {cfg[section]!r}")
@@ -165,8 +169,15 @@ def build_dataset(entry: TaskEntry, root: str | None) -> Any:
     return dataset
 
 
-def build_train_stream(data_cfg: Mapping[str, Any], batch_size: int, seed: int, rank: int = 0, world_size: int = 1) -> Any:
-    """The :class:`~restorekit.data.stream.TrainStream` a data section describes."""
+def build_train_stream(
+    data_cfg: Mapping[str, Any], batch_size: int, seed: int, rank: int = 0, world_size: int = 1,
+    pin_memory: bool = False,
+) -> Any:
+    """The :class:`~restorekit.data.stream.TrainStream` a data section describes.
+
+    ``pin_memory`` is the default of ``data.pin_memory: null`` (the trainer passes
+    True when it trains on CUDA: page-locked batches copy to the GPU asynchronously).
+    """
     from restorekit.data.stream import TaskSource, TrainStream
 
     cfg = check_data_config(data_cfg)
@@ -189,7 +200,8 @@ def build_train_stream(data_cfg: Mapping[str, Any], batch_size: int, seed: int, 
         patch_size=cfg["patch_size"],
         augment=cfg["augment"],
         num_workers=cfg["num_workers"],
-        pin_memory=cfg["pin_memory"],
+        pin_memory=pin_memory if cfg["pin_memory"] is None else cfg["pin_memory"],
+        prefetch=cfg["prefetch"],
     )
 
 

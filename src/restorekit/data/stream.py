@@ -84,6 +84,7 @@ class TrainStream:
         augment: bool = True,
         num_workers: int = 0,
         pin_memory: bool = False,
+        prefetch: int = 2,
     ) -> None:
         if not tasks:
             raise DataError("the training stream has no task")
@@ -99,7 +100,7 @@ class TrainStream:
         self.tasks = list(tasks)
         self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
         self.patch_size, self.augment = patch_size, augment
-        self.num_workers, self.pin_memory = num_workers, pin_memory
+        self.num_workers, self.pin_memory, self.prefetch = num_workers, pin_memory, prefetch
         total = sum(t.share for t in self.tasks)
         self.probabilities = {t.name: t.share / total for t in self.tasks}
         self._cumulative = list(itertools.accumulate(t.share / total for t in self.tasks))
@@ -154,6 +155,7 @@ class TrainStream:
             collate_fn=collate,
             worker_init_fn=partial(_seed_worker, derive_seed(self.seed, self.rank)),
             pin_memory=self.pin_memory,
+            prefetch_factor=self.prefetch,
             generator=torch.Generator().manual_seed(derive_seed(self.seed, self.rank, 1)),
         )
         yield from loader

@@ -27,14 +27,15 @@ class TrainConfig:
     """Keys of a recipe's ``train:`` section (docs/training.md explains each)."""
 
     iterations: int = 1000
-    batch_size: int = 8  # the GLOBAL batch; each of N ranks takes batch_size / N
+    batch_size: int = 8  # the GLOBAL batch (one optimizer step): ranks x accumulate x micro-batch
+    accumulate: int = 1  # micro-batches per optimizer step; each rank's micro-batch is batch_size / (N * accumulate)
     lr: float = 2e-4  # the peak rate; the schedule scales it per step
     optimizer: Any = field(default_factory=lambda: dict(DEFAULT_OPTIMIZER))  # an optimizer spec
     schedule: Any = field(default_factory=lambda: dict(DEFAULT_SCHEDULE))  # a schedule spec
     grad_clip: Optional[float] = 1.0  # max gradient norm; null or 0 switches clipping off
     ema_decay: Optional[float] = 0.999  # null switches EMA off
     ema_warmup: bool = True  # decay min(ema_decay, (1 + n) / (10 + n)) after n updates
-    amp: Literal["auto", "bf16", "off"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
+    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU; fp16: loss scaling
     compile: bool = False
     channels_last: bool = False
     deterministic: bool = False
@@ -52,9 +53,10 @@ class TrainConfig:
     max_nonfinite: int = 20  # this many skipped (non-finite) steps in a row abort the run
     out_dir: Optional[str] = None  # default runs/<recipe name>-<timestamp>
     progress: bool = True
+    loggers: list[Any] = field(default_factory=lambda: ["jsonl"])  # logger specs: jsonl, tensorboard, plugins
 
     def check(self, source: str) -> None:
-        positive = ["iterations", "batch_size", "log_every", "ckpt_every", "keep_last", "max_nonfinite"]
+        positive = ["iterations", "batch_size", "accumulate", "log_every", "ckpt_every", "keep_last", "max_nonfinite"]
         for key in positive:
             if getattr(self, key) < 1:
                 raise RecipeError(f"{source}: train.{key} must be >= 1, got {getattr(self, key)}")
@@ -76,6 +78,10 @@ class TrainConfig:
             value = getattr(self, key)
             if value is not None and value < 1:
                 raise RecipeError(f"{source}: train.{key} must be >= 1 or null, got {value}")
+        if self.batch_size % self.accumulate:
+            raise RecipeError(f"{source}: train.batch_size ({self.batch_size}) is the global batch and must be "
+                              f"divisible by train.accumulate ({self.accumulate})")
+        check_logger_specs(self.loggers, source)
 
 
 @dataclass
@@ -245,6 +251,26 @@ def _probe_parameter() -> Any:
     import torch
 
     return torch.nn.Parameter(torch.zeros(1))
+
+
+def check_logger_specs(specs: list[Any], source: str) -> None:
+    """Each ``train.loggers`` entry names a logger that takes its knobs and whose packages are installed."""
+    from restorekit.engine.loggers import missing_extra
+
+    names = []
+    for i, spec in enumerate(specs):
+        where = f"{source}: train.loggers[{i}]"
+        if not isinstance(spec, (str, Mapping)):
+            raise RecipeError(f"{where} must be a logger name or a mapping with 'type', got {spec!r}")
+        check_spec_keywords("logger", spec, where, ("run_dir",))
+        name = spec if isinstance(spec, str) else str(spec.get("type"))
+        problem = missing_extra(name)
+        if problem:
+            raise RecipeError(f"{where}: {problem}")
+        names.append(name)
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise RecipeError(f"{source}: train.loggers names {repeated} twice")
 
 
 def build_schedule(cfg: TrainConfig, source: str = "recipe") -> Any:

@@ -25,11 +25,15 @@ class ImageRestoreError(RestorekitError, ValueError):
     """A restore request that cannot be carried out; the message names the path."""
 
 
-def autocast_context(device: torch.device, amp: bool) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA when ``amp``; nothing elsewhere (bf16 is slow on CPUs)."""
-    if amp and device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast_context(device: torch.device, amp: bool | str) -> contextlib.AbstractContextManager:
+    """Autocast on CUDA: ``True`` or ``"bf16"`` in bf16, ``"fp16"`` in float16; nothing
+    with ``False`` and nothing on other devices (bf16 is slow on CPUs)."""
+    if not amp or device.type != "cuda":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type="cuda", dtype=AMP_DTYPES["bf16" if amp is True else str(amp)])
 
 
 def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
@@ -75,7 +79,7 @@ def restore_tensor(
     *,
     tile: int | None = None,
     overlap: int = 32,
-    amp: bool = False,
+    amp: bool | str = False,
     tile_batch: int = 4,
 ) -> torch.Tensor:
     """Restore a (B, 3, H, W) batch in [0, 1]; tiled when ``tile`` is set and smaller than H or W.
@@ -192,15 +196,16 @@ def check_output_formats(pairs: list[tuple[Path, Path]]) -> None:
                                         "nothing was restored")
 
 
-def inference_amp(precision: str, recipe: Mapping[str, Any] | None, device: torch.device) -> bool:
-    """Whether eval/restore run under bf16 autocast: ``auto`` follows the recipe's
-    ``train.amp`` (a model trained in fp32 is scored in fp32), and the CPU stays fp32."""
+def inference_amp(precision: str, recipe: Mapping[str, Any] | None, device: torch.device) -> bool | str:
+    """The autocast eval/restore run under (:func:`autocast_context`'s switch): ``auto``
+    follows the recipe's ``train.amp`` (a model trained in fp32 is scored in fp32, one
+    trained in fp16 in fp16), and the CPU stays fp32."""
     if device.type != "cuda" or precision == "fp32":
         return False
     if precision == "bf16":
         return True
     amp = ((recipe or {}).get("train") or {}).get("amp", "auto")
-    return amp != "off"
+    return "fp16" if amp == "fp16" else amp != "off"
 
 
 def restore_files(
@@ -210,11 +215,11 @@ def restore_files(
     tile: int | None,
     overlap: int,
     device: torch.device,
-    amp: bool | None = None,
+    amp: bool | str | None = None,
 ) -> None:
     """Restore each input and write it in the input's format (gray, alpha, bit depth kept).
 
-    ``amp``: bf16 autocast (None: on CUDA)."""
+    ``amp``: :func:`autocast_context`'s switch (None: bf16 on CUDA)."""
     amp = device.type == "cuda" if amp is None else amp
     from restorekit.data.image_io import load_image, write_image
 

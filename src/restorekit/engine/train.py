@@ -1,8 +1,10 @@
 """The training loop: iteration-based, resumable bit for bit, one process or torchrun DDP.
 
 One step: the batch of step ``s`` (a pure function of seed, s, rank and world size),
-forward (bf16 autocast on CUDA), loss, backward, gradient clipping, a NaN guard, an
-AdamW step at the rate ``schedule(s)``, an EMA update. Every ``val_every`` steps the
+forward (bf16 autocast on CUDA) and backward over ``train.accumulate`` micro-batches,
+gradient clipping, a NaN guard, an AdamW step at the rate ``schedule(s)``, an EMA
+update. The step's numbers stay on the device: the guard's flags are its one host
+read, and the loss, gradient norm and terms are read at log steps only. Every ``val_every`` steps the
 EMA weights are scored per task; every ``ckpt_every`` steps (and at the end, and when
 validation improves) rank 0 writes a checkpoint atomically.
 
@@ -31,15 +33,21 @@ from torch import nn
 
 from restorekit.engine import checkpoint as ckpt
 from restorekit.engine import distributed as dist_utils
+from restorekit.engine.accumulate import (
+    LossTotals, StepResult, WindowMean, gradient_sync, micro_batch_size, micro_batches, read_numbers,
+)
 from restorekit.engine.config import EvalConfig, TrainConfig, eval_config, train_config
 from restorekit.engine.distributed import DistContext
 from restorekit.engine.ema import EMA
 from restorekit.engine.infer import autocast_context
+from restorekit.engine.loggers import LoggerSet, grid_images, open_loggers
 from restorekit.engine.run_folder import (
     METRICS_FILE, RUN_STAMP_PATTERN, MetricsLog, default_run_dir, write_run_files,
 )
+from restorekit.engine.scaler import LossScaling
 from restorekit.engine.step import forward_loss
 from restorekit.frozen import random_backbone_notes
+from restorekit.recipes import dump_recipe
 from restorekit.errors import CheckpointError, RecipeError, RestorekitError
 
 
@@ -119,6 +127,7 @@ class Trainer:
                               f"({', '.join(self.eval_cfg.metric_names())})")
         self.ctx: DistContext = dist_utils.init(self.cfg.device)
         self.per_rank_batch = dist_utils.per_rank_batch(self.cfg.batch_size, self.ctx.world_size)
+        self.micro_batch = micro_batch_size(self.cfg.batch_size, self.ctx.world_size, self.cfg.accumulate)
         self._stream = stream
         self._eval_sets = eval_sets
         self._bar: Any = None
@@ -140,10 +149,15 @@ class Trainer:
             torch.backends.cudnn.benchmark = True
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
-        self.amp = cfg.amp == "bf16" or (cfg.amp == "auto" and self.ctx.device.type == "cuda")
-        if self.amp and self.ctx.device.type != "cuda":
+        cuda = self.ctx.device.type == "cuda"
+        if cfg.amp == "fp16" and not cuda:
+            raise RecipeError(f"{self.source}: train.amp=fp16 (float16 with loss scaling) needs a CUDA device; "
+                              f"this run is on {self.ctx.device}: use train.amp=off (or auto)")
+        self.precision = {"auto": "bf16" if cuda else "fp32", "off": "fp32"}.get(cfg.amp, cfg.amp)
+        if self.precision == "bf16" and not cuda:
             self.say("train.amp=bf16 applies on CUDA only; training in float32 on the CPU", logging.WARNING)
-            self.amp = False
+            self.precision = "fp32"
+        self.amp: bool | str = self.precision if self.precision != "fp32" else False  # autocast_context's switch
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
 
     def _build(self) -> None:
@@ -155,13 +169,15 @@ class Trainer:
         self.model, self.loss_fn, self.loss_name, self.params = parts.model, parts.loss_fn, parts.loss_name, parts.params
         self.optimizer, self.schedule = parts.optimizer, parts.schedule
         self.ema = EMA(self.model, cfg.ema_decay, cfg.ema_warmup) if cfg.ema_decay is not None else None
+        self.scaling = LossScaling(self.precision == "fp16", device)
         forward: nn.Module = self.model
+        self.ddp: nn.Module | None = None  # its no_sync() spares the all-reduce of accumulating micro-steps
         if self.ctx.distributed:
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [device.index] if device.type == "cuda" else None
-            forward = DistributedDataParallel(self.model, device_ids=ids,
-                                              find_unused_parameters=has_unused_parameters(self.model))
+            forward = self.ddp = DistributedDataParallel(self.model, device_ids=ids,
+                                                         find_unused_parameters=has_unused_parameters(self.model))
         if cfg.compile:
             forward = torch.compile(forward)  # type: ignore[assignment]
         self.forward_model = forward
@@ -174,7 +190,7 @@ class Trainer:
             # of the step's global batch, which is the same for every world size.
             self._stream = build_train_stream(
                 self.recipe.get("data") or {}, self.per_rank_batch, self.cfg.seed,
-                self.ctx.rank, self.ctx.world_size,
+                self.ctx.rank, self.ctx.world_size, pin_memory=self.ctx.device.type == "cuda",
             )
         return self._stream
 
@@ -257,6 +273,7 @@ class Trainer:
         except (ValueError, KeyError, RuntimeError) as exc:
             raise CheckpointError(f"checkpoint {path}: its optimizer state does not fit the recipe's "
                                   f"optimizer ({type(exc).__name__}: {exc})") from exc
+        self.scaling.load_state_dict(state.get("loss_scaler"))
         self.nonfinite_streak = int(state.get("nonfinite_streak", 0))
         self.nonfinite_total = int(state.get("nonfinite_total", 0))
         self.best = state.get("best")
@@ -281,6 +298,7 @@ class Trainer:
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": {**self.schedule.state_dict(), "lr": self.schedule(max(step - 1, 0))},
                 "ema_updates": self.ema.updates if self.ema is not None else 0,
+                "loss_scaler": self.scaling.state_dict(),
                 "nonfinite_streak": self.nonfinite_streak,
                 "nonfinite_total": self.nonfinite_total,
                 "best": self.best,
@@ -297,38 +315,50 @@ class Trainer:
         dist_utils.barrier(self.ctx)
 
     # -- one step -------------------------------------------------------------------
-    def _step(self, batch: Mapping[str, Any], step: int) -> tuple[float, float, bool, dict[str, float]]:
-        """(global loss, grad norm, skipped?, loss terms) of one optimisation step."""
-        device = self.ctx.device
-        lq = batch["lq"].to(device, non_blocking=True).contiguous(memory_format=self.memory_format)
-        gt = batch["gt"].to(device, non_blocking=True).contiguous(memory_format=self.memory_format)
-        if lq.shape[0] != self.per_rank_batch:
+    def _step(self, batch: Mapping[str, Any], step: int) -> StepResult:
+        """One optimizer step over ``train.accumulate`` micro-batches (engine/accumulate.py).
+
+        The loss, gradient norm and terms stay on the device. The NaN guard's flags are
+        the step's one host read: whether the optimizer steps depends on them.
+        """
+        device, count = self.ctx.device, self.cfg.accumulate
+        if batch["lq"].shape[0] != self.per_rank_batch:
             raise RecipeError(
-                f"the data stream gave a batch of {lq.shape[0]} on rank {self.ctx.rank}; expected "
+                f"the data stream gave a batch of {batch['lq'].shape[0]} on rank {self.ctx.rank}; expected "
                 f"train.batch_size / world size = {self.per_rank_batch}"
             )
         lr = self.schedule(step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        with autocast_context(device, self.amp):
-            result = forward_loss(self.model, self.forward_model, self.loss_fn, lq, gt, self.loss_name)
-        loss = result.total.float()
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        totals = LossTotals()
+        for index, (lq, gt) in enumerate(micro_batches(batch, count)):
+            lq = lq.to(device, non_blocking=True).contiguous(memory_format=self.memory_format)
+            gt = gt.to(device, non_blocking=True).contiguous(memory_format=self.memory_format)
+            with gradient_sync(self.ddp, last=index == count - 1):
+                with autocast_context(device, self.amp):
+                    result = forward_loss(self.model, self.forward_model, self.loss_fn, lq, gt, self.loss_name)
+                loss = result.total.float() / count
+                self.scaling.scale(loss).backward()
+            totals.add(loss, result.terms, 1.0 / count)
+        self.scaling.unscale(self.optimizer)
         max_norm = self.cfg.grad_clip if self.cfg.grad_clip else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm)
-        bad = (~torch.isfinite(loss.detach())) | (~torch.isfinite(grad_norm))
-        flags = torch.stack([loss.detach().float(), bad.float()]).to(device)
+        assert totals.loss is not None  # accumulate >= 1
+        flags = torch.stack([totals.loss, (~torch.isfinite(totals.loss)).float(),
+                             (~torch.isfinite(grad_norm)).float().to(totals.loss.device)])
         dist_utils.all_reduce_sum(self.ctx, flags)
-        global_loss, skipped = float(flags[0]) / self.ctx.world_size, bool(flags[1] > 0)
-        if skipped:
+        loss_bad, grads_bad = (value > 0 for value in flags[1:].tolist())  # the step's one host read
+        if loss_bad or grads_bad:
             self.optimizer.zero_grad(set_to_none=True)
         else:
             self.optimizer.step()
             if self.ema is not None:
                 self.ema.update(self.model)
-        terms = {k: float(v.detach()) for k, v in result.terms.items()}
-        return global_loss, float(grad_norm), skipped, terms
+        self.scaling.update()
+        overflow = self.scaling.is_overflow(not loss_bad, not grads_bad)
+        return StepResult(flags[0] / self.ctx.world_size, grad_norm.detach(), totals.terms,
+                          skipped=loss_bad or grads_bad, overflow=overflow)
 
     # -- validation -----------------------------------------------------------------
     def validate(self, step: int, *, max_images: int | None, keep_for_grid: int = 0,
@@ -379,13 +409,13 @@ class Trainer:
             trainable, frozen = count_params(self.model)
             write_run_files(self.run_dir, self.recipe, {
                 "source": self.source, "world_size": ctx.world_size, "device": str(ctx.device),
-                "amp": "bf16" if self.amp else "fp32", "resumed_from": str(resume_from) if resume_from else None,
+                "amp": self.precision, "resumed_from": str(resume_from) if resume_from else None,
                 "params": {"trainable": trainable, "frozen": frozen}, "frozen": frozen_records(self.model),
             })
             self.say(f"run folder: {self.run_dir}")
             self.say(f"model: {trainable:,} trainable and {frozen:,} frozen parameters; "
-                     f"{ctx.world_size} process(es) on {ctx.device}, {'bf16' if self.amp else 'fp32'}; "
-                     f"global batch {cfg.batch_size}")
+                     f"{ctx.world_size} process(es) on {ctx.device}, {self.precision}; global batch "
+                     f"{cfg.batch_size} = {ctx.world_size} x {cfg.accumulate} x micro-batch {self.micro_batch}")
             for note in random_backbone_notes(self.model):
                 self.say(note, logging.WARNING)
         dist_utils.barrier(ctx)
@@ -421,43 +451,70 @@ class Trainer:
         tty = sys.stderr.isatty()
         self._bar = tqdm(total=cfg.iterations, initial=start, disable=not (ctx.is_main and cfg.progress),
                          dynamic_ncols=True, mininterval=0.5 if tty else 10.0, file=sys.stderr, unit="it")
-        window: list[float] = []
+        # metrics.jsonl (`log`) is written by the jsonl logger when train.loggers lists it.
+        loggers = open_loggers(cfg.loggers, self.run_dir, ctx.is_main)
+        loggers.add_text("recipe", dump_recipe(self.recipe))
+        window = WindowMean()
         t_last, step, s_last = time.perf_counter(), start, start
         try:
             self.model.train()
             while step < cfg.iterations:
                 batch = next(batches)
-                loss, grad_norm, skipped, terms = self._step(batch, step)
+                result = self._step(batch, step)
                 step += 1
-                if skipped:
-                    self._on_skip(step, loss, grad_norm, log)
+                if result.overflow:
+                    self._on_overflow(step, loggers)
+                elif result.skipped:
+                    self._on_skip(step, float(result.loss), float(result.grad_norm), loggers)
                 else:
                     self.nonfinite_streak = 0
-                    window.append(loss)
+                    window.add(result.loss)
                 self._bar.update(1)
-                self._bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self.schedule(step - 1):.2e}", refresh=False)
                 if step % cfg.log_every == 0 or step == cfg.iterations:
-                    now = time.perf_counter()
-                    if ctx.is_main:
-                        log.write({
-                            "step": step, "loss": loss, "loss_avg": sum(window) / max(len(window), 1),
-                            "lr": self.schedule(step - 1), "grad_norm": grad_norm, "terms": terms,
-                            "it_s": (step - s_last) / max(now - t_last, 1e-9), "skipped_total": self.nonfinite_total,
-                        })
-                    window, t_last, s_last = [], now, step
+                    self._log_step(step, result, window, (step - s_last), t_last, loggers)
+                    window, t_last, s_last = WindowMean(), time.perf_counter(), step
                 is_val = cfg.val_every > 0 and (step % cfg.val_every == 0 or step == cfg.iterations)
                 is_best = False
                 scores = None
                 if is_val:
-                    validation = self.validate(step, max_images=cfg.val_max_images)
-                    scores = self._report_validation(step, validation, log)
+                    keep = self.eval_cfg.grid_images if loggers.takes_images else 0
+                    validation = self.validate(step, max_images=cfg.val_max_images, keep_for_grid=keep)
+                    loggers.add_images(step, grid_images(validation.pop("grid", {})))
+                    scores = self._report_validation(step, validation, loggers)
                     is_best = self._update_best(step, validation["mean"])
                 if step % cfg.ckpt_every == 0 or step == cfg.iterations or is_best:
                     self._save(step, self.run_dir, scores, is_best)
         finally:
             self._bar.close()
             self._bar = None
+            loggers.close()
         return validation
+
+    def _log_step(self, step: int, result: StepResult, window: WindowMean, steps: int, since: float,
+                  loggers: LoggerSet) -> None:
+        """A log line: the step's device numbers read in one transfer, then written by every logger."""
+        terms = {f"terms/{k}": v for k, v in result.terms.items()}
+        numbers = read_numbers({"loss": result.loss, "loss_avg": window.value(), "grad_norm": result.grad_norm,
+                                **terms})
+        seconds = max(time.perf_counter() - since, 1e-9)  # after the read: the device's queue is done
+        lr = self.schedule(step - 1)
+        record = {"step": step, "loss": numbers["loss"], "loss_avg": numbers["loss_avg"], "lr": lr,
+                  "grad_norm": numbers["grad_norm"], "terms": {k[6:]: numbers[k] for k in terms},
+                  "it_s": steps / seconds, "skipped_total": self.nonfinite_total}
+        if self.ctx.device.type == "cuda":  # the allocator's own count: no device sync
+            record["peak_mem_mib"] = torch.cuda.max_memory_allocated(self.ctx.device) / 2**20
+        if self.ctx.is_main:
+            loggers.write(record)
+        self._bar.set_postfix(loss=f"{numbers['loss']:.4f}", lr=f"{lr:.2e}", refresh=False)
+
+    def _on_overflow(self, step: int, loggers: LoggerSet) -> None:
+        """fp16: the gradients overflowed at this loss scale; the scaler lowered it and the step
+        was skipped. Expected now and then (most often in the first steps), no divergence."""
+        scale = self.scaling.current_scale()
+        self.say(f"step {step}: fp16 gradients overflowed; loss scale lowered to {scale:g}, step skipped",
+                 logging.DEBUG)
+        if self.ctx.is_main:
+            loggers.write({"step": step, "event": "scaler_skip", "scale": scale})
 
     def _update_best(self, step: int, mean: Mapping[str, float]) -> bool:
         """Record ``step`` as the best when ``train.best_metric`` improved (by ``train.best_mode``)."""
@@ -471,7 +528,7 @@ class Trainer:
         self.best = {"step": step, "score": score, "metric": metric}
         return True
 
-    def _on_skip(self, step: int, loss: float, grad_norm: float, log: MetricsLog) -> None:
+    def _on_skip(self, step: int, loss: float, grad_norm: float, log: LoggerSet) -> None:
         self.nonfinite_streak += 1
         self.nonfinite_total += 1
         self.say(f"step {step}: non-finite loss ({loss}) or gradient norm ({grad_norm}); step skipped "
@@ -488,7 +545,7 @@ class Trainer:
                 f"Lower train.lr, set train.grad_clip, or check the data"
             )
 
-    def _report_validation(self, step: int, result: Mapping[str, Any], log: MetricsLog) -> dict[str, Any]:
+    def _report_validation(self, step: int, result: Mapping[str, Any], log: LoggerSet) -> dict[str, Any]:
         from restorekit.engine.evaluate import markdown_table, protocol
 
         info = protocol(self.eval_cfg, ema=result.get("ema"))
