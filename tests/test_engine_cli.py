@@ -157,7 +157,8 @@ def test_sigkill_at_a_random_moment_then_resume_is_bitwise_identical(tmp_path: P
 
 
 def test_torchrun_gloo_two_processes_match_one(tmp_path: Path) -> None:
-    """Global batch 4: two gloo ranks of 2 give the loss trajectory of one process of 4."""
+    """Global batch 4: two gloo ranks, each accumulating two micro-batches of 1 (gradients
+    all-reduced once per step), give the loss trajectory of one process of 4."""
     args = [str(BASELINE), *TINY_BASELINE, "-o", "train.batch_size=4", "-o", "train.iterations=5",
             "-o", "train.ckpt_every=5",
             "-o", "eval.after_train=false", "-o", "train.device=cpu"]
@@ -165,12 +166,13 @@ def test_torchrun_gloo_two_processes_match_one(tmp_path: Path) -> None:
     assert one.returncode == 0, one.stderr[-3000:]
     two = subprocess.run(
         [str(VENV_BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", "-m", "restorekit", "train", *args,
-         "-o", f"train.out_dir={tmp_path / 'two'}"],
+         "-o", "train.accumulate=2", "-o", f"train.out_dir={tmp_path / 'two'}"],
         capture_output=True, text=True, env=env(), cwd=ROOT, timeout=300,
     )
     assert two.returncode == 0, two.stderr[-3000:]
     info = json.loads((tmp_path / "two" / "run.json").read_text())
     assert info["world_size"] == 2
+    assert "global batch 4 = 2 x 2 x micro-batch 1" in two.stderr
     loss_one = [r["loss"] for r in records(tmp_path / "one")]
     loss_two = [r["loss"] for r in records(tmp_path / "two")]
     assert len(loss_one) == len(loss_two) == 5
