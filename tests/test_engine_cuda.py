@@ -84,3 +84,72 @@ def test_cuda_generator_states_of_more_gpus_than_this_host_has_restore_its_own()
     expected = torch.rand(4, device="cuda")
     set_rng_state(saved)
     torch.testing.assert_close(torch.rand(4, device="cuda"), expected)
+
+
+# -- training at scale: fp16 with loss scaling, one host read per step ---------------------------
+def dino_ir_with_dpc() -> tuple[dict, dict]:
+    """A tiny DINO-IR and L1 + DPC: the loss runs the backbone on the output, with gradients."""
+    from restorekit.tiny import tiny_loss_spec, tiny_model_spec
+
+    loss = {"type": "weighted_sum", "terms": [{"type": "l1", "weight": 1.0}, {"type": "dpc", "weight": 0.1,
+                                                                             "layers": [0, 1]}]}
+    return tiny_model_spec({"type": "dino_ir", "layers": [0, 1]}, loss), tiny_loss_spec(loss)
+
+
+@pytest.mark.filterwarnings("ignore:.*randomly initialised")
+def test_fp16_with_loss_scaling_trains_dino_ir_and_its_dpc_backbone_pass(tmp_path: Path) -> None:
+    model, loss = dino_ir_with_dpc()
+    rec = recipe(tmp_path / "run", amp="fp16", iterations=40)
+    rec["model"], rec["loss"] = model, loss
+    result = train(rec, stream=stream())
+    info = json.loads((result.run_dir / "run.json").read_text())
+    assert info["amp"] == "fp16"
+    lines = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    logged = [r for r in lines if "event" not in r]
+    assert all(r["loss"] == r["loss"] for r in logged[-10:])  # finite once the scale has settled
+    assert {"l1", "dpc"} <= set(logged[-1]["terms"])  # DPC's backbone pass ran under fp16 autocast too
+    assert sum(r["loss"] for r in logged[-5:]) < sum(r["loss"] for r in logged[:5])
+    assert not [r for r in lines if r.get("event") == "nonfinite_skip"]  # overflows are scaler skips
+    state = ckpt.load_checkpoint(ckpt.list_checkpoints(result.run_dir)[-1][1]).state
+    assert 1.0 <= state["loss_scaler"]["scale"] <= 2.0**16
+
+
+def test_fp16_resume_restores_the_loss_scale_bitwise(tmp_path: Path) -> None:
+    full = train(recipe(tmp_path / "full", deterministic=True, amp="fp16"), stream=stream())
+    trainer = Trainer(recipe(tmp_path / "cut", deterministic=True, amp="fp16"), stream=stream())
+    engine_fakes.run_until(trainer, 17)
+    resumed = train(recipe(tmp_path / "cut", deterministic=True, amp="fp16"), stream=stream(), resume="auto")
+    a = ckpt.load_checkpoint(ckpt.list_checkpoints(full.run_dir)[-1][1])
+    b = ckpt.load_checkpoint(ckpt.list_checkpoints(resumed.run_dir)[-1][1])
+    assert a.state["loss_scaler"] == b.state["loss_scaler"]
+    for key in a.model:
+        torch.testing.assert_close(b.model[key], a.model[key], rtol=0, atol=0)
+
+
+def test_a_training_step_reads_the_device_once(tmp_path: Path) -> None:
+    """The NaN guard's flags are the step's only host read; steps between log lines add none."""
+    import warnings
+
+    trainer = Trainer(recipe(tmp_path / "run", iterations=6, log_every=100, ckpt_every=100, ema_decay=0.99),
+                      stream=stream())
+    counts: list[tuple[int, int]] = []
+    original = trainer._step
+
+    def spy(batch: Any, step: int) -> Any:
+        before = len(caught)
+        out = original(batch, step)
+        counts.append((before, len(caught)))
+        return out
+
+    trainer._step = spy  # type: ignore[method-assign]
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            trainer.run()
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    syncs = [after - before for before, after in counts]
+    assert syncs[1:] == [1] * 5, [str(w.message) for w in caught][:5]  # after the first step's set-up
+    between = [counts[i + 1][0] - counts[i][1] for i in range(4)]  # loop code between two non-log steps
+    assert between == [0, 0, 0, 0]
