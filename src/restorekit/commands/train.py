@@ -24,6 +24,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="evaluate the final weights on the held-out images when training ends "
              "(as eval.after_train: true)",
     )
+    parser.add_argument(
+        "--dry-run", action="store_true",
+        help="train nothing: build the model on the meta device and list the data, then print "
+             "parameters per part, FLOPs per step, estimated peak memory per GPU and the data shares",
+    )
+    parser.add_argument(
+        "--world-size", type=int, metavar="N", default=None,
+        help="with --dry-run: plan for N processes (default: WORLD_SIZE, else 1)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,9 +40,27 @@ def run(args: argparse.Namespace) -> int:
     from restorekit.recipes import load_recipe
 
     recipe = load_recipe(args.recipe, args.override)
+    if args.dry_run:
+        return dry_run(recipe, args)
     result = train(recipe, source=str(args.recipe), resume=args.resume, eval_after=args.eval_after)
     if int(os.environ.get("RANK", "0")) == 0:  # once per run, not once per process
         if result.final_eval and result.final_eval.get("report"):
             print(result.final_eval["report"], flush=True)
         print(f"done: step {result.step}, run folder {result.run_dir}", flush=True)
+    return 0
+
+
+def dry_run(recipe: dict, args: argparse.Namespace) -> int:
+    """Print the dry run; 1 when a data task could not be listed (the rest is still shown)."""
+    from restorekit.engine.dry_run import dry_run as inspect, render
+    from restorekit.errors import RecipeError
+
+    world = args.world_size if args.world_size is not None else int(os.environ.get("WORLD_SIZE", "1"))
+    if world < 1:
+        raise RecipeError(f"--world-size must be >= 1, got {world}")
+    report = inspect(recipe, str(args.recipe), world)
+    print(render(report), end="", flush=True)
+    if report.failed_tasks:
+        print(f"\n{len(report.failed_tasks)} data task(s) could not be listed (above)")
+        return 1
     return 0
