@@ -1,18 +1,24 @@
 #!/usr/bin/env bash
-# The GPU check: one script, under 8 minutes on one H100/H200.
+# The GPU check: one script, under 8 minutes on one H100/H200, its stages by priority.
 #
-#   1. the test suite's CUDA-parametrised tests (-m cuda) and a short CPU subset;
-#   2. speed.py at full size in bf16: dino_ir, the Restormer and PromptIR baselines, two ablations;
-#   3. 200 training iterations of dino_ir (128 px, batch 8, bf16), compile off and on:
-#      it/s, peak memory, compile time;
-#   4. if time is left: the levers (the backbone's bf16 knob, channels_last, SDPA channel
+#   1. the test suite's CUDA-only tests (-m cuda: bf16, fp16 with loss scaling, compile, resume,
+#      one host read per step, ...);
+#   2. `restorekit train` at full size (dino_ir on the scikit-image photographs,
+#      benchmarks/recipes/dino_ir_samples.yaml: batch 8 of 128 px, bf16) for 200 steps,
+#      compile off and on: it/s and peak memory from the run's metrics.jsonl;
+#   3. torchrun with NCCL, one process on one GPU (the DDP code path), accumulating 2 micro-batches;
+#   4. `restorekit train --dry-run` of the same recipe (its memory estimate beside the measured peak)
+#      and a short CPU subset of the tests;
+#   5. speed.py at full size in bf16: dino_ir, the Restormer and PromptIR baselines, two ablations;
+#   6. if time is left: the levers (the backbone's bf16 knob, channels_last, SDPA channel
 #      attention, gradient checkpointing, DPC without the shared backbone pass) on dino_ir
 #      and Restormer.
 #
 # Every stage runs under `timeout`; a failed or cut stage does not stop the next one.
-# Outputs (at most 8 files) go to ${OUT:-benchmarks/out}: gpu_check.log, speed.{json,md},
-# loop.{json,md}, levers.{json,md}, summary.md. DINOv2 is randomly initialised (no
-# weights on the machine, no internet): timings do not depend on the weights.
+# Outputs (at most 8 files) go to ${OUT:-benchmarks/out}: gpu_check.log, train.json,
+# speed.{json,md}, levers.{json,md}, summary.md; the runs themselves (checkpoints) stay in
+# $TMPDIR. DINOv2 is randomly initialised (no weights on the machine, no internet):
+# timings do not depend on the weights.
 #
 #   bash benchmarks/gpu_check.sh          # PYTHON=... to pick the interpreter
 #   DRY_RUN=1 bash benchmarks/gpu_check.sh   # the plumbing on a CPU: tiny configs, 5 iterations, no compile
@@ -33,10 +39,19 @@ START=$(date +%s)
 DEADLINE=$((START + ${GPU_CHECK_BUDGET:-460}))   # seconds for all stages; 460 leaves margin under 8 minutes
 STAGES=()
 DEVICE=(--device cuda --precision bf16)
-LOOP=(--loop 200 --levers compile)
+RUNS="${TMPDIR:-/tmp}/restorekit-gpu-check-runs"    # checkpoints of a full-size run: not in $OUT
+rm -rf "$RUNS" && mkdir -p "$RUNS"
+TRAIN=(-m restorekit train benchmarks/recipes/dino_ir_samples.yaml)
+COMPILE=(-o train.compile=true)
+TORCHRUN_STEPS=40
 if [ -n "${DRY_RUN:-}" ]; then
   DEVICE=(--device cpu --tiny --warmup 0 --repeat 1)
-  LOOP=(--loop 5)
+  TRAIN=(-m restorekit train recipes/demo/dino_ir_tiny.yaml -o model.body.dim=8 -o model.fusion_channels=16
+         -o model.backbone.model_kwargs.embed_dim=32 -o model.adapter.head_channels=8 -o data.patch_size=32
+         -o train.batch_size=2 -o train.iterations=5 -o train.log_every=1 -o train.threads=2 -o train.device=cpu
+         -o train.progress=false -o eval.after_train=false)
+  COMPILE=()   # compiling on a CPU takes minutes; the plumbing is the same
+  TORCHRUN_STEPS=4
 fi
 
 # run_stage NAME BUDGET_SECONDS CMD...: run with a timeout clipped to the deadline.
@@ -91,25 +106,29 @@ echo "      speed, memory and FLOP numbers do not depend on the weights."
 
 PYTEST_TIMEOUT=()
 "$PY" -c "import pytest_timeout" 2>/dev/null && PYTEST_TIMEOUT=(--timeout 90)
-run_stage "tests (cuda)" 100 "$PY" -m pytest -q -m cuda -p no:cacheprovider --maxfail 10 ${PYTEST_TIMEOUT[@]+"${PYTEST_TIMEOUT[@]}"} tests/
+run_stage "tests (cuda)" 120 "$PY" -m pytest -q -m cuda -p no:cacheprovider --maxfail 10 ${PYTEST_TIMEOUT[@]+"${PYTEST_TIMEOUT[@]}"} tests/
+run_stage "train 200 steps, bf16, eager" 120 "$PY" "${TRAIN[@]}" -o train.out_dir="$RUNS/eager"
+run_stage "train 200 steps, bf16, compile" 200 "$PY" "${TRAIN[@]}" "${COMPILE[@]}" -o train.out_dir="$RUNS/compile"
+run_stage "torchrun NCCL, 1 process" 80 "$PY" -m torch.distributed.run --standalone --nproc_per_node 1 \
+  "${TRAIN[@]}" -o train.iterations="$TORCHRUN_STEPS" -o train.accumulate=2 -o train.out_dir="$RUNS/torchrun"
+run_stage "dry run (full size)" 45 bash -c 'runs="$1"; shift; "$0" "$@" --dry-run > "$runs/dry_run.txt"' \
+  "$PY" "$RUNS" "${TRAIN[@]}"
 run_stage "tests (subset)" 40 "$PY" -m pytest -q -p no:cacheprovider --maxfail 5 ${PYTEST_TIMEOUT[@]+"${PYTEST_TIMEOUT[@]}"} \
   tests/test_registry.py tests/test_recipes.py
 run_stage "speed (full size, bf16)" 150 "$PY" benchmarks/speed.py "${DEVICE[@]}" \
   --recipes dino_ir baselines/restormer baselines/promptir ablations/no_dpc ablations/vit_s14 \
   --out "$OUT_DIR" --name speed
-run_stage "200 iterations, compile off and on" 200 "$PY" benchmarks/speed.py "${DEVICE[@]}" \
-  --recipes dino_ir "${LOOP[@]}" --out "$OUT_DIR" --name loop
 run_stage "levers" 120 "$PY" benchmarks/speed.py --warmup 3 --repeat 10 "${DEVICE[@]}" \
   --recipes dino_ir baselines/restormer --levers backbone_bf16,channels_last,sdpa,grad_checkpoint,no_dpc_reuse \
   --out "$OUT_DIR" --name levers
 
 # -- summary -------------------------------------------------------------------------------------
-STAGE_LINES="$(printf '%s\n' "${STAGES[@]}")" TOTAL=$(($(date +%s) - START)) OUT_DIR="$OUT_DIR" \
+STAGE_LINES="$(printf '%s\n' "${STAGES[@]}")" TOTAL=$(($(date +%s) - START)) OUT_DIR="$OUT_DIR" RUNS="$RUNS" \
   "$PY" - <<'EOF'
 import json, os
 from pathlib import Path
 
-out = Path(os.environ["OUT_DIR"])
+out, runs = Path(os.environ["OUT_DIR"]), Path(os.environ["RUNS"])
 lines = ["# GPU check summary", "", f"total wall time: {os.environ['TOTAL']} s", "",
          "| stage | exit | seconds | limit |", "| --- | --- | --- | --- |"]
 for entry in os.environ["STAGE_LINES"].splitlines():
@@ -148,19 +167,45 @@ if speed:
     for tg in speed["targets"]:
         value = "n/a" if tg["value"] is None else f"{tg['value']:.3f}"
         lines.append(f"| {tg['target']} | {value} | {tg['limit']} | {tg['status']} |")
-loop = load("loop")
-if loop:
-    cfg = loop["config"]
-    lines += ["", f"| dino_ir, {cfg['loop']} iterations, {cfg['train_size']} px batch {cfg['train_batch']} "
-              "| it/s | ms/step | peak MiB | compile s |",
-              "| --- | --- | --- | --- | --- |"]
-    for row in loop["rows"]:
-        if "error" in row:
-            lines.append(f"| {row['variant']} | ERROR: {row['error'][:80]} | | | |")
+
+
+def train_run(name):
+    """it/s past the first log line (start-up and compiling), peak memory, losses of one run."""
+    try:
+        lines = [json.loads(x) for x in (runs / name / "metrics.jsonl").read_text().splitlines()]
+        info = json.loads((runs / name / "run.json").read_text())
+    except (OSError, ValueError):
+        return None
+    steps = [r for r in lines if "event" not in r]
+    if not steps:
+        return None
+    later = steps[1:] or steps
+    return {"steps": steps[-1]["step"], "it_s": sum(r["it_s"] for r in later) / len(later),
+            "it_s_first": steps[0]["it_s"], "peak_mem_mib": max((r.get("peak_mem_mib", 0) for r in steps)) or None,
+            "loss_first": steps[0]["loss"], "loss_last": steps[-1]["loss"], "world_size": info.get("world_size"),
+            "amp": info.get("amp"), "device": info.get("device"),
+            "events": sorted({r["event"] for r in lines if "event" in r}), "lines": lines}
+
+
+trained = {name: train_run(name) for name in ("eager", "compile", "torchrun")}
+(out / "train.json").write_text(json.dumps(trained, indent=1))
+if any(trained.values()):
+    lines += ["", "| restorekit train (metrics.jsonl) | steps | it/s after the first log line | it/s first line "
+              "| peak MiB (max allocated) | loss first -> last | events |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for name, row in trained.items():
+        if row is None:
+            lines.append(f"| {name} | no run | | | | | |")
             continue
-        t = row["train"]
-        comp = "-" if t.get("compile_s") is None else f"{t['compile_s']:.1f}"
-        lines.append(f"| {row['variant']} | {t['it_per_s']:.2f} | {t['step_ms']:.1f} | {t['peak_mib']:.0f} | {comp} |")
+        peak = "-" if row["peak_mem_mib"] is None else f"{row['peak_mem_mib']:.0f}"
+        lines.append(f"| {name} ({row['amp']}, {row['world_size']} process) | {row['steps']} | {row['it_s']:.2f} | "
+                     f"{row['it_s_first']:.2f} | {peak} | {row['loss_first']:.4f} -> "
+                     f"{row['loss_last']:.4f} | {', '.join(row['events']) or '-'} |")
+try:
+    plan = (runs / "dry_run.txt").read_text().splitlines()
+    start = next(i for i, x in enumerate(plan) if x.startswith("estimated peak memory"))
+    lines += ["", "dry run of the same recipe (`restorekit train --dry-run`):", "```", *plan[start:start + 9], "```"]
+except (OSError, StopIteration):
+    lines += ["", "dry run: no output"]
 levers = load("levers")
 if levers:
     base = {r["recipe"]: r for r in levers["rows"] if r.get("variant", "").startswith("base") and "error" not in r}

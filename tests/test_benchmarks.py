@@ -369,7 +369,8 @@ def test_task_scaling_groups_a_user_data_section_into_tasks():
 
 def test_gpu_check_dry_run_completes_every_stage_and_writes_the_summary(tmp_path):
     """The GPU check's plumbing on the CPU, so a lent GPU's minutes are not spent on a
-    broken script: every stage runs, and the summary holds the speed, loop and lever tables."""
+    broken script: every stage runs (restorekit train, torchrun with one process, the dry
+    run), and the summary holds the training, speed and lever tables."""
     out = tmp_path / "out"
     env = {**os.environ, "DRY_RUN": "1", "OUT": str(out), "PYTHON": sys.executable,
            "TMPDIR": str(tmp_path), "GPU_CHECK_BUDGET": "400", "HF_HUB_OFFLINE": "1"}  # fmt: skip
@@ -377,15 +378,22 @@ def test_gpu_check_dry_run_completes_every_stage_and_writes_the_summary(tmp_path
                           capture_output=True, text=True, timeout=600)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = (out / "summary.md").read_text()
-    for stage in ("tests (cuda)", "tests (subset)", "speed (full size, bf16)",
-                  "200 iterations, compile off and on", "levers"):  # fmt: skip
+    for stage in ("tests (cuda)", "train 200 steps, bf16, eager", "train 200 steps, bf16, compile",
+                  "torchrun NCCL, 1 process", "dry run (full size)", "tests (subset)", "speed (full size, bf16)",
+                  "levers"):  # fmt: skip
         assert f"| {stage} | ok |" in summary, summary
     assert "| dino_ir training step / body alone |" in summary
     assert "| base | dino_ir |" in summary and "| channels_last | baselines/restormer |" in summary
-    for name in ("speed", "loop", "levers"):
+    for name in ("speed", "levers"):
         result = json.loads((out / f"{name}.json").read_text())
         assert result["rows"] and not any("error" in row for row in result["rows"]), name
-    assert "GPU check done" in (out / "gpu_check.log").read_text()
+    trained = json.loads((out / "train.json").read_text())
+    assert trained["eager"]["steps"] == trained["compile"]["steps"] == 5 and trained["torchrun"]["steps"] == 4
+    assert trained["torchrun"]["world_size"] == 1 and trained["eager"]["it_s"] > 0
+    assert "| eager (fp32, 1 process) | 5 |" in summary and "estimated peak memory per GPU" in summary
+    log = (out / "gpu_check.log").read_text()
+    assert "DistributedDataParallel over 1 process(es), backend gloo" in log  # torchrun: the DDP code path
+    assert "GPU check done" in log and len(list(out.iterdir())) <= 8  # what a device run can bring back
 
 
 def test_benchmarks_build_and_step_through_the_engine() -> None:

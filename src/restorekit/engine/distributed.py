@@ -1,7 +1,9 @@
 """torch.distributed helpers: one process, or N launched by ``torchrun``.
 
 ``torchrun`` sets RANK, WORLD_SIZE and LOCAL_RANK; without them the loop runs as
-a single process with no process group at all. Backend: NCCL on CUDA, gloo on CPU.
+a single process with no process group at all. Under torchrun every process joins
+the group, one process included (``--nproc_per_node 1`` runs the DDP code path on
+one GPU). Backend: NCCL on CUDA, gloo on CPU.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ class DistContext:
     world_size: int
     local_rank: int
     device: torch.device
+    group: bool = False  # joined a process group (torchrun): collectives and DDP, even for one process
 
     @property
     def is_main(self) -> bool:
@@ -31,7 +34,7 @@ class DistContext:
 
     @property
     def distributed(self) -> bool:
-        return self.world_size > 1
+        return self.group or self.world_size > 1
 
 
 def pick_device(preference: str, local_rank: int = 0) -> torch.device:
@@ -55,18 +58,24 @@ def launched_world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def launched_by_torchrun() -> bool:
+    """Whether a launcher (torchrun) started this process: it sets LOCAL_RANK and WORLD_SIZE."""
+    return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
 def init(device_preference: str = "auto") -> DistContext:
     """Join the process group when launched by torchrun; a no-op otherwise."""
     world_size = launched_world_size()
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = pick_device(device_preference, local_rank)
-    if world_size > 1 and not dist.is_initialized():
+    group = world_size > 1 or launched_by_torchrun()
+    if group and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
-    return DistContext(rank, world_size, local_rank, device)
+    return DistContext(rank, world_size, local_rank, device, group)
 
 
 def shutdown() -> None:

@@ -178,6 +178,8 @@ class Trainer:
             ids = [device.index] if device.type == "cuda" else None
             forward = self.ddp = DistributedDataParallel(self.model, device_ids=ids,
                                                          find_unused_parameters=has_unused_parameters(self.model))
+            self.say(f"DistributedDataParallel over {self.ctx.world_size} process(es), "
+                     f"backend {torch.distributed.get_backend()}")
         if cfg.compile:
             forward = torch.compile(forward)  # type: ignore[assignment]
         self.forward_model = forward
@@ -597,7 +599,7 @@ def train(
     folder, if any) or a run / checkpoint folder. ``stream`` and ``eval_sets``
     replace the recipe's data section (tests and notebooks pass their own).
     """
-    launched = dist_utils.launched_world_size() > 1
+    launched = dist_utils.launched_world_size() > 1 or dist_utils.launched_by_torchrun()
     try:
         trainer = Trainer(recipe, source=source, stream=stream, eval_sets=eval_sets)
         return trainer.run(resume=resume, eval_after=eval_after)
