@@ -189,6 +189,7 @@ def check_schedule(build: Any) -> None:
 
 def check_degradation(build: Any) -> None:
     part = build()
+    assert isinstance(part, contracts.Degradation)
     img = torch.rand(3, 24, 20, generator=torch.Generator().manual_seed(0))
     out = part(img, rng=5)
     assert out.shape == img.shape and out.dtype == img.dtype and 0 <= out.min() and out.max() <= 1
@@ -197,7 +198,7 @@ def check_degradation(build: Any) -> None:
 
 def check_dataset(build: Any) -> None:
     dataset = build()
-    assert len(dataset) > 0
+    assert isinstance(dataset, contracts.PairDataset) and len(dataset) > 0
     item = dataset[0]
     assert {"lq", "gt", "task", "name"} <= set(item)
     assert item["lq"].shape[0] == 3 and item["lq"].shape == item["gt"].shape and isinstance(item["task"], str)

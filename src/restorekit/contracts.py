@@ -200,6 +200,25 @@ class Schedule(Protocol):
         ...
 
 
+@runtime_checkable
+class Degradation(Protocol):
+    """``(img (3, H, W) or (B, 3, H, W) in [0, 1], rng) -> img`` of the same shape, dtype and range."""
+
+    def __call__(self, img: Any, rng: Any = None) -> Any:
+        ...
+
+
+@runtime_checkable
+class PairDataset(Protocol):
+    """Items ``{"lq", "gt", "task", "name"}`` of (3, H, W) images, by index."""
+
+    def __len__(self) -> int:
+        ...
+
+    def __getitem__(self, index: int) -> Mapping[str, Any]:
+        ...
+
+
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 """``factory(params, lr, **knobs) -> torch.optim.Optimizer`` (the ``optimizer`` kind)."""
 
@@ -282,4 +301,6 @@ PROTOCOLS: dict[str, type] = {
     "loss": Loss,
     "metric": Metric,
     "schedule": Schedule,
+    "degradation": Degradation,
+    "dataset": PairDataset,
 }
