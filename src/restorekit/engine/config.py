@@ -248,5 +248,11 @@ def _probe_parameter() -> Any:
 
 
 def build_schedule(cfg: TrainConfig, source: str = "recipe") -> Any:
-    """The recipe's schedule, built through the registry (errors name ``train.schedule``)."""
-    return _try_build("schedule", cfg.schedule, f"{source}: train.schedule", lr=cfg.lr, iterations=cfg.iterations)
+    """The recipe's schedule, built through the registry (errors and warnings name ``train.schedule``)."""
+    where = f"{source}: train.schedule"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        schedule = _try_build("schedule", cfg.schedule, where, lr=cfg.lr, iterations=cfg.iterations)
+    for warning in caught:
+        warnings.warn(f"{where}: {warning.message}", warning.category, stacklevel=2)
+    return schedule

@@ -6,6 +6,7 @@ measures exactly what ``restorekit train`` runs and a plugin can supply any part
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -71,7 +72,10 @@ def build_training_parts(
     params = list(iter_trainable(model))
     if not params:
         raise RecipeError(f"{source}: the model has no trainable parameters")
-    optimizer, schedule = build_optimizer(cfg, params), build_schedule(cfg, source)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the recipe check already warned about this schedule, naming the file
+        schedule = build_schedule(cfg, source)
+    optimizer = build_optimizer(cfg, params)
     return TrainingParts(model, loss_fn, loss_type(recipe.get("loss")), params, optimizer, schedule)
 
 
