@@ -144,15 +144,15 @@ MUTATIONS: tuple[Mutation, ...] = (
              "except Exception as exc:  # noqa: BLE001 - any plugin failure is reported",
              "except ImportError as exc:", PLUGINS),
     Mutation("plugin-disable-switch-ignored", "plugins", "src/restorekit/registry.py",
-             "if _normalise_dist(dist_name) in disabled:", "if False:", PLUGINS),
+             "if normalise_dist(dist_name) in disabled:", "if False:", PLUGINS),
     # -- run folder -----------------------------------------------------------------------
     Mutation("run-json-records-no-plugins", "run-folder", "src/restorekit/engine/run_folder.py",
              '"plugins": plugin_versions()}', '"plugins": {}}',
              ("tests/test_engine_train.py::test_run_json_records_every_plugin_by_name_and_version",)),
     # -- parts ----------------------------------------------------------------------------
     Mutation("concat-fusion-reverses-layers", "parts", "src/restorekit/fusion/concat.py",
-             "torch.cat(_check_feats(feats, self.num_layers, self.in_channels), dim=1)",
-             "torch.cat(_check_feats(feats, self.num_layers, self.in_channels)[::-1], dim=1)",
+             "torch.cat(check_layer_maps(feats, self.num_layers, self.in_channels), dim=1)",
+             "torch.cat(check_layer_maps(feats, self.num_layers, self.in_channels)[::-1], dim=1)",
              ("tests/test_fusion.py",)),
     Mutation("adapter-bias-not-zeroed", "parts", "src/restorekit/adapters/dino_restore.py",
              "nn.init.zeros_(module.bias)", "nn.init.ones_(module.bias)", ("tests/test_adapters.py",)),
