@@ -266,8 +266,12 @@ def matmul_ceiling(device: torch.device, precision: str, size: int | None = None
 
 # -- tiny configurations -----------------------------------------------------------------
 
+_TINY_UNET = {"dim": 8, "num_blocks": [1, 1, 1, 1], "heads": [1, 1, 1, 1], "num_refinement_blocks": 1}
 TINY_BODIES: dict[str, dict[str, Any]] = {
-    "restormer": {"dim": 8, "num_blocks": [1, 1, 1, 1], "heads": [1, 1, 1, 1], "num_refinement_blocks": 1},
+    "restormer": _TINY_UNET,
+    "adair": _TINY_UNET,
+    "moce_ir": {**_TINY_UNET, "num_dec_blocks": [1, 1, 1]},
+    "moce_ir_s": {**_TINY_UNET, "num_dec_blocks": [1, 1, 1]},
     "promptir": {
         "dim": 8, "num_blocks": [1, 1, 1, 1], "heads": [1, 1, 1, 1], "num_refinement_blocks": 1,
         "prompt_dims": [8, 16, 32], "prompt_sizes": [16, 8, 4], "prompt_len": 2,
