@@ -11,7 +11,6 @@ synchronize elsewhere; the median of the repeats is the number reported.
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import os
 import platform
@@ -264,110 +263,17 @@ def matmul_ceiling(device: torch.device, precision: str, size: int | None = None
     }
 
 
-# -- tiny configurations -----------------------------------------------------------------
+# -- tiny configurations and what a recipe trains: the library's own (restorekit.tiny, engine) --
 
-_TINY_UNET = {"dim": 8, "num_blocks": [1, 1, 1, 1], "heads": [1, 1, 1, 1], "num_refinement_blocks": 1}
-TINY_BODIES: dict[str, dict[str, Any]] = {
-    "restormer": _TINY_UNET,
-    "adair": _TINY_UNET,
-    "moce_ir": {**_TINY_UNET, "num_dec_blocks": [1, 1, 1]},
-    "moce_ir_s": {**_TINY_UNET, "num_dec_blocks": [1, 1, 1]},
-    "promptir": {
-        "dim": 8, "num_blocks": [1, 1, 1, 1], "heads": [1, 1, 1, 1], "num_refinement_blocks": 1,
-        "prompt_dims": [8, 16, 32], "prompt_sizes": [16, 8, 4], "prompt_len": 2,
-    },
-}  # fmt: skip
-TINY_WIDTH, TINY_HEADS = 32, 2
-DINO_IR_LAYERS = (2, 5, 8, 11)  # DinoIR's default layers, used when a spec names none
-TINY_FUSION_CHANNELS = 16
-
-
-def _needed_depth(*layer_lists: Sequence[int] | None) -> int:
-    """Blocks a backbone needs so every requested layer exists (at least 4)."""
-    deepest = max((int(layer) for layers in layer_lists if layers for layer in layers), default=3)
-    return max(4, deepest + 1)
-
-
-def tiny_backbone_spec(spec: Any, depth: int) -> Any:
-    """A backbone spec with the same type and code path, tiny width, ``depth`` blocks."""
-    if spec is None:
-        spec = {"type": "dinov2"}
-    if isinstance(spec, str):
-        spec = {"type": spec}
-    if not isinstance(spec, Mapping):
-        return spec
-    out = dict(spec)
-    kind = out.get("type", "dinov2")
-    if kind in ("dinov2", "timm"):
-        out["model_kwargs"] = {**dict(out.get("model_kwargs") or {}),
-                               "embed_dim": TINY_WIDTH, "num_heads": TINY_HEADS, "depth": depth}  # fmt: skip
-    elif kind == "clip":
-        out["vision_cfg"] = {**dict(out.get("vision_cfg") or {}),
-                             "width": TINY_WIDTH, "layers": depth, "head_width": TINY_WIDTH // TINY_HEADS,
-                             "image_size": 112}  # fmt: skip
-    return out
-
-
-def tiny_body_spec(spec: Any, default_type: str = "restormer") -> Any:
-    """A body spec with the tiny widths of its type (unknown types pass unchanged)."""
-    if spec is None:
-        spec = {"type": default_type}
-    if isinstance(spec, str):
-        spec = {"type": spec}
-    if not isinstance(spec, Mapping):
-        return spec
-    kind = spec.get("type", default_type)
-    return {**dict(spec), **TINY_BODIES.get(kind, {})}
-
-
-def loss_layers(loss_spec: Any) -> list[int]:
-    """Backbone layers any term of a loss spec reads (the DPC layers)."""
-    found: list[int] = []
-    if isinstance(loss_spec, Mapping):
-        if loss_spec.get("type") == "dpc":
-            found += [int(x) for x in loss_spec.get("layers", (1, 3))]
-        for value in loss_spec.values():
-            found += loss_layers(value)
-    elif isinstance(loss_spec, (list, tuple)):
-        for value in loss_spec:
-            found += loss_layers(value)
-    return found
-
-
-def tiny_model_spec(model_spec: Mapping[str, Any], loss_spec: Any = None) -> dict[str, Any]:
-    """The same model at test size: tiny body widths, a tiny backbone built by the same
-    code path (width 32, as deep as the layers asked for), a small fused guide."""
-    spec = copy.deepcopy(dict(model_spec))
-    kind = spec.get("type")
-    if kind in TINY_BODIES:
-        return tiny_body_spec(spec)
-    if kind == "dino_ir":
-        depth = _needed_depth(spec.get("layers", DINO_IR_LAYERS), loss_layers(loss_spec))
-        spec["body"] = tiny_body_spec(spec.get("body"))
-        spec["backbone"] = tiny_backbone_spec(spec.get("backbone"), depth)
-        spec["fusion_channels"] = TINY_FUSION_CHANNELS
-    return spec
-
-
-def tiny_loss_spec(loss_spec: Any) -> Any:
-    """A loss spec whose own backbones (if any) are tiny too."""
-    if isinstance(loss_spec, Mapping):
-        out = {k: tiny_loss_spec(v) for k, v in loss_spec.items()}
-        if out.get("type") == "dpc" and out.get("backbone") is not None:
-            out["backbone"] = tiny_backbone_spec(out["backbone"], _needed_depth(loss_layers(loss_spec)))
-        return out
-    if isinstance(loss_spec, list):
-        return [tiny_loss_spec(v) for v in loss_spec]
-    return loss_spec
-
-
-# -- building what a recipe trains ---------------------------------------------------------
+from restorekit.engine.parts import build_model_and_loss  # noqa: E402,F401 - the engine's builder
+from restorekit.engine.step import forward_loss  # noqa: E402,F401 - the engine's loss of one batch
+from restorekit.tiny import TINY, tiny_backbone_spec, tiny_loss_spec, tiny_model_spec, tiny_spec  # noqa: E402,F401
 
 
 def body_type(model_spec: Mapping[str, Any]) -> str | None:
     """The body a model spec restores with (the model itself for a baseline body)."""
     kind = model_spec.get("type")
-    if kind in TINY_BODIES:
+    if kind in TINY["body"]:
         return str(kind)
     body = model_spec.get("body")
     if kind == "dino_ir":
@@ -375,29 +281,6 @@ def body_type(model_spec: Mapping[str, Any]) -> str | None:
             return "restormer"
         return body if isinstance(body, str) else body.get("type", "restormer")
     return None
-
-
-def build_model_and_loss(model_spec: Mapping[str, Any], loss_spec: Any) -> tuple[Any, Any]:
-    """Model and loss as the engine builds them: ``build('loss', ...)`` then ``loss.bind(model)``."""
-    import restorekit
-
-    model = restorekit.build("model", model_spec)
-    loss = restorekit.build("loss", loss_spec if loss_spec else {"type": "l1"})
-    return model, loss
-
-
-def bind_loss(loss: Any, model: Any) -> None:
-    if hasattr(loss, "bind"):
-        loss.bind(model)
-
-
-def forward_with_loss(model: Any, loss: Any, lq: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
-    """Forward and loss as the engine does: with ``return_aux`` when the model offers it."""
-    if getattr(model, "supports_aux", False):  # a compiled model forwards attributes
-        restored, aux = model(lq, return_aux=True)
-    else:
-        restored, aux = model(lq), None
-    return loss(restored, gt, lq=lq, aux=aux)
 
 
 def model_and_loss_specs(recipe_name: str, tiny: bool) -> tuple[dict[str, Any], Any]:

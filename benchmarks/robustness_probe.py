@@ -30,7 +30,7 @@ from common import (  # noqa: E402
     out_dir,
     resolve_device,
     tiny_backbone_spec,
-    tiny_body_spec,
+    tiny_spec,
     write_json,
 )
 
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.tiny:
         depth = max(4, max(layers or [3]) + 1)
         extractors = [
-            (kind, tiny_backbone_spec(spec, depth) if kind == "backbone" else tiny_body_spec(spec))
+            (kind, tiny_backbone_spec(spec, depth) if kind == "backbone" else tiny_spec("body", spec, "restormer"))
             for kind, spec in extractors
         ]
     names = [n.strip() for n in args.images.split(",") if n.strip()] if args.images else list(probe.DEFAULT_IMAGES)

@@ -131,7 +131,8 @@ def train_and_evaluate(
         "data": dict(data_cfg),
         "train": {
             "iterations": budget.iterations, "batch_size": budget.batch_size, "lr": budget.lr,
-            "min_lr": min(1e-6, budget.lr), "warmup_iters": min(10, budget.iterations // 10),
+            "schedule": {"type": "warmup_cosine", "min_lr": min(1e-6, budget.lr),
+                         "warmup_iters": min(10, budget.iterations // 10)},
             "ema_decay": 0.999 if budget.ema else None, "device": budget.device, "seed": budget.seed,
             "threads": budget.threads, "log_every": max(1, budget.iterations // 5), "val_every": 0,
             "ckpt_every": budget.iterations, "keep_last": 1, "keep_best": False,

@@ -103,7 +103,7 @@ def resolve_specs(name: str, tiny: bool, levers: Levers, overrides: Sequence[str
     from restorekit import load_recipe
 
     recipe = load_recipe(name)
-    if overrides and recipe["model"].get("type") not in bench.TINY_BODIES:
+    if overrides and recipe["model"].get("type") not in bench.TINY["body"]:
         recipe = load_recipe(name, list(overrides))
     model_spec = dict(recipe["model"])
     loss_spec = recipe.get("loss") or {"type": "l1"}
@@ -125,11 +125,14 @@ class TrainStep:
     compiled model (the optimizer and its state stay the same)."""
 
     def __init__(self, model: Any, loss_fn: Any, setting: Setting, levers: Levers) -> None:
+        from restorekit.engine.config import train_config
+        from restorekit.engine.parts import build_optimizer
         from restorekit.frozen import iter_trainable
 
-        self.forward, self.loss_fn, self.setting = model, loss_fn, setting
+        self.model = self.forward = model
+        self.loss_fn, self.setting = loss_fn, setting
         self.params = list(iter_trainable(model))
-        self.optimizer = torch.optim.AdamW(self.params, lr=2e-4, weight_decay=0.01)
+        self.optimizer = build_optimizer(train_config({}), self.params)  # the engine's default: AdamW
         fmt = torch.channels_last if levers.channels_last else torch.contiguous_format
         gen = torch.Generator().manual_seed(0)
         shape = (setting.train_batch, 3, setting.train_size, setting.train_size)
@@ -144,7 +147,7 @@ class TrainStep:
         lq, gt = self.batches[self.count % len(self.batches)]
         self.count += 1
         with bench.autocast(self.setting.device, self.setting.precision):
-            loss = bench.forward_with_loss(self.forward, self.loss_fn, lq, gt)
+            loss = bench.forward_loss(self.model, self.forward, self.loss_fn, lq, gt).total
         loss = loss.float()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -169,9 +172,8 @@ def measure_meta(name: str, setting: Setting, levers: Levers) -> dict[str, Any]:
     row: dict[str, Any] = {"recipe": name, "model_type": model_spec.get("type"), "body": bench.body_type(model_spec)}
     with warnings.catch_warnings(), torch.device("meta"):
         warnings.filterwarnings("ignore", message=".*randomly initialised.*")
-        model, loss_fn = bench.build_model_and_loss(model_spec, loss_spec)
-    if not levers.no_dpc_reuse or getattr(model, "backbone", None) is None:
-        bench.bind_loss(loss_fn, model)
+        model, loss_fn = bench.build_model_and_loss(model_spec, loss_spec, device="meta",
+                                                    bind=not levers.no_dpc_reuse)
     if levers.grad_checkpoint:
         row["checkpointed_blocks"] = lever_tools.enable_grad_checkpointing(model)
     row["params_trainable"], row["params_frozen"] = count_params(model)
@@ -179,7 +181,7 @@ def measure_meta(name: str, setting: Setting, levers: Levers) -> dict[str, Any]:
     lq, gt = torch.rand(shape, device="meta"), torch.rand(shape, device="meta")
     with lever_tools.sdpa_channel_attention(levers.sdpa):  # counted as measure() runs it
         model.train()
-        flops = bench.count_flops(lambda: bench.forward_with_loss(model, loss_fn, lq, gt).backward())
+        flops = bench.count_flops(lambda: bench.forward_loss(model, model, loss_fn, lq, gt).total.backward())
         row["train"] = {"batch": setting.train_batch, "size": setting.train_size, "flops_per_step": flops}
         model.eval()
         x = torch.rand(1, 3, setting.infer_size, setting.infer_size, device="meta")
@@ -200,12 +202,7 @@ def measure(name: str, setting: Setting, levers: Levers, matmul: Mapping[str, An
     torch.manual_seed(0)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*randomly initialised.*")
-        model, loss_fn = bench.build_model_and_loss(model_spec, loss_spec)
-    model = model.to(device)
-    if isinstance(loss_fn, torch.nn.Module):
-        loss_fn = loss_fn.to(device)
-    if not levers.no_dpc_reuse or getattr(model, "backbone", None) is None:
-        bench.bind_loss(loss_fn, model)
+        model, loss_fn = bench.build_model_and_loss(model_spec, loss_spec, device, bind=not levers.no_dpc_reuse)
     if levers.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if levers.grad_checkpoint:

@@ -12,6 +12,7 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
+from restorekit.contracts import ModelAux
 from restorekit.registry import LOSSES, MODELS
 
 
@@ -35,7 +36,7 @@ class FrozenGuide(nn.Module):
 class LocalConvNet(nn.Module):
     """Three 3x3 convs (receptive-field radius 3) with a residual; deterministic on CPU."""
 
-    def __init__(self, width: int = 8, aux: bool = False, frozen_guide: bool = False) -> None:
+    def __init__(self, width: int = 8, frozen_guide: bool = False) -> None:
         super().__init__()
         self.body = nn.Sequential(
             nn.Conv2d(3, width, 3, padding=1), nn.GELU(),
@@ -43,16 +44,40 @@ class LocalConvNet(nn.Module):
             nn.Conv2d(width, 3, 3, padding=1),
         )
         self.guide = FrozenGuide() if frozen_guide else None
-        self.supports_aux = aux
+
+    def forward(self, lq: torch.Tensor) -> torch.Tensor:
+        inp = lq if self.guide is None else lq + 0.1 * self.guide(lq)
+        return lq + self.body(inp)
+
+
+class GuidedConvNet(LocalConvNet):
+    """The conv net as a :class:`~restorekit.contracts.GuidedModel`: its guide is the backbone."""
+
+    def __init__(self, width: int = 8) -> None:
+        super().__init__(width, frozen_guide=True)
+        self.backbone = self.guide
         self.calls_with_aux = 0
 
-    def forward(self, lq: torch.Tensor, return_aux: bool = False) -> Any:
-        inp = lq if self.guide is None else lq + 0.1 * self.guide(lq)
-        out = lq + self.body(inp)
-        if return_aux:
-            self.calls_with_aux += 1
-            return out, {"mean": out.mean()}
-        return out
+    def request_backbone_layers(self, layers: Any) -> None:
+        pass
+
+    def guide_input(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def token_grid(self, height: int, width: int) -> tuple[int, int] | None:
+        return None
+
+    def forward(self, lq: torch.Tensor, return_aux: bool = False) -> Any:  # type: ignore[override]
+        out = super().forward(lq)
+        if not return_aux:
+            return out
+        self.calls_with_aux += 1
+        return out, ModelAux(backbone=self.backbone, guide=self.backbone(lq))
+
+
+def convnet(width: int = 8, aux: bool = False, frozen_guide: bool = False) -> nn.Module:
+    """``engine_test_convnet``: plain, with a frozen part, or guided (``aux``: hands the loss a ModelAux)."""
+    return GuidedConvNet(width) if aux else LocalConvNet(width, frozen_guide)
 
 
 class NaNAtSteps(nn.Module):
@@ -63,12 +88,10 @@ class NaNAtSteps(nn.Module):
         self.nan_calls = set(nan_calls)
         self.calls = 0
         self.saw_aux: list[Any] = []
-        self.last_terms: dict[str, torch.Tensor] = {}
 
     def forward(self, restored: torch.Tensor, target: torch.Tensor, *, lq: Any = None, aux: Any = None) -> torch.Tensor:
         self.saw_aux.append(aux)
         loss = (restored - target).abs().mean()
-        self.last_terms = {"l1": loss.detach()}
         if self.calls in self.nan_calls:
             loss = loss * float("nan")
         self.calls += 1
@@ -77,7 +100,7 @@ class NaNAtSteps(nn.Module):
 
 def register() -> None:
     """Register the fakes (idempotent) under names tests use in recipes."""
-    MODELS.register("engine_test_convnet", LocalConvNet, replace=True)
+    MODELS.register("engine_test_convnet", convnet, replace=True)
     LOSSES.register("engine_test_nan", NaNAtSteps, replace=True)
 
 

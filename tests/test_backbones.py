@@ -321,7 +321,7 @@ def test_mismatching_file_names_file_architecture_and_keys(tmp_path) -> None:
 def test_file_from_another_depth_lists_missing_blocks(tmp_path) -> None:
     path = tmp_path / "shallow.safetensors"
     save_state(DINOv2Backbone(size="s", img_size=56, model_kwargs={**TINY, "depth": 2}).model.state_dict(), path)
-    with pytest.raises(CheckpointError, match=r"missing from the file: blocks\.2\."):
+    with pytest.raises(CheckpointError, match=r"missing key.*blocks\.2\."):
         tiny_dinov2(weights=str(path))
 
 

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 from hypothesis import given, settings
+
+from restorekit.tiny import DINO_IR_LAYERS
 from hypothesis import strategies as st
 
 REPO = Path(__file__).resolve().parent.parent
@@ -221,8 +223,8 @@ def test_tiny_specs_of_every_recipe_build_with_the_same_parts():
             full = recipe["model"]
             assert type(model.backbone).__name__ == {"dinov2": "DINOv2Backbone", "clip": "CLIPBackbone",
                                                      "timm": "TimmBackbone"}[full["backbone"]["type"]]
-            assert model.backbone.num_layers > max(spec.get("layers", bench.DINO_IR_LAYERS))
-            assert model.layers == list(full.get("layers", bench.DINO_IR_LAYERS))
+            assert model.backbone.num_layers > max(spec.get("layers", DINO_IR_LAYERS))
+            assert model.layers == list(full.get("layers", DINO_IR_LAYERS))
             frozen = sum(p.numel() for p in model.backbone.parameters())
             assert 0 < frozen < 1_000_000
 
@@ -384,3 +386,18 @@ def test_gpu_check_dry_run_completes_every_stage_and_writes_the_summary(tmp_path
         result = json.loads((out / f"{name}.json").read_text())
         assert result["rows"] and not any("error" in row for row in result["rows"]), name
     assert "GPU check done" in (out / "gpu_check.log").read_text()
+
+
+def test_benchmarks_build_and_step_through_the_engine() -> None:
+    """Nothing is copied "as the engine does": the benchmarks call the engine's builders and loss step."""
+    from restorekit.engine import parts, step
+
+    assert bench.build_model_and_loss is parts.build_model_and_loss
+    assert bench.forward_loss is step.forward_loss
+    speed = _load("speed")
+    model, loss = bench.build_model_and_loss({"type": "restormer", **bench.TINY["body"]["restormer"]}, None)
+    setting = speed.Setting(device=torch.device("cpu"), precision="fp32", tiny=True, train_batch=1, train_size=16,
+                            infer_size=16, warmup=0, repeat=1)
+    train_step = speed.TrainStep(model, loss, setting, speed.Levers())
+    assert type(train_step.optimizer) is torch.optim.AdamW  # the engine's default optimizer, from its registry
+    assert train_step.optimizer.defaults["weight_decay"] == 0.01

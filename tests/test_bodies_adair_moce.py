@@ -18,20 +18,19 @@ from restorekit.bodies.moce_blocks import FFTAttention, expert_ranks
 from restorekit.bodies.moce_ir import MoCEIR, MoCEIRS
 from restorekit.errors import BuildError
 from restorekit.params import count_params
-from tiny_dino_ir import tiny_body, tiny_model_spec
+from restorekit.tiny import tiny_model_spec, tiny_spec
 
 BODIES = ["adair", "moce_ir", "moce_ir_s"]
-TINY_EXTRA = {"adair": {}, "moce_ir": {"num_dec_blocks": [1, 1, 1]}, "moce_ir_s": {"num_dec_blocks": [1, 1, 1]}}
 
 
-def tiny_spec(name: str, **knobs) -> dict:
-    return {**tiny_body({"type": name, **TINY_EXTRA[name]}), **knobs}
+def tiny_body_spec(name: str, **knobs) -> dict:
+    return {**tiny_spec("body", {"type": name}), **knobs}
 
 
 def tiny(name: str, seed: int = 0, **knobs) -> torch.nn.Module:
     """A tiny body, its weights perturbed so that no module is at its identity start."""
     torch.manual_seed(seed)
-    body = build("body", tiny_spec(name, **knobs))
+    body = build("body", tiny_body_spec(name, **knobs))
     with torch.no_grad():
         for p in body.parameters():
             p.add_(0.05 * torch.randn_like(p))
@@ -155,7 +154,7 @@ def test_no_guidance_equals_the_plain_network(bodies, name):
 @pytest.mark.filterwarnings("ignore:dino_ir. the .* backbone is randomly initialised")
 @pytest.mark.parametrize("name", ["adair", "moce_ir"])
 def test_dino_ir_runs_on_the_body_and_starts_as_the_plain_body(name):
-    body = {"type": name, **TINY_EXTRA[name], **({"routing_noise_at_eval": False} if name == "moce_ir" else {})}
+    body = {"type": name, **({"routing_noise_at_eval": False} if name == "moce_ir" else {})}
     spec = tiny_model_spec({"type": "dino_ir", "body": body,
                             "injection_points": ["latent", "decoder3", "decoder2", "decoder1"]})  # fmt: skip
     torch.manual_seed(0)
@@ -185,7 +184,7 @@ def test_released_lightning_checkpoint_loads_through_weights(tmp_path: Path, nam
     x = torch.rand(1, 3, 19, 26)
     fresh = tiny(name, seed=1)
     assert not torch.equal(run(fresh, x), run(source, x))
-    loaded = build("body", {**tiny_spec(name), "weights": str(path)}).eval()
+    loaded = build("body", {**tiny_body_spec(name), "weights": str(path)}).eval()
     assert torch.equal(run(loaded, x), run(source, x))
     report = fresh.load_weights(path)
     assert report.source_key == "state_dict" and report.loaded == len(source.state_dict())
@@ -316,4 +315,18 @@ def test_fft_attention_equals_a_per_patch_circular_convolution():
 )
 def test_bad_knobs_name_the_argument(name, knobs, match):
     with pytest.raises(BuildError, match=match):
-        build("body", {**tiny_spec(name), **knobs})
+        build("body", tiny_body_spec(name, **knobs))
+
+
+@pytest.mark.filterwarnings("ignore:dino_ir. the .* backbone is randomly initialised")
+def test_the_engine_adds_the_balance_loss_whatever_the_recipes_loss():
+    from restorekit.engine.step import forward_loss
+
+    lq, gt = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
+    body = tiny("moce_ir").train()
+    step = forward_loss(body, body, build("loss", {"type": "l1"}), lq, gt, loss_name="l1")
+    assert set(step.terms) == {"l1", "aux/model"} and step.terms["aux/model"] is body.aux_loss
+    spec = tiny_model_spec({"type": "dino_ir", "body": {"type": "moce_ir"}})
+    model = build_model(spec).train()
+    step = forward_loss(model, model, build("loss", {"type": "l1"}), lq, gt, loss_name="l1")
+    assert "aux/body" in step.terms and step.terms["aux/body"] is model.body.aux_loss

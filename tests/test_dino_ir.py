@@ -1,6 +1,8 @@
-"""The dino_ir model: paper defaults, identity at init, gradients, the cost rule, errors."""
+"""The dino_ir model: its defaults, identity at init, gradients, the cost rule, errors."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import warnings
 
@@ -14,7 +16,11 @@ from restorekit.errors import BuildError
 from restorekit.frozen import frozen_records, trainable_state_dict
 from restorekit.fusion.concat import ConcatFusion
 from restorekit.fusion.msf import MultiLayerSemanticFusion
-from tiny_dino_ir import TINY_BODY, TINY_DINOV2, tiny_dino_ir
+from restorekit.contracts import ModelAux, sum_terms
+from restorekit.engine.parts import loss_type
+from restorekit.engine.step import forward_loss
+from restorekit.tiny import TINY, tiny_backbone_spec
+from tiny_dino_ir import tiny_dino_ir
 
 LOSS = {"type": "weighted_sum", "terms": [{"type": "l1", "weight": 1.0}, {"type": "dpc", "weight": 0.1, "layers": [1, 3]}]}
 
@@ -27,7 +33,7 @@ def _perturb_zero_init(model) -> None:
                 module.weight.copy_(torch.randn(module.weight.shape, generator=gen) * 0.05)
 
 
-def test_build_model_gives_the_paper_defaults() -> None:
+def test_build_model_gives_the_defaults() -> None:
     with torch.device("meta"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = build_model("dino_ir")
@@ -35,7 +41,7 @@ def test_build_model_gives_the_paper_defaults() -> None:
     assert model.body.config["num_blocks"] == [4, 6, 6, 8] and model.body.config["heads"] == [1, 2, 4, 8]
     assert model.backbone.name == "vit_base_patch14_dinov2" and model.backbone.embed_dim == 768
     assert model.backbone.frozen and model.backbone.weights is None
-    assert model.layers == [2, 5, 8, 11] and model.guide_grid(128, 128) == (16, 16)
+    assert model.layers == [2, 5, 8, 11] and model.token_grid(128, 128) == (16, 16)
     assert isinstance(model.fusion, MultiLayerSemanticFusion)
     assert model.fusion.num_experts == 4 and model.fusion.top_k == 4 and model.fusion.out_channels == 384
     assert list(model.adapters) == ["latent", "decoder3", "decoder2"]
@@ -48,12 +54,13 @@ def test_build_model_gives_the_paper_defaults() -> None:
 
 
 def test_partial_specs_merge_onto_the_defaults(tmp_path) -> None:
-    backbone = build("backbone", {"type": "dinov2", "size": "s", **TINY_DINOV2})
+    tiny_vit = tiny_backbone_spec({"type": "dinov2", "size": "s"}, depth=12)
+    backbone = build("backbone", tiny_vit)
     path = tmp_path / "tiny_dinov2.pth"
     torch.save(backbone.model.state_dict(), path)
     model = build_model(
-        "dino_ir", fusion={"type": "concat"}, body=TINY_BODY, fusion_channels=16,
-        backbone={"size": "s", "weights": str(path), **TINY_DINOV2},
+        "dino_ir", fusion={"type": "concat"}, body=TINY["body"]["restormer"], fusion_channels=16,
+        backbone={**tiny_vit, "weights": str(path)},
     )  # fmt: skip
     assert isinstance(model.fusion, ConcatFusion) and model.fusion.out_channels == 16
     assert model.backbone.weights == str(path) and model.body.config["dim"] == 8
@@ -91,8 +98,7 @@ def test_gradients_reach_every_trainable_parameter_and_never_the_backbone() -> N
 
     def grads() -> dict[str, bool]:
         model.zero_grad(set_to_none=True)
-        restored, aux = model(lq, return_aux=True)
-        loss(restored, gt, lq=lq, aux=aux).backward()
+        forward_loss(model, model, loss, lq, gt).total.backward()
         return {n: p.grad is not None and bool(p.grad.abs().sum() > 0) for n, p in model.named_parameters()
                 if p.requires_grad}
 
@@ -134,23 +140,23 @@ def test_one_full_pass_on_lq_and_two_partial_passes_per_training_step(monkeypatc
         block.register_forward_hook(lambda *_, i=i: blocks_run.__setitem__(i, blocks_run[i] + 1))
     lq, gt = torch.rand(2, 3, 48, 48), torch.rand(2, 3, 48, 48)
     restored, aux = model(lq, return_aux=True)
-    loss(restored, gt, lq=lq, aux=aux).backward()
+    sum_terms(loss(restored, gt, lq=lq, aux=aux), restored).backward()
     assert passes == [
         ([1, 2, 3, 5, 8, 11], False, False),  # guidance on lq, keeping DPC's layers
         ([1, 3], False, False),  # the target, without gradients
         ([1, 3], True, True),  # the output, with gradients, only up to block 3
     ]
     assert blocks_run == [3, 3, 3, 3] + [1] * 8
-    assert aux["lq_features"][1].shape[-2:] == (6, 6) == aux["grid"]
+    assert aux.lq_features[1].shape[-2:] == (6, 6) == aux.grid
 
 
 def test_inference_keeps_only_the_guidance_layers() -> None:
     model = tiny_dino_ir()
     model.request_backbone_layers([1, 3])
     _, aux = model(torch.rand(1, 3, 16, 16), return_aux=True)
-    assert sorted(aux["lq_features"]) == [1, 2, 3, 5, 8, 11]
-    assert set(aux) >= {"backbone", "lq_features", "gate", "aux_loss", "grid"}
-    assert aux["gate"].shape == (1, 4) and aux["aux_loss"] is None and aux["backbone"] is model.backbone
+    assert sorted(aux.lq_features) == [1, 2, 3, 5, 8, 11]
+    assert isinstance(aux, ModelAux) and aux.grid == (2, 2) and aux.guide_input is not None
+    assert aux.gate.shape == (1, 4) and model.fusion.aux_loss is None and aux.backbone is model.backbone
 
 
 @pytest.mark.parametrize("size", [(48, 48), (37, 50)])
@@ -163,14 +169,14 @@ def test_guide_grid_rules_and_odd_sizes(size, rule) -> None:
     restored, aux = model(lq, return_aux=True)
     assert restored.shape == lq.shape
     expected = tuple(-(-s // 8) for s in size) if rule == "stride" else tuple(-(-s // 14) for s in size)
-    assert aux["guide"].shape[-2:] == expected
-    assert model.guide_grid(*size) == (expected if rule == "stride" else None)
+    assert aux.guide.shape[-2:] == expected
+    assert model.token_grid(*size) == (expected if rule == "stride" else None)
 
 
 def test_guide_stride_is_a_knob() -> None:
     model = tiny_dino_ir(guide_stride=4, injection_points=["decoder2", "decoder1"])
     _, aux = model(torch.rand(1, 3, 32, 32), return_aux=True)
-    assert aux["guide"].shape[-2:] == (8, 8) and list(model.adapters) == ["decoder2", "decoder1"]
+    assert aux.guide.shape[-2:] == (8, 8) and list(model.adapters) == ["decoder2", "decoder1"]
 
 
 def test_frozen_backbone_stays_out_of_checkpoints_and_training_mode() -> None:
@@ -181,14 +187,17 @@ def test_frozen_backbone_stays_out_of_checkpoints_and_training_mode() -> None:
     assert "backbone" in frozen_records(model)
 
 
-def test_msf_load_balance_reaches_the_weighted_sum() -> None:
+@pytest.mark.parametrize("loss_spec", [{"type": "l1"}, {"type": "weighted_sum", "terms": [{"type": "l1"}]}])
+def test_msf_load_balance_reaches_the_training_loss_whatever_the_loss(loss_spec) -> None:
     model = tiny_dino_ir(fusion={"load_balance_weight": 0.01})
-    loss = build("loss", {"type": "weighted_sum", "terms": [{"type": "l1"}]})
-    lq = torch.rand(2, 3, 16, 16)
-    restored, aux = model(lq, return_aux=True)
-    total = loss(restored, lq, lq=lq, aux=aux)
-    assert torch.allclose(total, (restored - lq).abs().mean() + aux["aux_loss"])
-    assert "aux" in loss.last_terms
+    loss = build("loss", loss_spec)
+    lq, gt = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
+    result = forward_loss(model, model, loss, lq, gt, loss_type(loss_spec))
+    restored = model(lq)
+    balance = model.fusion.aux_loss
+    assert balance is not None and balance.item() > 0
+    assert set(result.terms) == {"l1", "aux/fusion"}
+    torch.testing.assert_close(result.total, (restored - gt).abs().mean() + balance)
 
 
 def test_adapter_overrides_apply_per_point() -> None:
@@ -201,7 +210,7 @@ def test_adapter_overrides_apply_per_point() -> None:
     ("overrides", "match"),
     [
         ({"injection_points": ["latent", "encoder9"]}, "encoder9"),
-        ({"layers": [2, 12]}, r"layers \[12\] out of range"),
+        ({"layers": [2, 12], "backbone": {"model_kwargs": {"depth": 12}}}, r"layers \[12\] out of range"),
         ({"fusion": {"in_channels": 8}}, "set by the model"),
         ({"adapter": {"channels": 8}}, "set by the model"),
         ({"guide_grid": "auto"}, "guide_grid"),
@@ -257,7 +266,7 @@ def test_dpc_reads_the_guidance_features_at_odd_sizes_as_a_fresh_pass_would() ->
     lq, gt, restored = (torch.rand(2, 3, 41, 50) for _ in range(3))
     _, aux = model(lq, return_aux=True)
     cached = loss(restored, gt, aux=aux)
-    fresh = loss(restored, gt, lq=lq, aux={k: v for k, v in aux.items() if k != "lq_features"})
+    fresh = loss(restored, gt, lq=lq, aux=dataclasses.replace(aux, lq_features={}))
     torch.testing.assert_close(cached, fresh, rtol=1e-5, atol=1e-6)
 
 

@@ -8,9 +8,10 @@ import torch
 from restorekit import build
 from restorekit.errors import BuildError
 from restorekit.losses.dpc import DPCLoss, feature_distance
-from tiny_dino_ir import TINY_DINOV2, tiny_dino_ir
+from restorekit.tiny import tiny_backbone_spec
+from tiny_dino_ir import tiny_dino_ir
 
-TINY_BACKBONE = {"type": "dinov2", "size": "s", **TINY_DINOV2}
+TINY_BACKBONE = tiny_backbone_spec({"type": "dinov2", "size": "s"}, depth=4)
 
 
 @pytest.fixture(scope="module")
@@ -94,8 +95,8 @@ def test_bind_shares_the_model_backbone_without_owning_it() -> None:
     assert loss.bound_model is model and loss._backbone(None) is model.backbone
     lq = torch.rand(1, 3, 24, 32)
     _, aux = model(lq, return_aux=True)
-    assert {1, 3} <= set(aux["lq_features"]) and {2, 5, 8, 11} <= set(aux["lq_features"])
-    assert loss.token_grid(24, 32) == model.guide_grid(24, 32) == (3, 4)
+    assert {1, 3} <= set(aux.lq_features) and {2, 5, 8, 11} <= set(aux.lq_features)
+    assert loss.token_grid(24, 32) == model.token_grid(24, 32) == (3, 4)
     # The loss reads phi(D) from the guidance pass: the same value as a fresh pass on lq.
     fresh = DPCLoss(layers=[1, 3], backbone=model.backbone)
     restored = torch.rand(1, 3, 24, 32)

@@ -23,7 +23,7 @@ VENV_BIN = Path(sys.executable).parent
 
 # The demo recipes, shrunk: same parts and data, a few seconds of work.
 DATA = ["-o", "data.patch_size=32", "-o", "train.batch_size=2", "-o", "train.threads=1",
-        "-o", "train.progress=false", "-o", "train.log_every=1", "-o", "train.warmup_iters=2"]
+        "-o", "train.progress=false", "-o", "train.log_every=1", "-o", "train.schedule.warmup_iters=2"]
 for _task in ("noise", "rain", "haze"):
     DATA += ["-o", f"data.val.{_task}.dataset.max_size=48", "-o", f"data.train.{_task}.dataset.max_size=96"]
 SMALL_DINO_IR = ["-o", "model.body.dim=8", "-o", "model.body.heads=[1,1,2,2]", "-o", "model.fusion_channels=16",

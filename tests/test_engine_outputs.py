@@ -181,9 +181,9 @@ def test_evaluation_leaves_cudnn_autotuning_and_the_training_mode_as_it_found_th
     seen: list[bool] = []
     original = model.forward
 
-    def recording(lq, return_aux=False):
+    def recording(lq):
         seen.append(torch.backends.cudnn.benchmark)
-        return original(lq, return_aux)
+        return original(lq)
 
     model.forward = recording
     item = {"lq": torch.rand(3, 16, 16), "gt": torch.rand(3, 16, 16), "name": "a"}

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import engine_fakes
 from restorekit.engine import checkpoint as ckpt
-from restorekit.engine.config import EvalConfig, TrainConfig, eval_config, train_config
+from restorekit.engine.config import EvalConfig, TrainConfig, build_schedule, eval_config, train_config
 from restorekit.engine.distributed import per_rank_batch
 from restorekit.engine.ema import EMA
 from restorekit.engine.infer import restore_tensor, tile_starts, tile_window
@@ -23,11 +23,13 @@ from restorekit.errors import CheckpointError, RecipeError
 
 # -- recipe sections ----------------------------------------------------------------
 def test_train_section_defaults_and_values() -> None:
-    cfg = train_config({"train": {"lr": 1, "betas": [0.8, 0.9], "grad_clip": None}})
+    cfg = train_config({"train": {"lr": 1, "optimizer": {"betas": [0.8, 0.9]}, "grad_clip": None}})
     assert isinstance(cfg, TrainConfig)
     assert cfg.lr == 1.0 and isinstance(cfg.lr, float)
-    assert cfg.betas == (0.8, 0.9) and cfg.grad_clip is None
+    assert cfg.optimizer == {"type": "adamw", "betas": [0.8, 0.9], "weight_decay": 0.01} and cfg.grad_clip is None
+    assert cfg.schedule == {"type": "warmup_cosine", "warmup_iters": 0, "min_lr": 1e-6}
     assert cfg.iterations == TrainConfig().iterations
+    assert train_config({"train": {"optimizer": "sgd"}}).optimizer == {"type": "sgd"}  # a type switch replaces
 
 
 @pytest.mark.parametrize(
@@ -40,9 +42,15 @@ def test_train_section_defaults_and_values() -> None:
         ({"iterations": True}, "train.iterations must be an integer"),
         ({"compile": "yes"}, "train.compile must be true or false"),
         ({"amp": "fp16"}, "train.amp must be one of"),
-        ({"betas": [0.9]}, "train.betas must have 2 values"),
+        ({"optimizer": {"betas": [0.9]}}, "train.optimizer: adamw: betas must be two numbers"),
+        ({"optimizer": {"type": "adamx"}}, "train.optimizer: unknown optimizer 'adamx'; did you mean 'adam' or 'adamw'"),
+        ({"optimizer": {"weight_decai": 0}}, "train.optimizer: .*'weight_decai' -> 'weight_decay'"),
+        ({"optimizer": 3}, "train.optimizer must be a name or a mapping"),
         ({"iterations": 0}, "train.iterations must be >= 1"),
-        ({"min_lr": 1.0, "lr": 0.1}, "train.min_lr"),
+        ({"schedule": {"min_lr": 1.0}, "lr": 0.1}, "train.schedule: warmup_cosine: min_lr must lie in"),
+        ({"schedule": {"type": "multistep", "milestones": [5, 2]}}, "train.schedule: multistep: milestones"),
+        ({"min_lr": 1e-6}, "train.min_lr has moved to train.schedule.min_lr"),
+        ({"weight_decay": 0}, "train.weight_decay has moved to train.optimizer.weight_decay"),
         ({"ema_decay": 1.5}, "train.ema_decay"),
     ],
 )
@@ -104,12 +112,13 @@ def test_schedule_old_off_by_one_cases() -> None:
 
 
 def test_warmup_not_shorter_than_the_run_warns_and_is_shortened() -> None:
-    with pytest.warns(UserWarning, match=r"train.warmup_iters \(5\) >= train.iterations \(5\)"):
-        cfg = train_config({"train": {"iterations": 5, "warmup_iters": 5}})
-    sched = WarmupCosine(cfg.lr, cfg.min_lr, cfg.warmup_iters, cfg.iterations)
+    with pytest.warns(UserWarning, match=r"warmup_iters \(5\) >= train.iterations \(5\)"):
+        cfg = train_config({"train": {"iterations": 5, "schedule": {"warmup_iters": 5}}})
+    sched = build_schedule(cfg)
+    low = cfg.schedule["min_lr"]
     rates = [sched(s) for s in range(5)]
-    assert rates[3] == cfg.lr and rates[4] == cfg.min_lr
-    assert rates == sorted(rates[:4]) + [cfg.min_lr]
+    assert rates[3] == cfg.lr and rates[4] == low
+    assert rates == sorted(rates[:4]) + [low]
 
 
 # -- EMA ----------------------------------------------------------------------------
@@ -203,7 +212,7 @@ def test_load_weights_names_file_and_mismatch(tmp_path: Path) -> None:
     state = {k: v.clone() for k, v in model.state_dict().items()}
     state["extra.weight"] = torch.zeros(1)
     save_file(state, str(file))
-    with pytest.raises(CheckpointError, match=r"w.safetensors does not fit.*unexpected \['extra.weight'\]"):
+    with pytest.raises(CheckpointError, match=r"w.safetensors does not fit the model: 1 unexpected key\(s\) \(first: extra.weight\)"):
         ckpt.load_weights(model, file)
     with pytest.raises(CheckpointError, match="no such file"):
         ckpt.resolve_weights(tmp_path / "missing")

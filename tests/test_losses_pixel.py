@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from restorekit.contracts import as_terms, collect_aux_losses, sum_terms
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -27,29 +29,34 @@ def test_pixel_losses_match_their_formulas(seed, eps) -> None:
     assert CharbonnierLoss(eps)(a, a).item() == pytest.approx(eps, rel=1e-5)
 
 
-def test_weighted_sum_combines_terms_and_logs_each() -> None:
+def test_weighted_sum_returns_each_weighted_term_by_name() -> None:
     loss = build("loss", {"type": "weighted_sum", "terms": [
         {"type": "l1", "weight": 1.0}, {"type": "mse", "weight": 0.5}, {"type": "l1", "weight": 2.0}]})
     a, b = torch.rand(2, 3, 4, 4), torch.rand(2, 3, 4, 4)
-    total = loss(a, b)
+    terms = loss(a, b)
     l1, mse = (a - b).abs().mean(), (a - b).pow(2).mean()
-    assert torch.allclose(total, 3.0 * l1 + 0.5 * mse)
-    assert set(loss.last_terms) == {"l1", "mse", "l1_1"}
-    assert torch.allclose(loss.last_terms["mse"], mse)
-    assert not loss.last_terms["l1"].requires_grad
+    assert list(terms) == ["l1", "mse", "l1_1"]
+    torch.testing.assert_close(terms["mse"], 0.5 * mse)
+    torch.testing.assert_close(terms["l1_1"], 2.0 * l1)
+    torch.testing.assert_close(sum_terms(terms, a), 3.0 * l1 + 0.5 * mse)
 
 
-def test_weighted_sum_skips_zero_weights_and_adds_the_model_aux_loss() -> None:
+def test_weighted_sum_skips_zero_weights_and_the_engine_adds_model_aux_losses() -> None:
     a = torch.rand(1, 3, 4, 4, requires_grad=True)
     b = torch.rand(1, 3, 4, 4)
+
+    class Reporting(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.aux_loss: torch.Tensor | None = torch.tensor(0.25)
+
     loss = WeightedSumLoss([{"type": "l1", "weight": 1.0}, {"type": "mse", "weight": 0}])
-    aux_loss = torch.tensor(0.25)
-    total = loss(a, b, aux={"aux_loss": aux_loss})
-    assert torch.allclose(total, (a - b).abs().mean() + 0.25)
-    assert set(loss.last_terms) == {"l1", "aux"}
-    off = WeightedSumLoss([{"type": "l1"}], add_model_aux_loss=False)
-    assert torch.allclose(off(a, b, aux={"aux_loss": aux_loss}), (a - b).abs().mean())
-    zero = WeightedSumLoss([{"type": "l1", "weight": 0.0}])(a, b)
+    terms = as_terms(loss(a, b), "weighted_sum")
+    assert list(terms) == ["l1"]
+    terms.update(collect_aux_losses(torch.nn.Sequential(Reporting())))
+    assert list(terms) == ["l1", "aux/0"]
+    torch.testing.assert_close(sum_terms(terms, a), (a - b).abs().mean() + 0.25)
+    zero = sum_terms(WeightedSumLoss([{"type": "l1", "weight": 0.0}])(a, b), a)
     zero.backward()
     assert zero.item() == 0 and a.grad is not None
 

@@ -10,7 +10,8 @@ import torch
 from skimage import data
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from restorekit.metrics import metric_from_spec, psnr, psnr_y, rgb_to_y, ssim, ssim_y
+from restorekit import build
+from restorekit.metrics import on_luma, psnr, psnr_y, rgb_to_y, ssim, ssim_y
 from restorekit.registry import registry
 
 PHOTOS = ("astronaut", "coffee", "chelsea")
@@ -107,8 +108,15 @@ def test_registered_and_specs():
     assert metrics.get("psnr") is psnr and metrics.get("ssim_y") is ssim_y
     x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(2))
     y = (x + 0.1).clamp(0, 1)
-    assert torch.equal(metric_from_spec({"type": "ssim", "gaussian": True})(y, x), ssim(y, x, gaussian=True))
-    assert metric_from_spec("psnr") is psnr
+    assert torch.equal(build("metric", {"type": "ssim", "gaussian": True})(y, x), ssim(y, x, gaussian=True))
+    assert build("metric", "psnr") is psnr  # the function itself: build never calls a metric
+
+
+def test_on_luma_equals_the_y_metrics_bit_for_bit():
+    x = torch.rand(2, 3, 20, 24, generator=torch.Generator().manual_seed(3))
+    y = (x + 0.05 * torch.randn(x.shape, generator=torch.Generator().manual_seed(4))).clamp(0, 1)
+    assert torch.equal(on_luma(psnr)(y, x, crop_border=2), psnr_y(y, x, crop_border=2))
+    assert torch.equal(on_luma(ssim)(y, x), ssim_y(y, x))
 
 
 def test_metrics_on_device(device):
@@ -140,4 +148,4 @@ def test_metric_spec_with_a_misspelled_keyword_is_an_error():
     from restorekit.errors import BuildError
 
     with pytest.raises(BuildError, match=r"'gausian'; did you mean 'gausian' -> 'gaussian'\? accepted: pred, target, crop_border, gaussian"):
-        metric_from_spec({"type": "ssim", "gausian": True})
+        build("metric", {"type": "ssim", "gausian": True})

@@ -11,7 +11,9 @@ from restorekit import build, build_model
 from restorekit.data.build import check_data_config, task_entries
 from restorekit.engine.config import eval_config, train_config
 from restorekit.recipes import load_recipe, recipe_diff
-from tiny_dino_ir import tiny_model_spec
+from restorekit.engine.parts import build_model_and_loss
+from restorekit.engine.step import forward_loss
+from restorekit.tiny import tiny_loss_spec, tiny_model_spec
 
 pytestmark = pytest.mark.filterwarnings("ignore:dino_ir. the .* backbone is randomly initialised")
 
@@ -59,7 +61,8 @@ def test_recipe_sections_validate(name) -> None:
     assert recipe["name"] == name and recipe["description"]
     train = train_config(recipe, name)
     iterations, warmup = OWN_SCHEDULES.get(name, (500_000, 50_000))
-    assert (train.iterations, train.warmup_iters, train.batch_size, train.lr) == (iterations, warmup, 32, 2e-4)
+    assert (train.iterations, train.batch_size, train.lr) == (iterations, 32, 2e-4)
+    assert train.schedule["warmup_iters"] == warmup
     eval_config(recipe, name)
     data = check_data_config(recipe["data"])
     tasks = {e.name for e in task_entries(data, "train")}
@@ -104,21 +107,16 @@ def test_baselines_with_their_own_schedule_keep_the_protocol_data(name) -> None:
 def test_every_recipe_builds_tiny_and_trains_one_step(name) -> None:
     recipe = load_recipe(name)
     torch.manual_seed(0)
-    model = build_model(tiny_model_spec(recipe["model"]))
-    loss = build("loss", recipe["loss"])
-    if hasattr(loss, "bind"):
-        loss.bind(model)
+    model, loss = build_model_and_loss(tiny_model_spec(recipe["model"], recipe["loss"]), tiny_loss_spec(recipe["loss"]))
     lq, gt = torch.rand(2, 3, 48, 48), torch.rand(2, 3, 48, 48)
-    torch.manual_seed(1)  # MoCE-IR's router draws noise: the same draws for model and body below
-    if getattr(model, "supports_aux", False):
-        restored, aux = model(lq, return_aux=True)
-    else:
-        restored, aux = model(lq), None
-    value = loss(restored, gt, lq=lq, aux=aux)
+    value = forward_loss(model, model, loss, lq, gt).total
     value.backward()
+    torch.manual_seed(1)  # MoCE-IR's router draws noise: the same draws for model and body below
+    restored = model(lq)
     assert restored.shape == lq.shape and torch.isfinite(value)
     # A routed expert no image chose gets no gradient (test_bodies_adair_moce checks those).
-    trainable = [p for n, p in model.named_parameters() if p.requires_grad and ".adapter.experts." not in n]
+    sparse = tuple(f"{n}." for n, m in model.named_modules() if getattr(m, "sparse_gradients", False))
+    trainable = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith(sparse)]
     assert trainable and all(p.grad is not None for p in trainable)
     frozen = [p for p in model.parameters() if not p.requires_grad]
     assert all(p.grad is None for p in frozen)
@@ -142,8 +140,7 @@ def test_dpc_weight_zero_equals_the_no_dpc_recipe() -> None:
     for key, recipe in [("zero", base), ("none", no_dpc), ("dpc", load_recipe("dino_ir"))]:
         loss = build("loss", recipe["loss"])
         loss.bind(model)
-        restored, aux = model(lq, return_aux=True)
-        values[key] = loss(restored, gt, lq=lq, aux=aux)
+        values[key] = forward_loss(model, model, loss, lq, gt).total
     assert torch.equal(values["zero"], values["none"])
     assert values["dpc"] > values["none"]
 

@@ -9,6 +9,7 @@ backbone={"weights": "x.pth"})`` work.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 from pathlib import Path
@@ -46,12 +47,24 @@ def accepted_keywords(factory: Any) -> tuple[list[str], bool]:
     return names, any(p.kind is p.VAR_KEYWORD for p in params)
 
 
+# Kinds whose registered object is the part itself (a function), not a factory of it:
+# building one binds the spec's knobs (``{type: ssim, gaussian: true}``) instead of calling it.
+FUNCTION_KINDS = frozenset({"metric"})
+
+
 def build(kind: str, spec: str | Mapping[str, Any], **extra: Any) -> Any:
-    """Build the part a spec names; ``extra`` keywords join the spec's own."""
+    """Build the part a spec names; ``extra`` keywords join the spec's own.
+
+    Works for every kind: ``build("fusion", {"type": "msf", ...})`` returns a module,
+    ``build("metric", "psnr")`` the metric function, ``build("optimizer", "adamw",
+    params=..., lr=...)`` an optimizer.
+    """
     name, kwargs = split_spec(kind, spec)
     kwargs.update(extra)
     factory = registry(kind).get(name)
     check_keywords(kind, name, factory, kwargs)
+    if kind in FUNCTION_KINDS:
+        return functools.partial(factory, **kwargs) if kwargs else factory
     return factory(**kwargs)
 
 

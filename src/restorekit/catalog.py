@@ -48,6 +48,16 @@ BUILTINS: dict[str, dict[str, str]] = {
         "psnr_y": "restorekit.metrics:psnr_y",
         "ssim_y": "restorekit.metrics:ssim_y",
     },
+    "optimizer": {
+        "adamw": "restorekit.engine.optim:adamw",
+        "adam": "restorekit.engine.optim:adam",
+        "sgd": "restorekit.engine.optim:sgd",
+    },
+    "schedule": {
+        "warmup_cosine": "restorekit.engine.schedule:warmup_cosine",
+        "constant": "restorekit.engine.schedule:constant",
+        "multistep": "restorekit.engine.schedule:multistep",
+    },
     "degradation": {
         "identity": "restorekit.data.degradations:Identity",
         "noise": "restorekit.data.degradations:GaussianNoise",

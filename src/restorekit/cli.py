@@ -33,6 +33,9 @@ def make_parser() -> argparse.ArgumentParser:
         prog="restorekit", description="Compose, train and run image-restoration models."
     )
     parser.add_argument("--version", action="version", version=f"restorekit {__version__}")
+    loudness = parser.add_mutually_exclusive_group()
+    loudness.add_argument("-v", "--verbose", action="store_true", help="also show debug messages")
+    loudness.add_argument("-q", "--quiet", action="store_true", help="show warnings and errors only")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, module_name in COMMANDS.items():
         module = importlib.import_module(module_name)
@@ -43,7 +46,10 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from restorekit.console import configure
+
     args = make_parser().parse_args(argv)
+    configure(1 if args.verbose else -1 if args.quiet else 0)
     try:
         return int(args._run(args) or 0)
     except RestorekitError as exc:

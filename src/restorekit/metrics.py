@@ -19,13 +19,12 @@ agree with ``skimage.metrics``:
 
 from __future__ import annotations
 
-from functools import partial
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["psnr", "ssim", "psnr_y", "ssim_y", "rgb_to_y", "metric_from_spec", "METRICS"]
+__all__ = ["psnr", "ssim", "psnr_y", "ssim_y", "rgb_to_y", "on_luma", "as_unit_float"]
 
 _Y_WEIGHTS = (65.481, 128.553, 24.966)
 
@@ -34,7 +33,7 @@ _Y_WEIGHTS = (65.481, 128.553, 24.966)
 _INTEGER_RANGES: dict[str, float] = {"uint8": 255.0, "uint16": 65535.0}
 
 
-def _as_unit_float(x: Any, name: str, which: str) -> torch.Tensor:
+def as_unit_float(x: Any, which: str, name: str = "metric") -> torch.Tensor:
     """A float64 tensor in [0, 1]: uint8/uint16 images are scaled as skimage does.
 
     Treating a uint8 image as range 1 would report a PSNR some 48 dB off.
@@ -51,7 +50,7 @@ def _as_unit_float(x: Any, name: str, which: str) -> torch.Tensor:
 
 
 def _prepare(pred: Any, target: Any, crop_border: int, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    pred, target = _as_unit_float(pred, name, "pred"), _as_unit_float(target, name, "target")
+    pred, target = as_unit_float(pred, "pred", name), as_unit_float(target, "target", name)
     if pred.shape != target.shape:
         raise ValueError(f"{name}: pred {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
     if pred.dim() == 3:
@@ -132,19 +131,14 @@ def ssim_y(pred: Any, target: Any, crop_border: int = 0, *, gaussian: bool = Fal
     return _ssim_per_image(rgb_to_y(pred), rgb_to_y(target), gaussian, "ssim_y")
 
 
-METRICS: dict[str, Callable[..., torch.Tensor]] = {"psnr": psnr, "ssim": ssim, "psnr_y": psnr_y, "ssim_y": ssim_y}
+def on_luma(metric: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """``metric`` computed on the BT.601 luma of both images (``eval.color: y`` for any metric).
 
-
-def metric_from_spec(spec: str | Mapping[str, Any]) -> Callable[..., torch.Tensor]:
-    """``"ssim"`` or ``{type: ssim, gaussian: true}`` -> a ``metric(pred, target, crop_border=0)`` callable.
-
-    Names are looked up in the metric registry, so plugin metrics work too.
+    ``on_luma(psnr)`` equals :func:`psnr_y` bit for bit: both convert to float64, then to Y.
     """
-    from restorekit.building import check_keywords, split_spec
-    from restorekit.registry import registry
 
-    name, knobs = split_spec("metric", spec)
-    function = registry("metric").get(name)
-    check_keywords("metric", name, function, knobs)  # a typo fails now, not at the first evaluation
-    return partial(function, **knobs) if knobs else function
+    def on_y(pred: Any, target: Any, crop_border: int = 0) -> torch.Tensor:
+        pred, target = as_unit_float(pred, "pred"), as_unit_float(target, "target")
+        return metric(rgb_to_y(pred), rgb_to_y(target), crop_border=crop_border)
 
+    return on_y

@@ -346,12 +346,13 @@ def extractor_from_spec(
 ) -> tuple[Features, list[str], list[str]]:
     """Build a backbone or body from its spec: (features, layer labels, notes)."""
     from restorekit.building import build
+    from restorekit.contracts import is_pretrained
 
     part = build(kind, spec)
     part = part.to(device).eval()
     notes = []
     if kind == "backbone":
-        if getattr(part, "weights", None) is None:
+        if not is_pretrained(part):
             notes.append("randomly initialised backbone (no weights given): the numbers say nothing about "
                          "the pretrained model")
         features, labels = backbone_features(part, layers, grid)

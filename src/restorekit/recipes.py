@@ -175,15 +175,15 @@ def recipe_dirs() -> list[Path]:
 
 def plugin_recipe_dirs() -> list[tuple[str, Path]]:
     """(source, folder) for each ``restorekit.recipes`` entry point (imports the package)."""
-    from restorekit.registry import _dist_of, _entry_points, _normalise_dist, disabled_plugin_dists
+    from restorekit.registry import disabled_plugin_dists, dist_of, entry_points_of, normalise_dist
 
     disabled = disabled_plugin_dists()
     if disabled is None:
         return []
     found = []
-    for ep in _entry_points("restorekit.recipes"):
-        dist, version = _dist_of(ep)
-        if _normalise_dist(dist) in disabled:
+    for ep in entry_points_of("restorekit.recipes"):
+        dist, version = dist_of(ep)
+        if normalise_dist(dist) in disabled:
             continue
         try:
             import importlib.resources as resources

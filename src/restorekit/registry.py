@@ -35,6 +35,8 @@ KINDS: tuple[str, ...] = (
     "model",
     "loss",
     "metric",
+    "optimizer",
+    "schedule",
     "degradation",
     "dataset",
 )
@@ -62,10 +64,10 @@ def disabled_plugin_dists() -> set[str] | None:
     value = os.environ.get(DISABLE_ENV, "").strip()
     if value.lower() in {"1", "true", "all", "yes", "on"}:
         return None
-    return {_normalise_dist(part) for part in value.split(",") if part.strip()}
+    return {normalise_dist(part) for part in value.split(",") if part.strip()}
 
 
-def _normalise_dist(name: str) -> str:
+def normalise_dist(name: str) -> str:
     return name.strip().lower().replace("_", "-").replace(".", "-")
 
 
@@ -187,9 +189,9 @@ class Registry:
         if disabled is None:
             return
         claims: dict[str, list[Entry]] = {}
-        for ep in _entry_points(self.group):
-            dist_name, version = _dist_of(ep)
-            if _normalise_dist(dist_name) in disabled:
+        for ep in entry_points_of(self.group):
+            dist_name, version = dist_of(ep)
+            if normalise_dist(dist_name) in disabled:
                 continue
             entry = Entry(
                 name=ep.name,
@@ -323,14 +325,14 @@ class Registry:
         return difflib.get_close_matches(name, list(self._entries), n=3, cutoff=0.5)
 
 
-def _entry_points(group: str) -> list[metadata.EntryPoint]:
+def entry_points_of(group: str) -> list[metadata.EntryPoint]:
     try:
         return list(metadata.entry_points(group=group))
     except Exception:  # noqa: BLE001 - broken metadata must not break listing
         return []
 
 
-def _dist_of(ep: metadata.EntryPoint) -> tuple[str, str]:
+def dist_of(ep: metadata.EntryPoint) -> tuple[str, str]:
     dist = getattr(ep, "dist", None)
     if dist is None:
         return "unknown", "?"
@@ -367,6 +369,8 @@ BODIES = REGISTRIES["body"]
 MODELS = REGISTRIES["model"]
 LOSSES = REGISTRIES["loss"]
 METRICS = REGISTRIES["metric"]
+OPTIMIZERS = REGISTRIES["optimizer"]
+SCHEDULES = REGISTRIES["schedule"]
 DEGRADATIONS = REGISTRIES["degradation"]
 DATASETS = REGISTRIES["dataset"]
 

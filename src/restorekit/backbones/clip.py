@@ -84,8 +84,6 @@ class CLIPBackbone(FeatureBackbone):
         antialias: bool = False,
     ) -> None:
         super().__init__(name=model_name, frozen=frozen, mean=mean, std=std, dtype=dtype, antialias=antialias)
-        from open_clip.model import _build_vision_tower
-
         embed_dim, vision, config_quick_gelu = _vision_config(model_name, vision_cfg)
         path: str | None = None
         described: str | None = None
@@ -100,7 +98,7 @@ class CLIPBackbone(FeatureBackbone):
             config_quick_gelu = config_quick_gelu or bool(tag_cfg.get("quick_gelu", False))
         use_quick_gelu = config_quick_gelu if quick_gelu is None else bool(quick_gelu)
         try:
-            tower = _build_vision_tower(embed_dim, vision, quick_gelu=use_quick_gelu)
+            tower = vision_tower_builder()(embed_dim, vision, quick_gelu=use_quick_gelu)
         except TypeError as exc:
             raise BuildError(f"open_clip {model_name!r}: bad vision_cfg {dict(vision_cfg or {})!r}: {exc}") from exc
         self.tower = tower
@@ -139,3 +137,23 @@ class CLIPBackbone(FeatureBackbone):
             x, indices=indices, stop_early=True, intermediates_only=True, output_fmt="NCHW"
         )
         return out["image_intermediates"]
+
+
+def vision_tower_builder() -> Any:
+    """open_clip's builder of the image tower alone (building the text tower too would waste memory).
+
+    open_clip exposes no public way to build only the tower, so this is the one place that
+    reaches into its internals (``open_clip.model._build_vision_tower``, present in 2.x and
+    3.x; pyproject bounds open_clip below 4). A release without it is a clear error.
+    """
+    from open_clip import model as open_clip_model
+
+    builder = getattr(open_clip_model, "_build_vision_tower", None)
+    if builder is None:
+        import open_clip
+
+        raise BuildError(
+            f"clip backbone: this open_clip ({getattr(open_clip, '__version__', '?')}) has no "
+            "open_clip.model._build_vision_tower; install open_clip_torch>=2.23,<4"
+        )
+    return builder

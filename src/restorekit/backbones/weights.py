@@ -28,12 +28,12 @@ from urllib.parse import urlparse
 
 import torch
 
+from restorekit import state_dict
 from restorekit.errors import CheckpointError
 
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
 _TRUTHY = {"1", "true", "yes", "on"}
 _NETWORK_TIMEOUT_S = 3.0
-_SHOWN = 5  # mismatching keys shown per category
 
 
 # -- what a weights value means ------------------------------------------------------
@@ -70,38 +70,8 @@ def existing_file(weights: str | os.PathLike, arch: str) -> Path:
 
 # -- reading files -------------------------------------------------------------------
 def read_state_dict(path: str | os.PathLike, arch: str = "the backbone") -> dict[str, torch.Tensor]:
-    """Tensors of a weights file, unwrapped from common containers.
-
-    Accepts safetensors files and torch pickles loadable with ``weights_only=True``
-    (plain state dicts, or dicts holding one under ``state_dict``/``model``/
-    ``module``); strips a DistributedDataParallel ``module.`` prefix.
-    """
-    path = existing_file(path, arch)
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            obj: Any = load_file(str(path), device="cpu")
-        else:
-            obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file
-        raise CheckpointError(
-            f"cannot read weights file {str(path)!r} for {arch}: {type(exc).__name__}: "
-            f"{_first_line(exc)} (expected safetensors or a torch state dict loadable with "
-            "weights_only=True; TorchScript archives are not supported)"
-        ) from exc
-    for key in ("state_dict", "model", "module"):
-        if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
-            obj = obj[key]
-            break
-    if not isinstance(obj, Mapping) or not obj:
-        raise CheckpointError(f"weights file {str(path)!r} for {arch} holds no state dict")
-    state = {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-    if not state:
-        raise CheckpointError(f"weights file {str(path)!r} for {arch} holds no tensors")
-    if all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
-    return state
+    """Tensors of a backbone weights file, through the one state-dict reader."""
+    return state_dict.read_state_dict(existing_file(path, arch), what=f"weights file for {arch}").state
 
 
 def _first_line(exc: BaseException) -> str:
@@ -109,35 +79,9 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-# -- fitting files to modules ----------------------------------------------------------
-def mismatch_report(
-    expected: Mapping[str, torch.Size | tuple], given: Mapping[str, torch.Tensor | torch.Size]
-) -> str:
-    """The first missing, unexpected and wrongly shaped keys ('' when they fit)."""
-    missing = [k for k in expected if k not in given]
-    unexpected = [k for k in given if k not in expected]
-    shapes = []
-    for key, shape in expected.items():
-        if key in given:
-            got = tuple(getattr(given[key], "shape", given[key]))
-            if got != tuple(shape):
-                shapes.append(f"{key}: file {got} vs model {tuple(shape)}")
-    parts = []
-    for label, items in (("missing from the file", missing), ("not in the model", unexpected),
-                         ("shape mismatch", shapes)):
-        if items:
-            more = f" (+{len(items) - _SHOWN} more)" if len(items) > _SHOWN else ""
-            parts.append(f"{label}: {', '.join(items[:_SHOWN])}{more}")
-    return "; ".join(parts)
-
-
 def load_exactly(module: torch.nn.Module, state: Mapping[str, torch.Tensor], path: Any, arch: str) -> None:
     """Load ``state`` into ``module`` strictly, or raise a CheckpointError saying why not."""
-    expected = {k: v.shape for k, v in module.state_dict().items()}
-    report = mismatch_report(expected, state)
-    if report:
-        raise CheckpointError(f"weights file {str(path)!r} does not fit {arch}: {report}")
-    module.load_state_dict(state, strict=True)
+    state_dict.copy_into(module.state_dict(), state, f"weights file {str(path)!r}", arch)
 
 
 # -- the hub ---------------------------------------------------------------------------
@@ -341,8 +285,7 @@ def _timm_misfit(model_name: str, kwargs: Mapping[str, Any], state: dict[str, to
             state = converter(dict(state), shell)
         except Exception:  # noqa: BLE001 - fall back to the raw keys
             pass
-    expected = {k: v.shape for k, v in shell.state_dict().items()}
-    return mismatch_report(expected, state)
+    return state_dict.mismatch_text(*state_dict.mismatch(shell.state_dict(), state))
 
 
 # -- open_clip -------------------------------------------------------------------------

@@ -45,7 +45,6 @@ class UNetBody(nn.Module):
 
     architecture = "body"  # named in checkpoint errors
     pad_multiple = PAD_MULTIPLE  # inputs are padded to this; a guide must cover the same pixels
-    supports_aux = False
     # Modules an official release saves but its forward never uses: accepted when loading.
     unused_official_modules: tuple[str, ...] = ()
 

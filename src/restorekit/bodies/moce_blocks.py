@@ -12,7 +12,7 @@ and, as in the official code, at inference), and reports a balance loss.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
@@ -96,7 +96,14 @@ class ModExpert(nn.Module):
 
 
 class ExpertSlot(nn.Sequential):
-    """The official ``MySequential`` wrapper around one expert (state-dict keys ``experts.<i>.0.``)."""
+    """The official ``MySequential`` wrapper around one expert (state-dict keys ``experts.<i>.0.``).
+
+    ``sparse_gradients``: the expert runs only on the images that chose it, so in a
+    training step with none its parameters get no gradient (as in the official
+    training, which runs DDP with ``find_unused_parameters``).
+    """
+
+    sparse_gradients = True
 
     def forward(self, x: torch.Tensor, shared: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         for layer in self:
@@ -204,7 +211,6 @@ class AdapterLayer(nn.Module):
             part = expert(x.index_select(0, where), shared.index_select(0, where))
             out = out.index_add(0, where, gates[where, e, None, None, None].to(x.dtype) * part)
         return out
-
 
     def _routes(self, indices: torch.Tensor) -> list[list[int]]:
         """Experts chosen per image; on the meta device (cost counting, no values) the

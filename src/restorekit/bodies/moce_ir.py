@@ -10,14 +10,15 @@ per image from the latent's frequency embedding. Unlike Restormer, decoder level
 the released Lightning checkpoints load as they are.
 
 After a training forward, ``aux_loss`` holds the routing balance loss times
-``balance_loss_weight`` (the official ``--balance_loss_weight``, 0.01), for the
-trainer to add; it is None at inference or when the weight is 0.
+``balance_loss_weight`` (the official ``--balance_loss_weight``, 0.01); the engine
+adds it to the training loss whatever the recipe's loss (it collects every
+module's ``aux_loss``). It is None at inference or when the weight is 0.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
@@ -174,7 +175,9 @@ class MoCEIR(UNetBody):
         self.freq_embed = FrequencyEmbedding(dims[-1])
 
         def group(level: int, depth: int) -> EncoderResidualGroup:
-            return EncoderResidualGroup(dims[level], int(heads[level]), int(depth), ffn_expansion_factor, layernorm_type)
+            return EncoderResidualGroup(
+                dims[level], int(heads[level]), int(depth), ffn_expansion_factor, layernorm_type
+            )
 
         self.enc = nn.ModuleList(nn.ModuleList([group(i, num_blocks[i]), Downsample(dims[i])]) for i in range(3))
         self.latent = group(3, num_blocks[3])
@@ -216,7 +219,9 @@ class MoCEIR(UNetBody):
         if len(num_dec_blocks) != 3 or any(int(n) < 1 for n in num_dec_blocks):
             raise BuildError(f"moce_ir: num_dec_blocks must be 3 positive counts, got {list(num_dec_blocks)}")
         if int(num_experts) < 1 or not 1 <= int(top_k) <= int(num_experts):
-            raise BuildError(f"moce_ir: need num_experts >= 1 and 1 <= top_k <= num_experts, got {num_experts}, {top_k}")
+            raise BuildError(
+                f"moce_ir: need num_experts >= 1 and 1 <= top_k <= num_experts, got {num_experts}, {top_k}"
+            )
         if rank_type not in RANK_TYPES:
             raise BuildError(f"moce_ir: rank_type must be one of {', '.join(RANK_TYPES)}, got {rank_type!r}")
         if rank_type == "spread" and dim < 2 ** (int(num_experts) - 1):

@@ -117,7 +117,9 @@ class RestormerUNet(UNetBody):
         """
         _, e1, e2, e3, latent = feats
         after_latent, after_decoder3, after_decoder2 = hooks or (
-            self._after_latent, self._after_decoder3, self._after_decoder2
+            self._after_latent,
+            self._after_decoder3,
+            self._after_decoder2,
         )
         latent = inject("latent", after_latent(latent))
         d3 = self.decoder_level3(self.reduce_chan_level3(torch.cat([self.up4_3(latent), e3], 1)))

@@ -33,5 +33,7 @@ def run(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe, args.override)
     result = train(recipe, source=str(args.recipe), resume=args.resume, eval_after=args.eval_after)
     if int(os.environ.get("RANK", "0")) == 0:  # once per run, not once per process
+        if result.final_eval and result.final_eval.get("report"):
+            print(result.final_eval["report"], flush=True)
         print(f"done: step {result.step}, run folder {result.run_dir}", flush=True)
     return 0

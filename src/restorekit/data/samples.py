@@ -42,7 +42,7 @@ SAMPLE_IMAGES: dict[str, tuple[str, int | None]] = {
 }
 TEST_IMAGES: tuple[str, ...] = ("coffee", "chelsea", "camera")
 TRAIN_IMAGES: tuple[str, ...] = tuple(n for n in SAMPLE_IMAGES if n not in TEST_IMAGES)
-SPLITS: dict[str, tuple[str, ...]] = {"train": TRAIN_IMAGES, "test": TEST_IMAGES, "all": tuple(SAMPLE_IMAGES)}
+SAMPLE_SPLITS: dict[str, tuple[str, ...]] = {"train": TRAIN_IMAGES, "test": TEST_IMAGES, "all": tuple(SAMPLE_IMAGES)}
 
 
 def _sample_uint8(name: str) -> np.ndarray:
@@ -106,9 +106,9 @@ class SamplesDataset(RestorationDataset):
         seed: int = 0,
     ) -> None:
         if images is None:
-            if split not in SPLITS:
-                raise DataError(f"samples split must be one of {', '.join(SPLITS)}, got {split!r}")
-            images = SPLITS[split]
+            if split not in SAMPLE_SPLITS:
+                raise DataError(f"samples split must be one of {', '.join(SAMPLE_SPLITS)}, got {split!r}")
+            images = SAMPLE_SPLITS[split]
         elif isinstance(images, str):
             images = [images]  # `images: coins` means one photograph, not five letters
         elif not isinstance(images, (list, tuple)) or not all(isinstance(n, str) for n in images):

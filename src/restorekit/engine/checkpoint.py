@@ -45,6 +45,11 @@ def ckpt_name(step: int) -> str:
     return f"ckpt-{step:08d}"
 
 
+def is_checkpoint_name(name: str) -> bool:
+    """Whether ``name`` is a complete checkpoint folder's name (``ckpt-00000100``, not ``.tmp``)."""
+    return _NAME.match(name) is not None
+
+
 @dataclass
 class Checkpoint:
     """A checkpoint read back from disk."""
@@ -143,7 +148,7 @@ def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
 
 def load_checkpoint(path: Path, *, need_ema: bool | None = None) -> Checkpoint:
     """Read and check a checkpoint folder; any defect is a :class:`CheckpointError`."""
-    from safetensors.torch import load_file
+    from restorekit.state_dict import read_state_dict
 
     path = Path(path)
     match = _NAME.match(path.name)
@@ -152,8 +157,8 @@ def load_checkpoint(path: Path, *, need_ema: bool | None = None) -> Checkpoint:
     step = int(match.group(1))
     try:
         meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
-        model = load_file(str(path / MODEL_FILE))
-        ema = load_file(str(path / EMA_FILE)) if (path / EMA_FILE).exists() else None
+        model = read_state_dict(path / MODEL_FILE, released=False).state
+        ema = read_state_dict(path / EMA_FILE, released=False).state if (path / EMA_FILE).exists() else None
         state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - a corrupt file of any kind
         raise CheckpointError(f"checkpoint {path} is unreadable: {type(exc).__name__}: {exc}") from exc
@@ -255,30 +260,15 @@ def load_weights(model: torch.nn.Module, file: str | Path) -> dict[str, Any]:
     Returns the file's safetensors metadata.
     """
     from safetensors import safe_open
-    from safetensors.torch import load_file
 
     from restorekit.frozen import trainable_state_dict
+    from restorekit.state_dict import copy_into, read_state_dict
 
     file = Path(file)
-    try:
-        state = load_file(str(file))
+    state = read_state_dict(file, what="weights file", released=False).state
+    info: dict[str, Any] = {}
+    if file.suffix == ".safetensors":
         with safe_open(str(file), framework="pt") as handle:
             info = handle.metadata() or {}
-    except Exception as exc:  # noqa: BLE001
-        raise CheckpointError(f"{file}: not a readable safetensors file ({exc})") from exc
-    expected = trainable_state_dict(model)
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{file} does not fit the model: missing {missing[:5]}{' ...' if len(missing) > 5 else ''}, "
-            f"unexpected {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}"
-        )
-    wrong = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(v.shape)}"
-             for k, v in expected.items() if tuple(state[k].shape) != tuple(v.shape)]
-    if wrong:
-        raise CheckpointError(f"{file} does not fit the model: {'; '.join(wrong[:5])}")
-    with torch.no_grad():
-        for key, value in expected.items():
-            value.copy_(state[key])
+    copy_into(trainable_state_dict(model), state, str(file), "the model")
     return info

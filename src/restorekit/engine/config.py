@@ -13,7 +13,13 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping, Optional
 
-from restorekit.errors import RecipeError
+from restorekit.errors import RecipeError, RestorekitError
+
+DEFAULT_OPTIMIZER: dict[str, Any] = {"type": "adamw", "betas": [0.9, 0.999], "weight_decay": 0.01}
+DEFAULT_SCHEDULE: dict[str, Any] = {"type": "warmup_cosine", "warmup_iters": 0, "min_lr": 1e-6}
+# Keys that were flat in train: before the optimizer and schedule became specs.
+_MOVED = {"min_lr": "train.schedule.min_lr", "warmup_iters": "train.schedule.warmup_iters",
+          "betas": "train.optimizer.betas", "weight_decay": "train.optimizer.weight_decay"}  # fmt: skip
 
 
 @dataclass
@@ -22,11 +28,9 @@ class TrainConfig:
 
     iterations: int = 1000
     batch_size: int = 8  # the GLOBAL batch; each of N ranks takes batch_size / N
-    lr: float = 2e-4
-    min_lr: float = 1e-6
-    warmup_iters: int = 0
-    betas: tuple[float, float] = (0.9, 0.999)
-    weight_decay: float = 0.01
+    lr: float = 2e-4  # the peak rate; the schedule scales it per step
+    optimizer: Any = field(default_factory=lambda: dict(DEFAULT_OPTIMIZER))  # an optimizer spec
+    schedule: Any = field(default_factory=lambda: dict(DEFAULT_SCHEDULE))  # a schedule spec
     grad_clip: Optional[float] = 1.0  # max gradient norm; null or 0 switches clipping off
     ema_decay: Optional[float] = 0.999  # null switches EMA off
     ema_warmup: bool = True  # decay min(ema_decay, (1 + n) / (10 + n)) after n updates
@@ -43,6 +47,8 @@ class TrainConfig:
     ckpt_every: int = 1000  # a checkpoint is also written at the last iteration
     keep_last: int = 2
     keep_best: bool = True
+    best_metric: str = "psnr"  # the validation mean that picks the best checkpoint (an eval.metrics name)
+    best_mode: Literal["max", "min"] = "max"
     max_nonfinite: int = 20  # this many skipped (non-finite) steps in a row abort the run
     out_dir: Optional[str] = None  # default runs/<recipe name>-<timestamp>
     progress: bool = True
@@ -52,24 +58,16 @@ class TrainConfig:
         for key in positive:
             if getattr(self, key) < 1:
                 raise RecipeError(f"{source}: train.{key} must be >= 1, got {getattr(self, key)}")
-        for key in ["warmup_iters", "val_every", "weight_decay", "min_lr"]:
-            if getattr(self, key) < 0:
-                raise RecipeError(f"{source}: train.{key} must be >= 0, got {getattr(self, key)}")
+        if self.val_every < 0:
+            raise RecipeError(f"{source}: train.val_every must be >= 0, got {self.val_every}")
         if self.lr <= 0:
             raise RecipeError(f"{source}: train.lr must be > 0, got {self.lr}")
-        if self.warmup_iters >= self.iterations:
-            # Not an error: shrinking train.iterations for a quick run should not also
-            # require shrinking the warmup. The schedule keeps one step for the decay.
-            warnings.warn(
-                f"{source}: train.warmup_iters ({self.warmup_iters}) >= train.iterations ({self.iterations}); "
-                f"the warmup is shortened to {self.iterations - 1} step(s) so the rate can decay to "
-                f"train.min_lr at the last step",
-                stacklevel=2,
-            )
-        if self.min_lr > self.lr:
-            raise RecipeError(f"{source}: train.min_lr ({self.min_lr}) exceeds train.lr ({self.lr})")
-        if not all(0 <= b < 1 for b in self.betas):
-            raise RecipeError(f"{source}: train.betas must lie in [0, 1), got {list(self.betas)}")
+        self.optimizer = _spec(DEFAULT_OPTIMIZER, self.optimizer, "train.optimizer", source)
+        self.schedule = _spec(DEFAULT_SCHEDULE, self.schedule, "train.schedule", source)
+        # Both are cheap to build: a bad knob fails here, before any model is built.
+        check_spec_keywords("optimizer", self.optimizer, f"{source}: train.optimizer", ("params", "lr"))
+        _try_build("optimizer", self.optimizer, f"{source}: train.optimizer", params=[_probe_parameter()], lr=self.lr)
+        build_schedule(self, source)
         if self.ema_decay is not None and not 0 <= self.ema_decay < 1:
             raise RecipeError(f"{source}: train.ema_decay must lie in [0, 1) or be null, got {self.ema_decay}")
         if self.grad_clip is not None and self.grad_clip < 0:
@@ -94,7 +92,7 @@ class EvalConfig:
     after_train: bool = False  # evaluate the final weights when training ends
     grid: bool = False  # write a before/after PNG grid into the run folder
     grid_images: int = 1  # images per task in the grid
-    metrics: list[str] = field(default_factory=lambda: ["psnr", "ssim"])
+    metrics: list[Any] = field(default_factory=lambda: ["psnr", "ssim"])  # metric specs (names or mappings)
 
     def check(self, source: str) -> None:
         for key in ["crop_multiple", "crop_border", "overlap"]:
@@ -108,10 +106,22 @@ class EvalConfig:
             raise RecipeError(f"{source}: eval.grid_images must be >= 1, got {self.grid_images}")
         if self.max_images is not None and self.max_images < 1:
             raise RecipeError(f"{source}: eval.max_images must be >= 1 or null, got {self.max_images}")
-        unknown = [m for m in self.metrics if m not in ("psnr", "ssim")]
-        if unknown:
-            raise RecipeError(f"{source}: eval.metrics has unknown {unknown} (known: psnr, ssim; "
-                              f"eval.color picks RGB or Y)")
+        if not self.metrics:
+            raise RecipeError(f"{source}: eval.metrics must name at least one metric")
+        names = [metric_name(spec, f"{source}: eval.metrics[{i}]") for i, spec in enumerate(self.metrics)]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise RecipeError(f"{source}: eval.metrics names {repeated} twice (give one a 'name:')")
+        for i, spec in enumerate(self.metrics):
+            check_spec_keywords("metric", _without_name(spec), f"{source}: eval.metrics[{i}]")
+
+    def metric_names(self) -> list[str]:
+        """The names validation rows and ``train.best_metric`` use, in order."""
+        return [metric_name(spec, "eval.metrics") for spec in self.metrics]
+
+    def named_metric_specs(self) -> dict[str, Any]:
+        """Row name -> the metric's spec (without its ``name:``), in order."""
+        return {metric_name(spec, "eval.metrics"): _without_name(spec) for spec in self.metrics}
 
 
 C = typing.TypeVar("C")
@@ -127,6 +137,8 @@ def section_from_mapping(cls: type[C], data: Mapping[str, Any] | None, section: 
     names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
     values: dict[str, Any] = {}
     for key, value in data.items():
+        if section == "train" and key in _MOVED:
+            raise RecipeError(f"{source}: train.{key} has moved to {_MOVED[key]} (see docs/training.md)")
         if key not in hints:
             close = difflib.get_close_matches(str(key), names, n=3, cutoff=0.5)
             hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
@@ -183,3 +195,64 @@ def train_config(recipe: Mapping[str, Any], source: str = "recipe") -> TrainConf
 def eval_config(recipe: Mapping[str, Any], source: str = "recipe") -> EvalConfig:
     """The validated ``eval:`` section of a resolved recipe."""
     return section_from_mapping(EvalConfig, recipe.get("eval"), "eval", source)
+
+
+def _spec(default: Mapping[str, Any], value: Any, key: str, source: str) -> dict[str, Any]:
+    """The recipe's spec merged onto the default (a name or another ``type`` replaces it whole)."""
+    from restorekit.building import merge_spec
+
+    if value is not None and not isinstance(value, (str, Mapping)):
+        raise RecipeError(f"{source}: {key} must be a name or a mapping with 'type', got {value!r}")
+    return dict(merge_spec(default, value))
+
+
+def _without_name(spec: Any) -> Any:
+    return {k: v for k, v in spec.items() if k != "name"} if isinstance(spec, Mapping) else spec
+
+
+def metric_name(spec: Any, where: str) -> str:
+    """A metric spec's row name: its ``name:``, else its type."""
+    if isinstance(spec, str):
+        return spec
+    if isinstance(spec, Mapping) and isinstance(spec.get("name", spec.get("type")), str):
+        return str(spec.get("name", spec["type"]))
+    raise RecipeError(f"{where} must be a metric name or a mapping with 'type', got {spec!r}")
+
+
+def check_spec_keywords(kind: str, spec: Any, where: str, given: tuple[str, ...] = ()) -> None:
+    """The part exists and takes the spec's keywords (plus those the engine passes), or a RecipeError."""
+    from restorekit.building import check_keywords, split_spec
+    from restorekit.registry import registry
+
+    try:
+        name, kwargs = split_spec(kind, spec)
+        check_keywords(kind, name, registry(kind).get(name), {**kwargs, **dict.fromkeys(given)})
+    except RestorekitError as exc:
+        raise RecipeError(f"{where}: {exc}") from exc
+
+
+def _try_build(kind: str, spec: Any, where: str, **extra: Any) -> Any:
+    """``build(kind, spec, **extra)``, its errors turned into a RecipeError naming ``where``."""
+    from restorekit.building import build
+
+    try:
+        return build(kind, spec, **extra)
+    except (RestorekitError, ValueError, TypeError) as exc:
+        raise RecipeError(f"{where}: {exc}") from exc
+
+
+def _probe_parameter() -> Any:
+    import torch
+
+    return torch.nn.Parameter(torch.zeros(1))
+
+
+def build_schedule(cfg: TrainConfig, source: str = "recipe") -> Any:
+    """The recipe's schedule, built through the registry (errors and warnings name ``train.schedule``)."""
+    where = f"{source}: train.schedule"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        schedule = _try_build("schedule", cfg.schedule, where, lr=cfg.lr, iterations=cfg.iterations)
+    for warning in caught:
+        warnings.warn(f"{where}: {warning.message}", warning.category, stacklevel=2)
+    return schedule

@@ -54,11 +54,19 @@ def protocol_line(info: Mapping[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def _metric_fns(cfg: EvalConfig) -> dict[str, MetricFn]:
-    from restorekit import metrics
+def build_metrics(cfg: EvalConfig) -> dict[str, MetricFn]:
+    """Row name -> metric, built through the metric registry (plugin metrics too).
 
-    suffix = "_y" if cfg.color == "y" else ""
-    return {name: getattr(metrics, name + suffix) for name in cfg.metrics}
+    With ``eval.color: y`` every metric runs on the BT.601 luma of both images.
+    """
+    from restorekit.building import build
+    from restorekit.metrics import on_luma
+
+    out = {}
+    for name, spec in cfg.named_metric_specs().items():
+        metric = build("metric", spec)
+        out[name] = on_luma(metric) if cfg.color == "y" else metric
+    return out
 
 
 def output_name(name: object, index: int) -> str:
@@ -110,7 +118,7 @@ def evaluate(
     ``keep_for_grid`` keeps that many (input, restored, target) triplets per task
     (on this rank) under ``result["grid"]`` for :func:`write_grid`.
     """
-    fns = _metric_fns(cfg)
+    fns = build_metrics(cfg)
     was_training = model.training
     model.eval()
     # Test images come in many sizes: cuDNN autotuning (on for training) would tune each one.
@@ -196,7 +204,8 @@ def _score(
 def markdown_table(result: Mapping[str, Any], info: Mapping[str, Any] | None = None) -> str:
     """Per-task table: input vs restored for each metric, and the PSNR gain."""
     tasks = result["tasks"]
-    metrics = [m for m in ("psnr", "ssim") if any(m in row for row in tasks.values())]
+    first = next(iter(tasks.values()), {})
+    metrics = [m for m in first if m != "images" and not m.endswith("_in") and f"{m}_in" in first]
     head = ["task", "images"]
     for m in metrics:
         head += [f"{m.upper()} input", f"{m.upper()} restored"]
@@ -210,7 +219,7 @@ def markdown_table(result: Mapping[str, Any], info: Mapping[str, Any] | None = N
     def cells(name: str, row: Mapping[str, float], images: str) -> str:
         out = [name, images]
         for m in metrics:
-            fmt = "{:.2f}" if m == "psnr" else "{:.4f}"
+            fmt = "{:.2f}" if "psnr" in m else "{:.4f}"
             out += [fmt.format(row[f"{m}_in"]), fmt.format(row[m])]
         if "psnr" in metrics:
             out.append(f"{row['psnr'] - row['psnr_in']:+.2f}")

@@ -67,7 +67,7 @@ def load_model_for_inference(
 ) -> tuple[nn.Module, Path, list[str]]:
     """(model in eval mode on ``device``, the weights file used, notes: random-init parts, EMA-chosen best)."""
     from restorekit.building import build_model
-    from restorekit.engine.train import random_backbone_notes
+    from restorekit.frozen import random_backbone_notes
 
     file = resolve_weights(weights, use_ema=use_ema)
     if not recipe.get("model"):

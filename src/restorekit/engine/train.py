@@ -14,6 +14,7 @@ is never retried. ``train.max_nonfinite`` skipped steps in a row abort the run.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import random
@@ -37,8 +38,12 @@ from restorekit.engine.infer import autocast_context
 from restorekit.engine.run_folder import (
     METRICS_FILE, RUN_STAMP_PATTERN, MetricsLog, default_run_dir, write_run_files,
 )
-from restorekit.engine.schedule import WarmupCosine
+from restorekit.engine.step import forward_loss
+from restorekit.frozen import random_backbone_notes
 from restorekit.errors import CheckpointError, RecipeError, RestorekitError
+
+
+logger = logging.getLogger(__name__)
 
 
 class TrainingDiverged(RestorekitError, RuntimeError):
@@ -93,21 +98,6 @@ def recipe_name(recipe: Mapping[str, Any], source: str) -> str:
     return str(name).replace("/", "_")
 
 
-def random_backbone_notes(model: nn.Module) -> list[str]:
-    """A line per frozen part that runs without pretrained weights."""
-    from restorekit.frozen import frozen_records
-
-    notes = []
-    for prefix, record in frozen_records(model).items():
-        if not record.get("weights"):
-            notes.append(
-                f"NOTE: frozen part '{prefix}' ({record.get('name')}) is RANDOMLY INITIALISED: no "
-                f"pretrained weights were given, so its guidance carries no pretrained knowledge. "
-                f"Set its 'weights:' in the recipe for real results."
-            )
-    return notes
-
-
 # -- the trainer ----------------------------------------------------------------------
 class Trainer:
     """Holds the parts of one run; :meth:`run` trains from a fresh start or a checkpoint."""
@@ -124,8 +114,9 @@ class Trainer:
         self.source = source
         self.cfg: TrainConfig = train_config(recipe, source)
         self.eval_cfg: EvalConfig = eval_config(recipe, source)
-        if not recipe.get("model"):
-            raise RecipeError(f"{source}: the recipe has no 'model' section")
+        if self.cfg.best_metric not in self.eval_cfg.metric_names():
+            raise RecipeError(f"{source}: train.best_metric {self.cfg.best_metric!r} is not among eval.metrics "
+                              f"({', '.join(self.eval_cfg.metric_names())})")
         self.ctx: DistContext = dist_utils.init(self.cfg.device)
         self.per_rank_batch = dist_utils.per_rank_batch(self.cfg.batch_size, self.ctx.world_size)
         self._stream = stream
@@ -151,42 +142,26 @@ class Trainer:
             torch.backends.cudnn.allow_tf32 = True
         self.amp = cfg.amp == "bf16" or (cfg.amp == "auto" and self.ctx.device.type == "cuda")
         if self.amp and self.ctx.device.type != "cuda":
-            self.say("train.amp=bf16 applies on CUDA only; training in float32 on the CPU")
+            self.say("train.amp=bf16 applies on CUDA only; training in float32 on the CPU", logging.WARNING)
             self.amp = False
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
 
     def _build(self) -> None:
-        from restorekit.building import build, build_model
-        from restorekit.frozen import iter_trainable
+        from restorekit.engine.parts import build_training_parts, has_unused_parameters
 
         cfg, device = self.cfg, self.ctx.device
         seed_everything(cfg.seed)  # same initial weights on every rank
-        self.model: nn.Module = build_model(self.recipe["model"]).to(device)
-        if cfg.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
-        self.loss_fn = build("loss", self.recipe.get("loss") or {"type": "l1"})
-        if hasattr(self.loss_fn, "bind"):  # first: a bound loss lets go of parts it will not use
-            self.loss_fn.bind(self.model)
-        if isinstance(self.loss_fn, nn.Module):
-            self.loss_fn = self.loss_fn.to(device)
-        self.params = list(iter_trainable(self.model))
-        if not self.params:
-            raise RecipeError(f"{self.source}: the model has no trainable parameters")
-        self.optimizer = torch.optim.AdamW(
-            self.params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay
-        )
-        self.schedule = WarmupCosine(cfg.lr, cfg.min_lr, cfg.warmup_iters, cfg.iterations)
+        parts = build_training_parts(self.recipe, cfg, device, self.source)
+        self.model, self.loss_fn, self.loss_name, self.params = parts.model, parts.loss_fn, parts.loss_name, parts.params
+        self.optimizer, self.schedule = parts.optimizer, parts.schedule
         self.ema = EMA(self.model, cfg.ema_decay, cfg.ema_warmup) if cfg.ema_decay is not None else None
-        self.supports_aux = bool(getattr(self.model, "supports_aux", False))
         forward: nn.Module = self.model
         if self.ctx.distributed:
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [device.index] if device.type == "cuda" else None
-            # A backbone fine-tuned in place ('frozen: false') has parameters past the deepest
-            # layer used (its last blocks, its final norm) that never get a gradient.
-            unused = getattr(getattr(self.model, "backbone", None), "frozen", True) is False
-            forward = DistributedDataParallel(self.model, device_ids=ids, find_unused_parameters=unused)
+            forward = DistributedDataParallel(self.model, device_ids=ids,
+                                              find_unused_parameters=has_unused_parameters(self.model))
         if cfg.compile:
             forward = torch.compile(forward)  # type: ignore[assignment]
         self.forward_model = forward
@@ -210,14 +185,11 @@ class Trainer:
             self._eval_sets = build_eval_sets(self.recipe.get("data") or {})
         return self._eval_sets
 
-    # -- printing -------------------------------------------------------------
-    def say(self, text: str) -> None:
-        if not self.ctx.is_main:
-            return
-        if self._bar is not None:
-            self._bar.write(text, file=sys.stderr)
-        else:
-            print(text, file=sys.stderr, flush=True)
+    # -- the log ---------------------------------------------------------------
+    def say(self, text: str, level: int = logging.INFO) -> None:
+        """Log once per run (rank 0); the CLI shows it above the progress bar."""
+        if self.ctx.is_main:
+            logger.log(level, text)
 
     # -- run folder and resume --------------------------------------------------
     def _resolve_run(self, resume: str | None) -> tuple[Path, Path | None]:
@@ -226,7 +198,7 @@ class Trainer:
         name = recipe_name(self.recipe, self.source)
         if resume not in (None, "auto"):
             path = Path(resume).resolve()  # 'ckpt-00000004' typed inside checkpoints/ has a parent too
-            if path.is_dir() and ckpt._NAME.match(path.name):
+            if path.is_dir() and ckpt.is_checkpoint_name(path.name):
                 newer = [p.name for s, p in ckpt.list_checkpoints(path.parent.parent) if p.name > path.name]
                 if newer:
                     raise CheckpointError(
@@ -268,27 +240,17 @@ class Trainer:
 
     def _load(self, path: Path) -> int:
         """Restore everything from ``path``; returns the step to continue from."""
-        loaded = ckpt.load_checkpoint(path)
         from restorekit.frozen import trainable_state_dict
+        from restorekit.state_dict import copy_into
 
-        expected = trainable_state_dict(self.model)
-        if set(expected) != set(loaded.model):
-            raise CheckpointError(f"checkpoint {path} does not fit the recipe's model "
-                                  f"(keys differ: {sorted(set(expected) ^ set(loaded.model))[:5]})")
-        wrong = [f"{key}: file {tuple(loaded.model[key].shape)} vs model {tuple(value.shape)}"
-                 for key, value in expected.items() if loaded.model[key].shape != value.shape]  # fmt: skip
-        if wrong:
-            raise CheckpointError(f"checkpoint {path} does not fit the recipe's model "
-                                  f"(shapes differ: {'; '.join(wrong[:5])})")
-        with torch.no_grad():
-            for key, value in expected.items():
-                value.copy_(loaded.model[key])
+        loaded = ckpt.load_checkpoint(path)
+        copy_into(trainable_state_dict(self.model), loaded.model, f"checkpoint {path}", "the recipe's model")
         state = loaded.state
         if self.ema is not None and loaded.ema is not None:
             self.ema.load_state_dict(loaded.ema, updates=int(state.get("ema_updates", 0)))
         elif self.ema is not None:
-            self.say(f"WARNING: checkpoint {path} holds no EMA (the run trained without one so far); "
-                      f"the EMA starts from its weights")
+            self.say(f"checkpoint {path} holds no EMA (the run trained without one so far); "
+                     f"the EMA starts from its weights", logging.WARNING)
             self.ema.load_state_dict(loaded.model, updates=0)
         try:
             self.optimizer.load_state_dict(state["optimizer"])
@@ -330,7 +292,7 @@ class Trainer:
             ckpt.save_checkpoint(run_dir, step, trainable_state_dict(self.model),
                                  self.ema.state_dict() if self.ema is not None else None, state, meta)
             if is_best and self.best is not None:
-                ckpt.write_best(run_dir, self.best["step"], self.best["score"])
+                ckpt.write_best(run_dir, self.best["step"], self.best["score"], self.best.get("metric", "psnr"))
             ckpt.prune(run_dir, self.cfg.keep_last, self.cfg.keep_best)
         dist_utils.barrier(self.ctx)
 
@@ -349,12 +311,8 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         with autocast_context(device, self.amp):
-            if self.supports_aux:
-                restored, aux = self.forward_model(lq, return_aux=True)
-            else:
-                restored, aux = self.forward_model(lq), None
-            loss = self.loss_fn(restored, gt, lq=lq, aux=aux)
-        loss = loss.float()
+            result = forward_loss(self.model, self.forward_model, self.loss_fn, lq, gt, self.loss_name)
+        loss = result.total.float()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         max_norm = self.cfg.grad_clip if self.cfg.grad_clip else math.inf
@@ -369,7 +327,7 @@ class Trainer:
             self.optimizer.step()
             if self.ema is not None:
                 self.ema.update(self.model)
-        terms = {k: float(v) for k, v in getattr(self.loss_fn, "last_terms", {}).items()}
+        terms = {k: float(v.detach()) for k, v in result.terms.items()}
         return global_loss, float(grad_norm), skipped, terms
 
     # -- validation -----------------------------------------------------------------
@@ -415,7 +373,7 @@ class Trainer:
             if resume_from is not None:
                 ckpt.forget_best_after(self.run_dir, start)
                 if self.best is not None:
-                    ckpt.write_best(self.run_dir, self.best["step"], self.best["score"])
+                    ckpt.write_best(self.run_dir, self.best["step"], self.best["score"], self.best.get("metric", "psnr"))
                 self.say(f"resuming {self.run_dir} from step {start} ({resume_from})")
                 self._say_recipe_changes()
             trainable, frozen = count_params(self.model)
@@ -429,7 +387,7 @@ class Trainer:
                      f"{ctx.world_size} process(es) on {ctx.device}, {'bf16' if self.amp else 'fp32'}; "
                      f"global batch {cfg.batch_size}")
             for note in random_backbone_notes(self.model):
-                self.say(note)
+                self.say(note, logging.WARNING)
         dist_utils.barrier(ctx)
         validation = self._loop(start, log)
         final_eval = None
@@ -493,9 +451,7 @@ class Trainer:
                 if is_val:
                     validation = self.validate(step, max_images=cfg.val_max_images)
                     scores = self._report_validation(step, validation, log)
-                    score = validation["mean"].get("psnr")
-                    if score is not None and (self.best is None or score > self.best["score"]):
-                        self.best, is_best = {"step": step, "score": score}, True
+                    is_best = self._update_best(step, validation["mean"])
                 if step % cfg.ckpt_every == 0 or step == cfg.iterations or is_best:
                     self._save(step, self.run_dir, scores, is_best)
         finally:
@@ -503,11 +459,23 @@ class Trainer:
             self._bar = None
         return validation
 
+    def _update_best(self, step: int, mean: Mapping[str, float]) -> bool:
+        """Record ``step`` as the best when ``train.best_metric`` improved (by ``train.best_mode``)."""
+        metric, score = self.cfg.best_metric, mean.get(self.cfg.best_metric)
+        if score is None or not math.isfinite(score):
+            return False
+        if self.best is not None and self.best.get("metric", "psnr") == metric:
+            better = score > self.best["score"] if self.cfg.best_mode == "max" else score < self.best["score"]
+            if not better:
+                return False
+        self.best = {"step": step, "score": score, "metric": metric}
+        return True
+
     def _on_skip(self, step: int, loss: float, grad_norm: float, log: MetricsLog) -> None:
         self.nonfinite_streak += 1
         self.nonfinite_total += 1
         self.say(f"step {step}: non-finite loss ({loss}) or gradient norm ({grad_norm}); step skipped "
-                 f"({self.nonfinite_streak} in a row, {self.nonfinite_total} in all)")
+                 f"({self.nonfinite_streak} in a row, {self.nonfinite_total} in all)", logging.WARNING)
         if self.ctx.is_main:
             log.write({"step": step, "event": "nonfinite_skip", "loss": loss, "grad_norm": grad_norm,
                        "in_a_row": self.nonfinite_streak})
@@ -552,7 +520,7 @@ class Trainer:
                 grid = write_grid(out / "grid.png", result, note=note)
                 lines.append(f"before/after grid: {grid}")
             lines += notes
-            print("\n".join(lines), flush=True)
+            result["report"] = "\n".join(lines)
         result.pop("grid", None)
         return result
 

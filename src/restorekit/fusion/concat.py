@@ -24,10 +24,10 @@ class ConcatFusion(nn.Module):
         self.aux_loss: Tensor | None = None
 
     def forward(self, feats: Sequence[Tensor]) -> Tensor:
-        return self.proj(torch.cat(_check_feats(feats, self.num_layers, self.in_channels), dim=1))
+        return self.proj(torch.cat(check_layer_maps(feats, self.num_layers, self.in_channels), dim=1))
 
 
-def _check_feats(feats: Sequence[Tensor], num_layers: int, in_channels: int) -> list[Tensor]:
+def check_layer_maps(feats: Sequence[Tensor], num_layers: int, in_channels: int) -> list[Tensor]:
     """The layer maps as a list, after checking their count and channels."""
     feats = list(feats)
     if len(feats) != num_layers:

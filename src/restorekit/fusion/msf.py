@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from restorekit.fusion.concat import _check_feats
+from restorekit.fusion.concat import check_layer_maps
 
 
 class Expert(nn.Module):
@@ -100,7 +100,7 @@ class MultiLayerSemanticFusion(nn.Module):
         return F.softmax(logits.float(), dim=1).to(logits.dtype)
 
     def forward(self, feats: Sequence[Tensor]) -> Tensor:
-        x = torch.cat(_check_feats(feats, self.num_layers, self.in_channels), dim=1)
+        x = torch.cat(check_layer_maps(feats, self.num_layers, self.in_channels), dim=1)
         gate = self.gate_weights(x)
         if self.top_k < self.num_experts and not torch.is_grad_enabled():
             # At inference an expert no sample selected costs nothing. While training

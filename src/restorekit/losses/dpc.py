@@ -10,17 +10,17 @@ of token features.
 Cost rule: one backbone serves guidance and loss. ``bind(model)`` asks the model
 to keep ``layers`` from its guidance pass on D (``aux["lq_features"]``) and
 keeps a plain reference to ``model.backbone`` (not a submodule: no second copy,
-no double parameters). Per step: phi(D) comes free from the guidance pass,
+no double parameters). Per step: phi(D) comes free from the guidance pass
+(``aux.lq_features``),
 phi(G) runs under ``no_grad``, phi(R) runs with gradients up to ``max(layers)``
-only. All three use the model's guidance input (``model.guide_input``: the body's
-padding) and token grid (``aux["grid"]`` or ``model.guide_grid``), so the guidance
+only. All three use the model's guidance input (``aux.guide_input``: the body's
+padding) and token grid (``aux.grid``), so the guidance
 features are reusable token for token; a loss used without such a model applies its
 own rule (``grid``/``grid_stride``).
 """
 
 from __future__ import annotations
 
-import math
 import warnings
 from typing import Any, Callable, Mapping, Sequence
 
@@ -28,12 +28,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from restorekit.backbones.guide import DEFAULT_GUIDE_BACKBONE, GRID_RULES, token_grid
 from restorekit.building import build_part, merge_spec
+from restorekit.contracts import GuidedModel, ModelAux, check_part
 from restorekit.errors import BuildError
 
 DISTANCES = ("l1", "cosine")
-GRID_RULES = ("stride", "native")
-DEFAULT_BACKBONE = {"type": "dinov2", "size": "b"}
 
 
 def feature_distance(a: Tensor, b: Tensor, distance: str) -> Tensor:
@@ -42,11 +42,6 @@ def feature_distance(a: Tensor, b: Tensor, distance: str) -> Tensor:
     if distance == "l1":
         return (a - b).abs().flatten(1).mean(dim=1)
     return (1.0 - F.cosine_similarity(a, b, dim=1)).flatten(1).mean(dim=1)
-
-
-def stride_grid(height: int, width: int, stride: int) -> tuple[int, int]:
-    """The token grid ``(ceil(H/stride), ceil(W/stride))``."""
-    return math.ceil(height / stride), math.ceil(width / stride)
 
 
 class DPCLoss(nn.Module):
@@ -90,21 +85,22 @@ class DPCLoss(nn.Module):
         self.distance, self.eps = distance, eps
         self.grid, self.grid_stride = grid, grid_stride
         self.own_backbone = (
-            build_part("backbone", merge_spec(DEFAULT_BACKBONE, backbone)) if backbone is not None else None
+            build_part("backbone", merge_spec(DEFAULT_GUIDE_BACKBONE, backbone)) if backbone is not None else None
         )
+        if self.own_backbone is not None:
+            check_part("backbone", self.own_backbone, "dpc: backbone")
         self._bound: list[nn.Module] = []  # a plain list: the model is not our submodule
 
     def bind(self, model: nn.Module) -> None:
         """Share ``model.backbone`` and ask the model's guidance pass to keep our layers."""
-        if getattr(model, "backbone", None) is None:
+        if not isinstance(model, GuidedModel):
             if self.own_backbone is None:
                 raise BuildError(
                     f"dpc: model {type(model).__name__} has no backbone; give the dpc loss a "
                     f"'backbone' spec (e.g. {{type: dinov2, size: b}})"
                 )
             return
-        if hasattr(model, "request_backbone_layers"):
-            model.request_backbone_layers(self.layers)
+        model.request_backbone_layers(self.layers)
         self._bound = [model]
         if self.own_backbone is not None:
             warnings.warn(
@@ -118,39 +114,39 @@ class DPCLoss(nn.Module):
     def bound_model(self) -> nn.Module | None:
         return self._bound[0] if self._bound else None
 
-    def _backbone(self, aux: Mapping[str, Any] | None) -> nn.Module:
-        if aux is not None and aux.get("backbone") is not None:
-            return aux["backbone"]
+    def _backbone(self, aux: ModelAux | None) -> nn.Module:
+        if aux is not None and aux.backbone is not None:
+            return aux.backbone
         if self.bound_model is not None:
             return self.bound_model.backbone
         if self.own_backbone is not None:
             return self.own_backbone
         raise BuildError("dpc: no backbone; bind the loss to a DINO-IR model or give it a 'backbone' spec")
 
-    def token_grid(self, height: int, width: int, aux: Mapping[str, Any] | None = None) -> tuple[int, int] | None:
+    def token_grid(self, height: int, width: int, aux: ModelAux | None = None) -> tuple[int, int] | None:
         """The grid all three feature passes use (the model's, when there is one)."""
-        if aux is not None and "grid" in aux:
-            return aux["grid"]
+        if aux is not None and aux.backbone is not None:
+            return aux.grid
         model = self.bound_model
-        if model is not None and hasattr(model, "guide_grid"):
-            return model.guide_grid(height, width)
-        return stride_grid(height, width, self.grid_stride) if self.grid == "stride" else None
+        if model is not None:
+            return model.token_grid(height, width)
+        return token_grid(self.grid, height, width, self.grid_stride)
 
-    def guide_input(self, aux: Mapping[str, Any] | None) -> Callable[[Tensor], Tensor]:
+    def guide_input(self, aux: ModelAux | None) -> Callable[[Tensor], Tensor]:
         """How the model prepares its guidance input (its padding); identity without one.
 
         R, G and D must be prepared alike for phi(D) from the guidance pass to compare
         with phi(R) and phi(G) token for token.
         """
-        if aux is not None and aux.get("guide_input") is not None:
-            return aux["guide_input"]
+        if aux is not None and aux.guide_input is not None:
+            return aux.guide_input
         model = self.bound_model
-        if model is not None and hasattr(model, "guide_input"):
+        if model is not None:
             return model.guide_input
         return lambda x: x
 
     def forward(
-        self, restored: Tensor, target: Tensor, *, lq: Tensor | None = None, aux: Mapping[str, Any] | None = None
+        self, restored: Tensor, target: Tensor, *, lq: Tensor | None = None, aux: ModelAux | None = None
     ) -> Tensor:
         backbone = self._backbone(aux)
         prepare = self.guide_input(aux)
@@ -168,11 +164,11 @@ class DPCLoss(nn.Module):
         return total.mean()
 
     def _degraded_features(
-        self, backbone: nn.Module, lq: Tensor | None, grid: tuple[int, int] | None, aux: Mapping[str, Any] | None
+        self, backbone: nn.Module, lq: Tensor | None, grid: tuple[int, int] | None, aux: ModelAux | None
     ) -> Mapping[int, Tensor]:
         """phi(D): from the guidance pass when it kept our layers, else a no-grad pass on lq."""
-        cached = aux.get("lq_features") if aux is not None else None
-        if cached is not None and all(layer in cached for layer in self.layers):
+        cached = aux.lq_features if aux is not None else {}
+        if all(layer in cached for layer in self.layers):
             return cached
         if lq is None:
             raise ValueError(

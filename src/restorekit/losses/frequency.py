@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor, nn
+
+from restorekit.contracts import ModelAux
 
 
 class FFTLoss(nn.Module):
@@ -17,6 +17,8 @@ class FFTLoss(nn.Module):
     float32, so the loss also works under bf16 autocast (cuFFT has no bf16).
     """
 
-    def forward(self, restored: Tensor, target: Tensor, *, lq: Tensor | None = None, aux: Any = None) -> Tensor:
+    def forward(
+        self, restored: Tensor, target: Tensor, *, lq: Tensor | None = None, aux: ModelAux | None = None
+    ) -> Tensor:
         spectrum = torch.fft.rfft2((restored - target).float())  # rfft2 is linear: one transform
         return torch.view_as_real(spectrum).abs().mean()

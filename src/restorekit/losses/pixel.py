@@ -8,20 +8,21 @@ import torch
 from torch import Tensor, nn
 
 from restorekit.building import build_part, split_spec
+from restorekit.contracts import BindsToModel, LossTerms, ModelAux, as_terms
 from restorekit.errors import BuildError
 
 
 class L1Loss(nn.Module):
     """Mean absolute error."""
 
-    def forward(self, restored: Tensor, target: Tensor, *, lq: Tensor | None = None, aux: Any = None) -> Tensor:
+    def forward(self, restored: Tensor, target: Tensor, *, lq: Tensor | None = None, aux: ModelAux | None = None) -> Tensor:
         return (restored - target).abs().mean()
 
 
 class MSELoss(nn.Module):
     """Mean squared error."""
 
-    def forward(self, restored: Tensor, target: Tensor, *, lq: Tensor | None = None, aux: Any = None) -> Tensor:
+    def forward(self, restored: Tensor, target: Tensor, *, lq: Tensor | None = None, aux: ModelAux | None = None) -> Tensor:
         return (restored - target).pow(2).mean()
 
 
@@ -32,24 +33,21 @@ class CharbonnierLoss(nn.Module):
         super().__init__()
         self.eps = eps
 
-    def forward(self, restored: Tensor, target: Tensor, *, lq: Tensor | None = None, aux: Any = None) -> Tensor:
+    def forward(self, restored: Tensor, target: Tensor, *, lq: Tensor | None = None, aux: ModelAux | None = None) -> Tensor:
         return torch.sqrt((restored - target).pow(2) + self.eps**2).mean()
 
 
 class WeightedSumLoss(nn.Module):
     """``sum_i weight_i * term_i``, from specs ``[{type: l1, weight: 1.0}, {type: dpc, ...}]``.
 
+    * Returns the weighted terms by name (its type; ``dpc_1`` for a repeated type);
+      the engine sums them with the model's auxiliary losses and logs each.
     * A term with weight 0 is not computed (no backbone passes for a switched-off DPC)
       and is not bound to the model.
-    * ``last_terms`` maps each term's name (its type; ``dpc_1`` for a repeated type)
-      to its last unweighted value, detached, for logging; ``aux`` holds the model's
-      auxiliary loss when there is one.
-    * The model's auxiliary loss (``aux["aux_loss"]``, e.g. MSF load balance, already
-      weighted by its part) is added when present and ``add_model_aux_loss`` is on.
     * ``bind(model)`` is forwarded to every term that has it.
     """
 
-    def __init__(self, terms: Sequence[Mapping[str, Any]], add_model_aux_loss: bool = True) -> None:
+    def __init__(self, terms: Sequence[Mapping[str, Any]]) -> None:
         super().__init__()
         if not isinstance(terms, (list, tuple)) or not terms:
             raise BuildError("weighted_sum: 'terms' must be a non-empty list of loss specs with a 'weight'")
@@ -69,31 +67,22 @@ class WeightedSumLoss(nn.Module):
             losses.append(build_part("loss", spec))
         self.names, self.weights = names, weights
         self.terms = nn.ModuleList(losses)
-        self.add_model_aux_loss = add_model_aux_loss
-        self.last_terms: dict[str, Tensor] = {}
 
     def bind(self, model: nn.Module) -> None:
         for weight, term in zip(self.weights, self.terms):
-            if weight != 0 and hasattr(term, "bind"):
+            if weight != 0 and isinstance(term, BindsToModel):
                 term.bind(model)
 
-    def forward(self, restored: Tensor, target: Tensor, *, lq: Tensor | None = None, aux: Any = None) -> Tensor:
-        total: Tensor | None = None
-        last: dict[str, Tensor] = {}
+    def forward(
+        self, restored: Tensor, target: Tensor, *, lq: Tensor | None = None, aux: ModelAux | None = None
+    ) -> LossTerms:
+        out: LossTerms = {}
         for name, weight, term in zip(self.names, self.weights, self.terms):
             if weight == 0:
                 continue
-            value = term(restored, target, lq=lq, aux=aux)
-            last[name] = value.detach()
-            total = weight * value if total is None else total + weight * value
-        model_aux = aux.get("aux_loss") if self.add_model_aux_loss and isinstance(aux, Mapping) else None
-        if model_aux is not None:
-            last["aux"] = model_aux.detach()
-            total = model_aux if total is None else total + model_aux
-        if total is None:  # every weight is zero: a zero that still backpropagates
-            total = restored.sum() * 0.0
-        self.last_terms = last
-        return total
+            for key, value in as_terms(term(restored, target, lq=lq, aux=aux), name).items():
+                out[key] = weight * value
+        return out
 
 
 def _unique(name: str, taken: Sequence[str]) -> str:

@@ -7,43 +7,32 @@ r"""DINO-IR: a restoration body guided by a frozen backbone through MSF and D-R 
 
 The backbone runs once per forward, under ``no_grad``, on the degraded input, for
 the guidance layers plus any layers a loss asked for (``request_backbone_layers``),
-which the DPC loss then reuses from ``aux["lq_features"]``.
+which the DPC loss then reuses from ``aux.lq_features`` (a
+:class:`~restorekit.contracts.ModelAux`).
 """
 
 from __future__ import annotations
 
 import functools
-import math
 import warnings
 from typing import Any, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from restorekit.bodies.base import PAD_MULTIPLE, pad_to_multiple
+from restorekit.backbones.guide import DEFAULT_GUIDE_BACKBONE, GRID_RULES, token_grid
+from restorekit.bodies.base import pad_to_multiple
 from restorekit.building import build_part, merge_spec
+from restorekit.contracts import Gated, ModelAux, check_frozen, check_part, is_frozen, is_pretrained
 from restorekit.errors import BuildError
 
 DEFAULT_BODY: dict[str, Any] = {"type": "restormer"}
-DEFAULT_BACKBONE: dict[str, Any] = {"type": "dinov2", "size": "b"}
 DEFAULT_FUSION: dict[str, Any] = {"type": "msf", "num_experts": 4}
 DEFAULT_ADAPTER: dict[str, Any] = {"type": "dino_restore", "fusion": "attention", "query": "guide"}
-GRID_RULES = ("stride", "native")
 _MODEL_SET_FUSION_KEYS = ("in_channels", "num_layers", "out_channels")
 _MODEL_SET_ADAPTER_KEYS = ("guide_channels", "channels")
 
 _warned_random_backbone = False
-
-
-def is_pretrained(backbone: nn.Module) -> bool:
-    """Whether the backbone loaded weights (unknown backbones count as pretrained)."""
-    if hasattr(backbone, "pretrained"):
-        return bool(backbone.pretrained)
-    if hasattr(backbone, "weights"):  # FeatureBackbone: what the weights came from, or None
-        return backbone.weights is not None
-    if hasattr(backbone, "weights_record"):
-        return backbone.weights_record().get("weights") is not None
-    return True
 
 
 def _warn_random_backbone_once(backbone: nn.Module) -> None:
@@ -80,8 +69,6 @@ class DinoIR(nn.Module):
             for single points.
     """
 
-    supports_aux = True
-
     def __init__(
         self,
         body: Mapping[str, Any] | str | nn.Module | None = None,
@@ -101,11 +88,14 @@ class DinoIR(nn.Module):
         if int(guide_stride) < 1:
             raise BuildError(f"dino_ir: guide_stride must be >= 1, got {guide_stride}")
         self.body = build_part("body", merge_spec(DEFAULT_BODY, body))
-        self.backbone = build_part("backbone", merge_spec(DEFAULT_BACKBONE, backbone))
+        check_part("body", self.body, "dino_ir: body")
+        self.backbone = build_part("backbone", merge_spec(DEFAULT_GUIDE_BACKBONE, backbone))
+        check_part("backbone", self.backbone, "dino_ir: backbone")
+        check_frozen(self.backbone, "dino_ir: backbone")
         self.layers = [int(layer) for layer in layers]
         self._check_layers("layers", self.layers)
         self.injection_points = list(injection_points)
-        self.guide_stride, self.guide_grid_rule = int(guide_stride), guide_grid
+        self.guide_stride, self.guide_grid = int(guide_stride), guide_grid
         self.fusion_channels = int(fusion_channels)
         self.fusion = self._build_fusion(fusion)
         self.adapters = self._build_adapters(adapter, adapter_overrides or {})
@@ -129,7 +119,8 @@ class DinoIR(nn.Module):
                      out_channels=self.fusion_channels)  # fmt: skip
         if isinstance(spec, Mapping):
             _reject_model_set_keys("fusion", spec, _MODEL_SET_FUSION_KEYS, "layers / fusion_channels")
-            return build_part("fusion", spec, **extra)
+            spec = build_part("fusion", spec, **extra)
+        check_part("fusion", spec, "dino_ir: fusion")
         return spec
 
     def _build_adapters(self, adapter: Any, overrides: Mapping[str, Any]) -> nn.ModuleDict:
@@ -148,6 +139,7 @@ class DinoIR(nn.Module):
             adapters[point] = build_part(
                 "adapter", spec, guide_channels=self.fusion_channels, channels=points[point].channels
             )
+            check_part("adapter", adapters[point], f"dino_ir: adapter at {point}")
         return nn.ModuleDict(adapters)
 
     # -- the guidance grid and extra layers -----------------------------------------
@@ -159,16 +151,14 @@ class DinoIR(nn.Module):
         guide would sit a cell off the features it guides. The DPC loss prepares the
         output and the target the same way, so phi(D) from this pass stays comparable.
         """
-        if self.guide_grid_rule == "native":
+        if self.guide_grid == "native":
             return x
-        return pad_to_multiple(x, getattr(self.body, "pad_multiple", PAD_MULTIPLE))
+        return pad_to_multiple(x, self.body.pad_multiple)
 
-    def guide_grid(self, height: int, width: int) -> tuple[int, int] | None:
+    def token_grid(self, height: int, width: int) -> tuple[int, int] | None:
         """Token grid of the backbone for a guidance input of ``height x width``
         (after :meth:`guide_input`; None: the backbone's native grid)."""
-        if self.guide_grid_rule == "native":
-            return None
-        return math.ceil(height / self.guide_stride), math.ceil(width / self.guide_stride)
+        return token_grid(self.guide_grid, height, width, self.guide_stride)
 
     def request_backbone_layers(self, layers: Sequence[int]) -> None:
         """Keep these backbone layers from the guidance pass in ``aux['lq_features']``."""
@@ -178,36 +168,29 @@ class DinoIR(nn.Module):
 
     def train(self, mode: bool = True) -> "DinoIR":
         super().train(mode)
-        if getattr(self.backbone, "frozen", False):
+        if is_frozen(self.backbone):
             self.backbone.eval()  # a frozen backbone never leaves eval mode
         return self
 
     # -- forward ------------------------------------------------------------------------
-    def forward(self, lq: Tensor, return_aux: bool = False) -> Tensor | tuple[Tensor, dict[str, Any]]:
+    def forward(self, lq: Tensor, return_aux: bool = False) -> Tensor | tuple[Tensor, ModelAux]:
         in_dtype = lq.dtype
         weight = next(self.body.parameters(), None)
         if weight is not None and lq.is_floating_point() and weight.dtype != lq.dtype:
             lq = lq.to(weight.dtype)  # weights cast with .to(bf16) take fp32 images, as a body does
         guide_in = self.guide_input(lq)
-        grid = self.guide_grid(guide_in.shape[-2], guide_in.shape[-1])
+        grid = self.token_grid(guide_in.shape[-2], guide_in.shape[-1])
         wanted = set(self.layers) | (self._requested_layers if return_aux else set())
         # A frozen backbone needs no graph (lq needs no gradient); a trainable one does.
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not getattr(self.backbone, "frozen", True)):
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not is_frozen(self.backbone)):
             feats = self.backbone(guide_in, sorted(wanted), grid)
         guide = self.fusion([feats[layer] for layer in self.layers])
         guidance = {point: functools.partial(self.adapters[point], guide=guide) for point in self.injection_points}
         restored = self.body(lq, guidance=guidance).to(in_dtype)
         if not return_aux:
             return restored
-        aux = {
-            "backbone": self.backbone,
-            "lq_features": feats,
-            "grid": grid,
-            "guide_input": self.guide_input,
-            "guide": guide,
-            "gate": getattr(self.fusion, "last_gate", None),
-            "aux_loss": getattr(self.fusion, "aux_loss", None),
-        }
+        aux = ModelAux(backbone=self.backbone, lq_features=feats, grid=grid, guide_input=self.guide_input,
+                       guide=guide, gate=self.fusion.last_gate if isinstance(self.fusion, Gated) else None)
         return restored, aux
 
 
