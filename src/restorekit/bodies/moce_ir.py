@@ -117,6 +117,24 @@ class DecoderResidualGroup(nn.Module):
         return [b.adapter.loss for b in self.layers if b.adapter.loss is not None]
 
 
+def check_knobs(
+    *, dim: int, num_blocks: Sequence[int], num_dec_blocks: Sequence[int], heads: Sequence[int],
+    layernorm_type: str, num_experts: int, top_k: int, rank_type: str, complexity_scale: str,
+) -> None:  # fmt: skip
+    """Raise :class:`BuildError` naming the knob when MoCE-IR cannot build with it."""
+    check_layout("moce_ir", dim, num_blocks, heads, layernorm_type, [("heads[0] (refinement)", dim, heads[0])])
+    if len(num_dec_blocks) != 3 or any(int(n) < 1 for n in num_dec_blocks):
+        raise BuildError(f"moce_ir: num_dec_blocks must be 3 positive counts, got {list(num_dec_blocks)}")
+    if int(num_experts) < 1 or not 1 <= int(top_k) <= int(num_experts):
+        raise BuildError(f"moce_ir: need num_experts >= 1 and 1 <= top_k <= num_experts, got {num_experts}, {top_k}")
+    if rank_type not in RANK_TYPES:
+        raise BuildError(f"moce_ir: rank_type must be one of {', '.join(RANK_TYPES)}, got {rank_type!r}")
+    if rank_type == "spread" and dim < 2 ** (int(num_experts) - 1):
+        raise BuildError(f"moce_ir: rank_type 'spread' needs dim >= 2**(num_experts-1), got dim {dim}")
+    if complexity_scale not in COMPLEXITY_SCALES:
+        raise BuildError(f"moce_ir: complexity_scale must be one of {', '.join(COMPLEXITY_SCALES)}")
+
+
 class MoCEIR(UNetBody):
     """MoCE-IR body and baseline model (the official ``MoCEIR`` at the repository's defaults).
 
@@ -163,8 +181,13 @@ class MoCEIR(UNetBody):
     ) -> None:
         super().__init__()
         dim = self.default_dim if dim is None else int(dim)
-        self._check(dim, num_blocks, num_dec_blocks, heads, layernorm_type, num_experts, top_k, rank_type,
-                    complexity_scale, in_channels, out_channels, global_residual)  # fmt: skip
+        check_knobs(dim=dim, num_blocks=num_blocks, num_dec_blocks=num_dec_blocks, heads=heads,
+                    layernorm_type=layernorm_type, num_experts=num_experts, top_k=top_k, rank_type=rank_type,
+                    complexity_scale=complexity_scale)  # fmt: skip
+        if global_residual and in_channels != out_channels:
+            raise BuildError(
+                f"moce_ir: global_residual needs in_channels == out_channels, got {in_channels} and {out_channels}"
+            )
         self.global_residual = bool(global_residual)
         self.balance_loss_weight = float(balance_loss_weight)
         self.num_dec_blocks = [int(n) for n in num_dec_blocks]
@@ -181,57 +204,32 @@ class MoCEIR(UNetBody):
 
         self.enc = nn.ModuleList(nn.ModuleList([group(i, num_blocks[i]), Downsample(dims[i])]) for i in range(3))
         self.latent = group(3, num_blocks[3])
-        expert_knobs = dict(rank=rank, num_experts=num_experts, top_k=top_k, freq_dim=dims[-1], rank_type=rank_type,
-                            with_complexity=with_complexity, complexity_scale=complexity_scale,
-                            noise_at_eval=routing_noise_at_eval)  # fmt: skip
-
-        def decoder(level: int, n_heads: int, depth: int) -> DecoderResidualGroup:
-            width = dims[level]
-            return DecoderResidualGroup(
-                [DecoderBlock(width, n_heads, ffn_expansion_factor, bias, layernorm_type, AdapterLayer(width, **expert_knobs))
-                 for _ in range(depth)]
-            )  # fmt: skip
-
-        self.dec = nn.ModuleList(
-            nn.ModuleList([Upsample(dims[level + 1]), nn.Conv2d(dims[level + 1], dims[level], 1, bias=bias),
-                           decoder(level, n_heads, depth)])
-            for level, n_heads, depth in zip((2, 1, 0), reversed_heads(heads), self.num_dec_blocks[::-1])
-        )  # fmt: skip
+        experts = dict(rank=rank, num_experts=num_experts, top_k=top_k, freq_dim=dims[-1], rank_type=rank_type,
+                       with_complexity=with_complexity, complexity_scale=complexity_scale,
+                       noise_at_eval=routing_noise_at_eval)  # fmt: skip
+        self.dec = self._decoder_levels(dims, heads, ffn_expansion_factor, bias, layernorm_type, experts)
         self.refinement = group(0, num_refinement_blocks)
         self.output = nn.Conv2d(dim, out_channels, kernel_size=3, padding=1, bias=bias)
         self.aux_loss: torch.Tensor | None = None
-        self._set_points(
-            {
-                "latent": InjectionPoint(dims[3], 8),
-                "decoder3": InjectionPoint(dims[2], 4),
-                "decoder2": InjectionPoint(dims[1], 2),
-                "decoder1": InjectionPoint(dims[0], 1),
-            }
-        )
+        points = {"latent": (3, 8), "decoder3": (2, 4), "decoder2": (1, 2), "decoder1": (0, 1)}
+        self._set_points({name: InjectionPoint(dims[level], stride) for name, (level, stride) in points.items()})
         self.set_grad_checkpointing(grad_checkpointing)
         if weights is not None:
             self.load_weights(weights)
 
-    @staticmethod
-    def _check(dim, num_blocks, num_dec_blocks, heads, layernorm_type, num_experts, top_k, rank_type,
-               complexity_scale, in_channels, out_channels, global_residual) -> None:  # fmt: skip
-        check_layout("moce_ir", dim, num_blocks, heads, layernorm_type, [("heads[0] (refinement)", dim, heads[0])])
-        if len(num_dec_blocks) != 3 or any(int(n) < 1 for n in num_dec_blocks):
-            raise BuildError(f"moce_ir: num_dec_blocks must be 3 positive counts, got {list(num_dec_blocks)}")
-        if int(num_experts) < 1 or not 1 <= int(top_k) <= int(num_experts):
-            raise BuildError(
-                f"moce_ir: need num_experts >= 1 and 1 <= top_k <= num_experts, got {num_experts}, {top_k}"
-            )
-        if rank_type not in RANK_TYPES:
-            raise BuildError(f"moce_ir: rank_type must be one of {', '.join(RANK_TYPES)}, got {rank_type!r}")
-        if rank_type == "spread" and dim < 2 ** (int(num_experts) - 1):
-            raise BuildError(f"moce_ir: rank_type 'spread' needs dim >= 2**(num_experts-1), got dim {dim}")
-        if complexity_scale not in COMPLEXITY_SCALES:
-            raise BuildError(f"moce_ir: complexity_scale must be one of {', '.join(COMPLEXITY_SCALES)}")
-        if global_residual and in_channels != out_channels:
-            raise BuildError(
-                f"moce_ir: global_residual needs in_channels == out_channels, got {in_channels} and {out_channels}"
-            )
+    def _decoder_levels(
+        self, dims: list[int], heads: Sequence[int], ffn_expansion_factor: float, bias: bool, layernorm_type: str,
+        experts: dict,
+    ) -> nn.ModuleList:  # fmt: skip
+        """``dec.<i>`` for levels 3, 2, 1: upsample, 1x1 fusion with the skip, decoder blocks."""
+        levels = []
+        for level, n_heads, depth in zip((2, 1, 0), reversed_heads(heads), self.num_dec_blocks[::-1]):
+            width = dims[level]
+            blocks = [DecoderBlock(width, n_heads, ffn_expansion_factor, bias, layernorm_type,
+                                   AdapterLayer(width, **experts)) for _ in range(depth)]  # fmt: skip
+            fuse = nn.Conv2d(dims[level + 1], width, 1, bias=bias)
+            levels.append(nn.ModuleList([Upsample(dims[level + 1]), fuse, DecoderResidualGroup(blocks)]))
+        return nn.ModuleList(levels)
 
     def describe(self) -> str:
         knobs = ", ".join(f"{k}={v!r}" for k, v in self.config.items())
