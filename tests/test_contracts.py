@@ -80,16 +80,11 @@ def _round_trip(build: Any, run: Any) -> None:
         torch.testing.assert_close(_seeded(run, first), _seeded(run, second))
 
 
-def _sparse_prefixes(part: nn.Module) -> tuple[str, ...]:
-    """Modules that run only on the images that chose them (routed experts): no gradient in some steps."""
-    return tuple(f"{name}." for name, module in part.named_modules() if getattr(module, "sparse_gradients", False))
-
-
 def _gradients_reach(part: nn.Module, out: torch.Tensor) -> None:
     out.float().square().mean().backward()
     trainable = [n for n, p in part.named_parameters() if p.requires_grad]
     assert trainable, "a trainable part with no trainable parameter"
-    sparse = _sparse_prefixes(part)
+    sparse = contracts.sparse_gradient_prefixes(part)
     missing = [n for n, p in part.named_parameters() if p.requires_grad and p.grad is None and not n.startswith(sparse)]
     assert not missing, f"no gradient reached {missing[:3]}"
 
@@ -385,3 +380,12 @@ def test_best_metric_must_be_a_validation_metric(tmp_path: Path) -> None:
     rec = {"model": {"type": "restormer"}, "train": {"best_metric": "ssim_y"}, "eval": {"metrics": ["psnr"]}}
     with pytest.raises(RecipeError, match=r"train.best_metric 'ssim_y' is not among eval.metrics \(psnr\)"):
         Trainer(rec)
+
+
+def test_routed_experts_make_ddp_look_for_unused_parameters() -> None:
+    from restorekit.engine.parts import has_unused_parameters
+
+    moce = restorekit.build("model", tiny_model_spec({"type": "moce_ir"}))
+    restormer = restorekit.build("model", tiny_model_spec({"type": "restormer"}))
+    assert contracts.sparse_gradient_prefixes(moce) and has_unused_parameters(moce)
+    assert not has_unused_parameters(restormer)

@@ -11,6 +11,7 @@ from restorekit import build, build_model
 from restorekit.data.build import check_data_config, task_entries
 from restorekit.engine.config import eval_config, train_config
 from restorekit.recipes import load_recipe, recipe_diff
+from restorekit.contracts import sparse_gradient_prefixes
 from restorekit.engine.parts import build_model_and_loss
 from restorekit.engine.step import forward_loss
 from restorekit.tiny import tiny_loss_spec, tiny_model_spec
@@ -115,7 +116,7 @@ def test_every_recipe_builds_tiny_and_trains_one_step(name) -> None:
     restored = model(lq)
     assert restored.shape == lq.shape and torch.isfinite(value)
     # A routed expert no image chose gets no gradient (test_bodies_adair_moce checks those).
-    sparse = tuple(f"{n}." for n, m in model.named_modules() if getattr(m, "sparse_gradients", False))
+    sparse = sparse_gradient_prefixes(model)
     trainable = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith(sparse)]
     assert trainable and all(p.grad is not None for p in trainable)
     frozen = [p for p in model.parameters() if not p.requires_grad]

@@ -134,6 +134,23 @@ class ReportsAuxLoss(Protocol):
 
 
 @runtime_checkable
+class SparseGradients(Protocol):
+    """A module whose parameters get no gradient on some steps (a routed expert no image chose).
+
+    Such a module sets ``sparse_gradients = True``; DDP then looks for unused parameters,
+    and the contract tests excuse it from "every parameter gets a gradient".
+    """
+
+    sparse_gradients: bool
+
+
+def sparse_gradient_prefixes(model: nn.Module) -> tuple[str, ...]:
+    """Parameter-name prefixes of the modules that may go without a gradient on a step."""
+    return tuple(f"{name}." for name, module in model.named_modules()
+                 if isinstance(module, SparseGradients) and module.sparse_gradients)  # fmt: skip
+
+
+@runtime_checkable
 class Gated(Protocol):
     """A fusion that mixes experts keeps its last gate weights ``(B, K)`` for logging and losses."""
 

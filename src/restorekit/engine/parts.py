@@ -13,7 +13,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from restorekit.contracts import BindsToModel, GuidedModel, Schedule, check_part, is_frozen
+from restorekit.contracts import BindsToModel, GuidedModel, Schedule, check_part, is_frozen, sparse_gradient_prefixes
 from restorekit.engine.config import TrainConfig, build_schedule
 from restorekit.errors import RecipeError
 
@@ -90,6 +90,9 @@ def has_unused_parameters(model: nn.Module) -> bool:
     """Whether DDP must look for parameters without a gradient.
 
     A backbone fine-tuned in place (not frozen) has parameters past the deepest
-    layer used (its last blocks, its final norm) that never get one.
+    layer used (its last blocks, its final norm) that never get one; a routed
+    expert no image chose gets none on that step (MoCE-IR).
     """
-    return isinstance(model, GuidedModel) and not is_frozen(model.backbone)
+    if isinstance(model, GuidedModel) and not is_frozen(model.backbone):
+        return True
+    return bool(sparse_gradient_prefixes(model))
