@@ -188,6 +188,38 @@ def latest_valid(run_dir: Path) -> Checkpoint | None:
     return None
 
 
+def written_while_diverging(path: Path) -> bool:
+    """Whether the checkpoint at ``path`` was written while steps were being skipped as non-finite.
+
+    Its weights are finite (the skipped steps changed nothing) but may already be
+    wild (the divergence began before the first NaN); an unreadable ``meta.json``
+    counts as marked, since nothing vouches for it.
+    """
+    try:
+        meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return True
+    return int(meta.get("nonfinite_streak", 0)) > 0
+
+
+def last_good(run_dir: Path) -> Path | None:
+    """The newest checkpoint not written during a divergence streak (without loading it)."""
+    for _, path in reversed(list_checkpoints(run_dir)):
+        if not written_while_diverging(path):
+            return path
+    return None
+
+
+def describe_last_good(run_dir: Path) -> str:
+    """Which checkpoint to go back to after a divergence, and which newer ones not to trust."""
+    good = last_good(run_dir)
+    newer = [p.name for _, p in list_checkpoints(run_dir) if good is None or p.name > good.name]
+    text = f"the last good checkpoint is {good}" if good else "no good checkpoint was written"
+    if newer:
+        text += f" ({', '.join(newer)} {'was' if len(newer) == 1 else 'were'} written during the non-finite steps)"
+    return text
+
+
 def clean_incomplete(run_dir: Path) -> None:
     """Remove ``.tmp`` and ``.old-*`` leftovers of a run killed while writing."""
     root = run_dir / CKPT_DIR
@@ -207,12 +239,17 @@ def forget_best_after(run_dir: Path, step: int) -> None:
 
 
 def prune(run_dir: Path, keep_last: int, keep_best: bool) -> None:
-    """Keep the newest ``keep_last`` checkpoints and the best one."""
+    """Keep the newest ``keep_last`` checkpoints, the best one and the last good one.
+
+    The last good one (:func:`last_good`) outlives a divergence streak that writes
+    ``keep_last`` marked checkpoints after it, so an aborted run still has it.
+    """
     found = list_checkpoints(run_dir)
     best = read_best(run_dir) if keep_best else None
-    best_step = best.get("step") if best else None
-    for step, path in found[:-keep_last] if keep_last else found:
-        if step != best_step:
+    kept = {best.get("step") if best else None, *(step for step, _ in found[-keep_last:])}
+    good = last_good(run_dir)
+    for step, path in found:
+        if step not in kept and path != good:
             shutil.rmtree(path, ignore_errors=True)
 
 
@@ -220,8 +257,9 @@ def prune(run_dir: Path, keep_last: int, keep_best: bool) -> None:
 def resolve_weights(path: str | Path, *, use_ema: bool = True) -> Path:
     """A safetensors file from a run folder, a checkpoint folder or a file.
 
-    A run folder gives its best checkpoint (or the newest when nothing was
-    validated); a checkpoint folder gives its EMA weights unless ``use_ema`` is off.
+    A run folder gives its best checkpoint (or, when nothing was validated, the
+    newest not written during a divergence); a checkpoint folder (any folder holding ``model.safetensors``, whatever
+    its name) gives its EMA weights unless ``use_ema`` is off.
     """
     path = Path(path)
     if path.is_file():
@@ -230,7 +268,8 @@ def resolve_weights(path: str | Path, *, use_ema: bool = True) -> Path:
         return path
     if not path.is_dir():
         raise CheckpointError(f"--weights {path}: no such file or folder")
-    if _NAME.match(path.name):
+    if _NAME.match(path.name) or (path / MODEL_FILE).is_file() or (path / EMA_FILE).is_file():
+        # A checkpoint folder under any name (copied to best/, say): it holds the weights files.
         ema = path / EMA_FILE
         if use_ema and ema.is_file():
             return ema
@@ -241,8 +280,10 @@ def resolve_weights(path: str | Path, *, use_ema: bool = True) -> Path:
     if not found:
         raise CheckpointError(f"--weights {path}: no checkpoints in {path / CKPT_DIR}")
     best = read_best(path)
-    step = best["step"] if best and best.get("step") in found else max(found)
-    return resolve_weights(found[step], use_ema=use_ema)
+    if best and best.get("step") in found:
+        return resolve_weights(found[best["step"]], use_ema=use_ema)
+    # The newest, unless it was written while the run diverged and an earlier one was not.
+    return resolve_weights(last_good(path) or found[max(found)], use_ema=use_ema)
 
 
 def run_dir_of(weights: Path) -> Path | None:
@@ -266,6 +307,11 @@ def load_weights(model: torch.nn.Module, file: str | Path) -> dict[str, Any]:
 
     file = Path(file)
     state = read_state_dict(file, what="weights file", released=False).state
+    bad = non_finite_keys(state)
+    if bad:
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise CheckpointError(f"weights file {file} holds NaN or infinite values in {len(bad)} tensor(s): "
+                              f"{', '.join(bad[:5])}{more}; its outputs would be meaningless, so it is not used")
     info: dict[str, Any] = {}
     if file.suffix == ".safetensors":
         with safe_open(str(file), framework="pt") as handle:

@@ -287,8 +287,9 @@ class Trainer:
                 "rng": rng,
                 "world_size": self.ctx.world_size,
             }
+            # nonfinite_streak > 0 marks a checkpoint written while steps are being skipped.
             meta = {"metrics": dict(metrics or {}), "frozen": frozen_records(self.model),
-                    "world_size": self.ctx.world_size}
+                    "world_size": self.ctx.world_size, "nonfinite_streak": self.nonfinite_streak}
             ckpt.save_checkpoint(run_dir, step, trainable_state_dict(self.model),
                                  self.ema.state_dict() if self.ema is not None else None, state, meta)
             if is_best and self.best is not None:
@@ -336,8 +337,10 @@ class Trainer:
         from restorekit.engine.evaluate import evaluate
 
         use_ema = self.eval_cfg.use_ema if use_ema is None else use_ema
+        # NaN outputs score NaN here, on every rank alike (the sums are all-reduced); a rank
+        # raising alone would leave the others waiting in the all-reduce.
         args = dict(amp=self.amp, rank=self.ctx.rank, world_size=self.ctx.world_size,
-                    max_images=max_images, keep_for_grid=keep_for_grid)
+                    max_images=max_images, keep_for_grid=keep_for_grid, allow_nonfinite=True)
         if self.ema is not None and use_ema:
             with self.ema.swapped_in(self.model):
                 result = evaluate(self.model, self.eval_sets(), self.eval_cfg, self.ctx.device, **args)
@@ -480,11 +483,10 @@ class Trainer:
             log.write({"step": step, "event": "nonfinite_skip", "loss": loss, "grad_norm": grad_norm,
                        "in_a_row": self.nonfinite_streak})
         if self.nonfinite_streak >= self.cfg.max_nonfinite:
-            saved = ckpt.list_checkpoints(self.run_dir)
-            last_good = f"the last good checkpoint is {saved[-1][1]}" if saved else "no checkpoint was written yet"
             raise TrainingDiverged(
                 f"training diverged: {self.nonfinite_streak} steps in a row had a non-finite loss or "
-                f"gradient (train.max_nonfinite = {self.cfg.max_nonfinite}) at step {step}; {last_good}. "
+                f"gradient (train.max_nonfinite = {self.cfg.max_nonfinite}) at step {step}; "
+                f"{ckpt.describe_last_good(self.run_dir)}. "
                 f"Lower train.lr, set train.grad_clip, or check the data"
             )
 
@@ -499,11 +501,12 @@ class Trainer:
 
     def final_evaluation(self) -> dict[str, Any]:
         """Score the final (EMA) weights on the held-out images; write eval.md, eval.json, grid."""
-        from restorekit.engine.evaluate import markdown_table, protocol, write_grid, write_report
+        from restorekit.engine.evaluate import markdown_table, protocol, refuse_nan_scores, write_grid, write_report
 
         ecfg = self.eval_cfg
         result = self.validate(self.cfg.iterations, max_images=ecfg.max_images,
                                keep_for_grid=ecfg.grid_images if ecfg.grid else 0)
+        refuse_nan_scores(result, f"the final evaluation of {self.run_dir}")
         info = protocol(ecfg, ema=result.get("ema"))
         if self.ctx.is_main:
             out = self.run_dir / "eval"
