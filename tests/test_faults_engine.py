@@ -3,7 +3,9 @@ disks, the run-folder lock, failed starts (docs/reliability.md lists what each c
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -94,3 +96,57 @@ def test_a_checkpoint_folder_under_any_name_works_as_weights(tmp_path: Path) -> 
     model, used, _ = load_model_for_inference({"model": {"type": "engine_test_convnet"}}, copied)
     expected = load_file(str(copied / "ema.safetensors"))
     assert used == copied / "ema.safetensors" and torch.equal(model.body[0].weight, expected["body.0.weight"])
+
+
+# -- 4: a full or read-only disk while checkpointing ---------------------------------------
+def _refuse_checkpoint_writes(monkeypatch: pytest.MonkeyPatch, code: int, step: int) -> None:
+    """Make the disk refuse checkpoint ``step``: ENOSPC after part of a file is written, or
+    EACCES on its folder (tests run as root, whom a chmod does not stop)."""
+    real_write, real_mkdir = os.write, os.mkdir
+    name = ckpt.ckpt_name(step)
+
+    def full_disk(fd: int, data: Any) -> int:
+        if f"/{name}.tmp/" in os.readlink(f"/proc/self/fd/{fd}"):
+            real_write(fd, bytes(data)[:16])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(fd, data)
+
+    def read_only(path: Any, *args: Any, **kwargs: Any) -> None:
+        if str(path).endswith(f"{name}.tmp"):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        real_mkdir(path, *args, **kwargs)
+
+    if code == errno.ENOSPC:
+        monkeypatch.setattr(os, "write", full_disk)
+    else:
+        monkeypatch.setattr(os, "mkdir", read_only)
+
+
+@pytest.mark.parametrize("code, reason", [(errno.ENOSPC, "No space left on device"), (errno.EACCES, "Permission denied")])
+def test_a_write_error_while_checkpointing_is_one_clear_error_and_resume_works_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int, reason: str
+) -> None:
+    rec = recipe(tmp_path / "run", iterations=8, ckpt_every=4, keep_last=3)
+    root = tmp_path / "run" / "checkpoints"
+    with monkeypatch.context() as patch:
+        _refuse_checkpoint_writes(patch, code, 8)
+        with pytest.raises(ckpt.CheckpointWriteError) as info:
+            run(rec)
+    assert str(info.value).startswith(f"cannot write the checkpoint of step 8 into {root}: {reason}; the partial")
+    assert sorted(p.name for p in root.iterdir()) == ["ckpt-00000004"]  # no .tmp left, the earlier one kept
+    assert ckpt.load_checkpoint(root / "ckpt-00000004").step == 4
+    assert run(rec, resume="auto").step == 8
+    assert [s for s, _ in ckpt.list_checkpoints(tmp_path / "run")] == [4, 8]
+
+
+def test_the_command_line_reports_other_disk_errors_without_a_traceback(monkeypatch, capsys) -> None:
+    """A full disk outside checkpointing (the metrics log, run.json) is one line too."""
+    import restorekit.commands.show as show
+    from restorekit.cli import main
+
+    def full(args: Any) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "runs/x/metrics.jsonl")
+
+    monkeypatch.setattr(show, "run", full)
+    assert main(["show", "dino_ir"]) == 2
+    assert capsys.readouterr().err == "restorekit show: error: No space left on device: runs/x/metrics.jsonl\n"

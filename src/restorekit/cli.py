@@ -7,11 +7,14 @@ Each command module is light at import time (no torch at top level) and exposes
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 from typing import Sequence
 
 from restorekit.errors import RestorekitError
+
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EPERM})
 
 COMMANDS: dict[str, str] = {
     "list": "restorekit.commands.list_parts",
@@ -58,6 +61,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and closed early
         sys.stderr.close()
         return 0
+    except OSError as exc:
+        if exc.errno not in DISK_ERRNOS:
+            raise
+        # A full or read-only disk is the user's to fix: say which file, not a traceback.
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"restorekit {args.command}: error: {exc.strerror}{where}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"restorekit {args.command}: interrupted", file=sys.stderr)
         return 130

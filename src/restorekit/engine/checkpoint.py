@@ -25,7 +25,7 @@ from typing import Any, Mapping
 
 import torch
 
-from restorekit.engine.atomic import fsync_dir, publish_dir, write_text
+from restorekit.engine.atomic import created_file, fsync_dir, publish_dir, write_text
 from restorekit.errors import CheckpointError
 
 CKPT_DIR = "checkpoints"
@@ -39,6 +39,10 @@ _NAME = re.compile(r"^ckpt-(\d+)$")
 
 class NonFiniteCheckpointError(CheckpointError):
     """Refusing to write a checkpoint that holds NaN or infinity."""
+
+
+class CheckpointWriteError(CheckpointError):
+    """The disk refused a checkpoint (full, read-only, over quota); nothing partial is left."""
 
 
 def ckpt_name(step: int) -> str:
@@ -92,34 +96,66 @@ def save_checkpoint(
     state: dict[str, Any],
     meta: dict[str, Any],
 ) -> Path:
-    """Write a complete checkpoint for ``step`` and return its folder."""
-    from safetensors.torch import save_file
+    """Write a complete checkpoint for ``step`` and return its folder.
 
+    A write error (disk full, read-only folder) is one :class:`CheckpointWriteError`
+    naming the folder and the reason; the temporary folder is removed and earlier
+    checkpoints are untouched, so the run can continue from them.
+    """
     bad = non_finite_keys({"model": dict(model_state), "ema": dict(ema_state or {}), "state": state})
     if bad:
         raise NonFiniteCheckpointError(
             f"not writing the checkpoint of step {step}: non-finite values in {', '.join(bad[:5])}"
         )
     root = run_dir / CKPT_DIR
-    root.mkdir(parents=True, exist_ok=True)
     final = root / ckpt_name(step)
     tmp = root / f"{final.name}.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    info = {"format": "restorekit", "step": str(step)}
-    save_file(_cpu_copy(model_state), str(tmp / MODEL_FILE), metadata=info)
-    if ema_state is not None:
-        save_file(_cpu_copy(ema_state), str(tmp / EMA_FILE), metadata={**info, "ema": "1"})
-    torch.save(state, tmp / STATE_FILE)
-    (tmp / META_FILE).write_text(json.dumps({"step": step, **meta}, indent=2, default=str), encoding="utf-8")
-    publish_dir(tmp, final)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        _write_files(tmp, step, model_state, ema_state, state, meta)
+        publish_dir(tmp, final)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointWriteError(
+            f"cannot write the checkpoint of step {step} into {root}: {exc.strerror or exc}; the partial "
+            f"checkpoint was removed and earlier ones are intact (free space or fix permissions, then "
+            f"continue with --resume auto)"
+        ) from exc
     return final
+
+
+def _write_files(
+    folder: Path,
+    step: int,
+    model_state: Mapping[str, torch.Tensor],
+    ema_state: Mapping[str, torch.Tensor] | None,
+    state: dict[str, Any],
+    meta: dict[str, Any],
+) -> None:
+    from safetensors.torch import save
+
+    info = {"format": "restorekit", "step": str(step)}
+    files = {MODEL_FILE: lambda: save(_cpu_copy(model_state), metadata=info)}
+    if ema_state is not None:
+        files[EMA_FILE] = lambda: save(_cpu_copy(ema_state), metadata={**info, "ema": "1"})
+    files[META_FILE] = lambda: json.dumps({"step": step, **meta}, indent=2, default=str).encode("utf-8")
+    for name, payload in files.items():
+        with created_file(folder / name) as handle:
+            handle.write(payload())
+    with created_file(folder / STATE_FILE) as handle:
+        torch.save(state, handle)
 
 
 def write_best(run_dir: Path, step: int, score: float, metric: str = "psnr") -> None:
     """Record which checkpoint scored best (it survives pruning)."""
-    write_text(run_dir / CKPT_DIR / BEST_FILE, json.dumps({"step": step, "metric": metric, "score": score}))
+    try:
+        write_text(run_dir / CKPT_DIR / BEST_FILE, json.dumps({"step": step, "metric": metric, "score": score}))
+    except OSError as exc:
+        raise CheckpointWriteError(f"cannot record the best checkpoint in {run_dir / CKPT_DIR}: "
+                                   f"{exc.strerror or exc}") from exc
 
 
 def read_best(run_dir: Path) -> dict[str, Any] | None:
