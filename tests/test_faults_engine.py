@@ -6,7 +6,11 @@ from __future__ import annotations
 import errno
 import json
 import os
+import platform
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +24,8 @@ from restorekit.engine.config import EvalConfig
 from restorekit.engine.evaluate import NonFiniteOutputError, evaluate
 from restorekit.engine.infer import ImageRestoreError, restore_files
 from restorekit.engine.loading import load_model_for_inference
+from restorekit.engine.run_lock import RunFolderBusy, RunLock
+from restorekit.engine.signals import STOP_SIGNALS, StopSignals, TrainingInterrupted
 from restorekit.engine.train import Trainer, TrainingDiverged, train
 from restorekit.errors import CheckpointError
 
@@ -150,3 +156,105 @@ def test_the_command_line_reports_other_disk_errors_without_a_traceback(monkeypa
     monkeypatch.setattr(show, "run", full)
     assert main(["show", "dino_ir"]) == 2
     assert capsys.readouterr().err == "restorekit show: error: No space left on device: runs/x/metrics.jsonl\n"
+
+
+# -- 1: one trainer per run folder ----------------------------------------------------------
+HOLD = ("import sys, time; from pathlib import Path; from restorekit.engine.run_lock import RunLock; "
+        "RunLock.acquire(Path(sys.argv[1])); print('held', flush=True); time.sleep(120)")
+
+
+@pytest.fixture
+def holder(tmp_path: Path):
+    """Start a process that holds the lock of a run folder; yields (process, folder); never left running."""
+    folder = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(folder)], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        yield proc, folder
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_held_run_folder_is_refused_naming_the_holder_and_a_dead_holder_is_taken_over(
+    holder, caplog: pytest.LogCaptureFixture
+) -> None:
+    proc, folder = holder
+    rec = recipe(folder, iterations=4)
+    with pytest.raises(RunFolderBusy, match=rf"run folder {folder} is in use by another training run: "
+                                            rf"pid {proc.pid} on {platform.node()}, started 20"):
+        run(rec)
+    with pytest.raises(RunFolderBusy, match=f"pid {proc.pid}"):
+        run(rec, resume="auto")
+    assert sorted(p.name for p in folder.iterdir()) == ["train.lock"]  # the refused runs changed nothing
+    proc.kill()  # kill -9: the lock file stays, its lock goes with the process
+    proc.wait()
+    assert run(rec, resume="auto").step == 4
+    assert f"taking over the lock of pid {proc.pid} on {platform.node()}" in caplog.text
+    assert not (folder / "train.lock").exists()  # released at the end
+
+
+def test_a_second_trainer_in_the_same_process_is_refused_too(tmp_path: Path) -> None:
+    held = RunLock.acquire(tmp_path / "run")
+    try:
+        with pytest.raises(RunFolderBusy, match=rf"this process \(pid {os.getpid()}\) already trains in it"):
+            run(recipe(tmp_path / "run"))
+    finally:
+        held.release()
+    assert run(recipe(tmp_path / "run", iterations=2)).step == 2
+
+
+# -- 13: a start that fails leaves no run folder behind --------------------------------------
+def test_a_failing_data_section_leaves_no_run_folder(tmp_path: Path) -> None:
+    from restorekit.errors import DataError
+
+    rec = recipe(tmp_path / "run")
+    rec["data"] = {"train": {"x": {"dataset": {"type": "paired_folder", "path": str(tmp_path / "missing")}}}}
+    with pytest.raises(DataError, match="missing"):
+        train(rec)
+    assert not (tmp_path / "run").exists()
+
+
+# -- 3: SIGTERM and SIGINT finish the step, write a checkpoint, and stop --------------------
+def _signal_at(trainer: Trainer, at: int, signum: int) -> None:
+    """Send ``signum`` to this process while step ``at`` runs, as a scheduler or Ctrl-C would."""
+    original = trainer._step
+
+    def step(batch: Any, index: int) -> Any:
+        if index == at:
+            os.kill(os.getpid(), signum)
+        return original(batch, index)
+
+    trainer._step = step  # type: ignore[method-assign]
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_checkpoints_the_current_step_and_resume_is_exact(tmp_path: Path, signum: int, code: int) -> None:
+    full = run(recipe(tmp_path / "full", iterations=10, ckpt_every=100))
+    rec = recipe(tmp_path / "cut", iterations=10, ckpt_every=100)
+    trainer = Trainer(rec, stream=engine_fakes.FakeStream(2))
+    _signal_at(trainer, 5, signum)
+    with pytest.raises(TrainingInterrupted) as info:
+        trainer.run()
+    where = tmp_path / "cut" / "checkpoints" / "ckpt-00000006"
+    assert info.value.exit_code == code
+    assert str(info.value) == (f"stopped by {signal.Signals(signum).name} at step 6 of 10; checkpoint {where} "
+                               f"written; continue with --resume auto")
+    assert [s for s, _ in ckpt.list_checkpoints(tmp_path / "cut")] == [6]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    resumed = run(rec, resume="auto")
+    a = load_file(str(ckpt.list_checkpoints(full.run_dir)[-1][1] / "model.safetensors"))
+    b = load_file(str(ckpt.list_checkpoints(resumed.run_dir)[-1][1] / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_after_the_first_signal_a_second_one_takes_the_default_action_at_once() -> None:
+    before = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    with StopSignals() as stop:
+        assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.received == signal.SIGTERM
+        # the kernel's default action now: a second SIGTERM or Ctrl-C ends the process there and then
+        assert all(signal.getsignal(sig) is signal.SIG_DFL for sig in STOP_SIGNALS)
+    assert {sig: signal.getsignal(sig) for sig in STOP_SIGNALS} == before

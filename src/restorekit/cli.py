@@ -12,6 +12,7 @@ import importlib
 import sys
 from typing import Sequence
 
+from restorekit.engine.signals import TrainingInterrupted
 from restorekit.errors import RestorekitError
 
 DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EPERM})
@@ -55,6 +56,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure(1 if args.verbose else -1 if args.quiet else 0)
     try:
         return int(args._run(args) or 0)
+    except TrainingInterrupted as exc:
+        print(f"restorekit {args.command}: {exc}", file=sys.stderr)
+        return exc.exit_code
     except RestorekitError as exc:
         print(f"restorekit {args.command}: error: {exc}", file=sys.stderr)
         return 2
