@@ -77,21 +77,6 @@ def test_a_negative_tile_is_reported_as_a_tile_error(tmp_path, capsys: pytest.Ca
 
 
 # -- 8, 9: plugin isolation holds against sys.exit(); recipe plugins are never imported ---
-@pytest.fixture
-def plugin_path(tmp_path, monkeypatch):
-    """A folder on sys.path for fake distributions; registries re-read metadata."""
-    from restorekit.registry import refresh_plugins
-
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.delenv("RESTOREKIT_DISABLE_PLUGINS", raising=False)
-    refresh_plugins()
-    yield tmp_path
-    for mod in [m for m in sys.modules if m.startswith("rkt_")]:
-        del sys.modules[mod]
-    monkeypatch.undo()
-    refresh_plugins()
-
-
 def _cli(*args: str, path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": f"{path}{os.pathsep}{SRC}"}
     env.pop("RESTOREKIT_DISABLE_PLUGINS", None)

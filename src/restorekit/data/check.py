@@ -72,7 +72,7 @@ def find_bad_images(entries: Sequence[TaskEntry], *, progress: bool = True) -> l
     datasets = {id(_items(e.dataset)[0]): _items(e.dataset)[0] for e in entries if e.dataset is not None}
     bad = []
     bar = tqdm(units.items(), total=len(units), desc="decoding images", unit="img", file=sys.stderr,
-               disable=not progress, dynamic_ncols=True)
+               disable=None if progress else True, dynamic_ncols=True)  # None: shown on a terminal only
     for unit, tasks in bar:
         try:
             _decode(unit, datasets)

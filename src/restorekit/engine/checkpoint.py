@@ -21,7 +21,7 @@ import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 
@@ -115,7 +115,11 @@ def save_checkpoint(
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir()
-        _write_files(tmp, step, model_state, ema_state, state, meta)
+        for name, payload in _payloads(step, model_state, ema_state, meta).items():
+            with created_file(tmp / name) as handle:
+                handle.write(payload())
+        with created_file(tmp / STATE_FILE) as handle:
+            torch.save(state, handle)
         publish_dir(tmp, final)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -127,14 +131,11 @@ def save_checkpoint(
     return final
 
 
-def _write_files(
-    folder: Path,
-    step: int,
-    model_state: Mapping[str, torch.Tensor],
-    ema_state: Mapping[str, torch.Tensor] | None,
-    state: dict[str, Any],
+def _payloads(
+    step: int, model_state: Mapping[str, torch.Tensor], ema_state: Mapping[str, torch.Tensor] | None,
     meta: dict[str, Any],
-) -> None:
+) -> dict[str, Callable[[], bytes]]:
+    """File name -> the bytes to write (computed when written)."""
     from safetensors.torch import save
 
     info = {"format": "restorekit", "step": str(step)}
@@ -142,11 +143,7 @@ def _write_files(
     if ema_state is not None:
         files[EMA_FILE] = lambda: save(_cpu_copy(ema_state), metadata={**info, "ema": "1"})
     files[META_FILE] = lambda: json.dumps({"step": step, **meta}, indent=2, default=str).encode("utf-8")
-    for name, payload in files.items():
-        with created_file(folder / name) as handle:
-            handle.write(payload())
-    with created_file(folder / STATE_FILE) as handle:
-        torch.save(state, handle)
+    return files
 
 
 def write_best(run_dir: Path, step: int, score: float, metric: str = "psnr") -> None:
