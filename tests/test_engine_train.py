@@ -120,8 +120,8 @@ def test_too_many_nan_steps_abort_and_leave_finite_checkpoints(tmp_path: Path) -
     with pytest.raises(TrainingDiverged, match=r"3 steps in a row.*train.max_nonfinite = 3") as raised:
         run(rec)
     found = ckpt.list_checkpoints(tmp_path / "run")
-    assert found and found[-1][0] == 6  # written during the skips, from the finite weights
-    assert f"the last good checkpoint is {found[-1][1]}" in str(raised.value)
+    assert found and found[-1][0] == 6  # written during the skips, from the finite weights ...
+    assert f"the last good checkpoint is {found[-2][1]}" in str(raised.value)  # ... so step 4 is the good one
     tensors = final_tensors(tmp_path / "run")
     assert all(torch.isfinite(t).all() for part in tensors.values() for t in part.values())
 

@@ -226,7 +226,7 @@ def check_spec_keywords(kind: str, spec: Any, where: str, given: tuple[str, ...]
 
     try:
         name, kwargs = split_spec(kind, spec)
-        check_keywords(kind, name, registry(kind).get(name), {**kwargs, **dict.fromkeys(given)})
+        check_keywords(kind, name, registry(kind).get(name), {**kwargs, **dict.fromkeys(given)}, engine_given=given)
     except RestorekitError as exc:
         raise RecipeError(f"{where}: {exc}") from exc
 
