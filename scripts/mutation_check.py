@@ -141,7 +141,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation("plugin-replaces-a-builtin", "plugins", "src/restorekit/registry.py",
              "if builtin is not None and not builtin.entry_point:", "if False:", PLUGINS),
     Mutation("plugin-import-errors-escape", "plugins", "src/restorekit/registry.py",
-             "except Exception as exc:  # noqa: BLE001 - any plugin failure is reported",
+             "except BaseException as exc:  # noqa: BLE001 - any plugin failure, sys.exit() at import too",
              "except ImportError as exc:", PLUGINS),
     Mutation("plugin-disable-switch-ignored", "plugins", "src/restorekit/registry.py",
              "if normalise_dist(dist_name) in disabled:", "if False:", PLUGINS),
