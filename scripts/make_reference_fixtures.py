@@ -18,13 +18,18 @@ official checkouts) only to add or remake a fixture::
 
     git clone https://github.com/swz30/Restormer /tmp/official/Restormer
     git clone https://github.com/va1shn9v/PromptIR /tmp/official/PromptIR
+    git clone https://github.com/c-yn/AdaIR /tmp/official/AdaIR
+    git clone https://github.com/eduardzamfir/MoCE-IR /tmp/official/MoCE-IR
     python scripts/make_reference_fixtures.py \
         --checkout swz30/Restormer=/tmp/official/Restormer \
-        --checkout va1shn9v/PromptIR=/tmp/official/PromptIR
+        --checkout va1shn9v/PromptIR=/tmp/official/PromptIR \
+        --checkout c-yn/AdaIR=/tmp/official/AdaIR \
+        --checkout eduardzamfir/MoCE-IR=/tmp/official/MoCE-IR
 
 Official code is imported from the checkout, never copied into this repository. Its
-only runtime need beyond torch is ``einops``. A new body (AdaIR, MoCE-IR) is one more
-``Reference`` entry and one more name in the test's list.
+runtime needs beyond torch are ``einops`` and, for MoCE-IR's file (which imports it
+for its FLOP count), ``fvcore``. A new body is one more ``Reference`` entry and one
+more name in the test's list.
 """
 
 from __future__ import annotations
@@ -83,6 +88,16 @@ class Reference:
     tiny_globals: dict[str, int] = field(default_factory=dict)  # names the patches refer to
     default_globals: dict[str, int] = field(default_factory=dict)  # their values at the default size
     default_kwargs: dict[str, Any] = field(default_factory=dict)  # builds the default size
+    # (class name, attribute, value) set on every such module once built: a switch the
+    # official constructor lacks (see MOCE_NO_ROUTING_NOISE). Each must match a module.
+    attributes: tuple[tuple[str, str, Any], ...] = field(default_factory=tuple)
+    # Run the official model on one image at a time, as its test script (batch 1) does,
+    # for code whose batched inference differs from its per-image one (MoCE-IR).
+    one_image_at_a_time: bool = False
+    # The fixture stores the weights in this dtype; float16 halves a fixture whose tiny
+    # size is still large. The model's float32 tensors are rounded to it before the
+    # official output is computed, so the stored values are exactly those it ran with.
+    weights_dtype: torch.dtype = torch.float32
 
 
 TINY = {"dim": 4, "num_blocks": [1, 2, 1, 1], "heads": [1, 2, 4, 8], "num_refinement_blocks": 2}
@@ -117,6 +132,19 @@ PROMPTIR_WIDTHS: tuple[tuple[str, str], ...] = (
 PROMPTIR_DEFAULT_SIZE = {"p1": 64, "p2": 128, "p3": 320, "s1": 64, "s2": 32, "s3": 16, "n": 5}
 PROMPTIR_TINY = {"p1": 4, "p2": 8, "p3": 20, "s1": 8, "s2": 4, "s3": 4, "n": 3}  # 1/16 the widths
 
+# AdaIR's smallest width: fre3's channel gate reduces 2*dim channels 16-fold.
+ADAIR_TINY = {"dim": 8, "num_blocks": [1, 1, 1, 1], "heads": [1, 2, 4, 8], "num_refinement_blocks": 1}
+# MoCE-IR at its released structure (4 experts of spread ranks, top 1, constant depth),
+# dim 8 (the smallest for 'spread' ranks dim/8 .. dim); two blocks at decoder level 2.
+MOCE_TINY = {"dim": 8, "num_blocks": [1, 1, 1, 1], "num_dec_blocks": [1, 2, 1], "heads": [1, 2, 4, 8],
+             "num_refinement_blocks": 1}
+MOCE_OFFICIAL = {**MOCE_TINY, "levels": 4, "ffn_expansion_factor": 2, "rank": 2, "num_experts": 4, "topk": 1,
+                 "rank_type": "spread", "depth_type": "constant", "stage_depth": [1, 1, 1],
+                 "with_complexity": False, "complexity_scale": "max"}  # the released recipe's arguments
+# The official router adds noise of std noise_std to its logits at inference too; zero
+# makes the official output deterministic, as the body's routing_noise_at_eval: false.
+MOCE_NO_ROUTING_NOISE = (("RoutingFunction", "noise_std", 0.0),)
+
 REFERENCES: tuple[Reference, ...] = (
     Reference(
         name="restormer",
@@ -145,6 +173,21 @@ REFERENCES: tuple[Reference, ...] = (
         release=lightning_ckpt, release_file="promptir_model.ckpt", seed=2,
         patches=PROMPTIR_WIDTHS, tiny_globals=PROMPTIR_TINY,
         default_globals=PROMPTIR_DEFAULT_SIZE, default_kwargs={"decoder": True},
+    ),
+    Reference(
+        name="adair",
+        repo="c-yn/AdaIR", module_file="net/model.py", class_name="AdaIR",
+        official_kwargs={**ADAIR_TINY, "ffn_expansion_factor": 2.66, "decoder": True},
+        body={"type": "adair", **ADAIR_TINY},
+        release=lightning_ckpt, release_file="adair5d.ckpt", seed=12, weights_dtype=torch.float16,
+    ),
+    Reference(
+        name="moce_ir",
+        repo="eduardzamfir/MoCE-IR", module_file="src/net/moce_ir.py", class_name="MoCEIR",
+        official_kwargs=MOCE_OFFICIAL,
+        body={"type": "moce_ir", **MOCE_TINY, "routing_noise_at_eval": False},
+        release=lightning_ckpt, release_file="last.ckpt", seed=20, weights_dtype=torch.float16,
+        attributes=MOCE_NO_ROUTING_NOISE, one_image_at_a_time=True,
     ),
 )
 
@@ -199,11 +242,29 @@ def seeded_model(module: ModuleType, ref: Reference) -> torch.nn.Module:
     with torch.no_grad():
         for _, param in sorted(model.named_parameters()):
             param.add_(PERTURBATION * torch.randn(param.shape, generator=gen))
+        for tensor in model.state_dict().values():  # views of the parameters and buffers
+            if tensor.dtype == torch.float32:
+                tensor.copy_(tensor.to(ref.weights_dtype))
+    set_attributes(model, ref)
     return model.eval()
 
 
-def official_output(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+def set_attributes(model: torch.nn.Module, ref: Reference) -> None:
+    """Set ``ref.attributes`` on the built official model; each must find its modules."""
+    for class_name, attribute, value in ref.attributes:
+        modules = [m for m in model.modules() if type(m).__name__ == class_name]
+        if not modules:
+            raise SystemExit(f"{ref.name}: no {class_name} module to set {attribute} on")
+        for found in modules:
+            if not hasattr(found, attribute):
+                raise SystemExit(f"{ref.name}: {class_name} has no attribute {attribute!r}")
+            setattr(found, attribute, value)
+
+
+def official_output(model: torch.nn.Module, x: torch.Tensor, one_image_at_a_time: bool = False) -> torch.Tensor:
     """As the official test scripts: reflect-pad to a multiple of 8, run, crop back."""
+    if one_image_at_a_time:
+        return torch.cat([official_output(model, image[None]) for image in x])
     h, w = x.shape[-2:]
     padded = F.pad(x, (0, -w % 8, 0, -h % 8), mode="reflect")
     with torch.no_grad():
@@ -234,18 +295,21 @@ def make(ref: Reference, checkout: Path, out_dir: Path, scratch: Path) -> Path:
     gen = torch.Generator().manual_seed(ref.seed + 2000)
     batch, height, width = INPUT_SHAPE
     x = torch.rand(batch, ref.in_channels, height, width, generator=gen)
-    y = official_output(model, x)
+    y = official_output(model, x, ref.one_image_at_a_time)
     if (y - x[:, : y.shape[1]]).abs().mean() < 0.05:
         raise SystemExit(f"{ref.name}: the output is nearly the input; the fixture would test little")
-    tensors = {"input": x, "output": y, **flatten(ref.release(model.state_dict()), "release/")}
+    state = {k: v.to(ref.weights_dtype) if v.dtype == torch.float32 else v for k, v in model.state_dict().items()}
+    tensors = {"input": x, "output": y, **flatten(ref.release(state), "release/")}
     metadata = {
         "body": json.dumps(ref.body),
         "release_file": ref.release_file,
         "official": json.dumps({"repo": ref.repo, "commit": commit_of(checkout), "file": ref.module_file,
                                 "class": ref.class_name, "kwargs": ref.official_kwargs,
-                                "width_edits": len(ref.patches)}),
+                                "width_edits": len(ref.patches), "attributes": ref.attributes,
+                                "one_image_at_a_time": ref.one_image_at_a_time}),
         "made_with": json.dumps({"script": "scripts/make_reference_fixtures.py", "seed": ref.seed,
-                                 "perturbation": PERTURBATION, "torch": torch.__version__}),
+                                 "perturbation": PERTURBATION, "torch": torch.__version__,
+                                 "weights_dtype": str(ref.weights_dtype).removeprefix("torch.")}),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{ref.name}.safetensors"

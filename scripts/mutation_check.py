@@ -42,7 +42,7 @@ def skip_when_copying(folder: str, names: list[str]) -> set[str]:
 
 
 CLAIMS = {
-    "bodies": "Restormer and PromptIR bodies compute what the official code computes",
+    "bodies": "Restormer, PromptIR, AdaIR and MoCE-IR bodies compute what the official code computes",
     "merge": "recipe merge rules (docs/recipes.md)",
     "resume": "exact resume: a stopped and resumed run ends where an uninterrupted one does",
     "torchrun": "torchrun: split validation, per-rank generator states",
@@ -96,6 +96,12 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation("padding-replicates", "bodies", "src/restorekit/bodies/base.py",
              'x = F.pad(x, (0, pad_w, 0, 0), mode="reflect" if pad_w < w else "replicate")',
              'x = F.pad(x, (0, pad_w, 0, 0), mode="replicate")', REFERENCE),
+    Mutation("adair-spatial-gate-pool-order", "bodies", "src/restorekit/bodies/frequency.py",
+             "torch.cat([torch.max(x, dim=1, keepdim=True)[0], x.mean(dim=1, keepdim=True)], dim=1)",
+             "torch.cat([x.mean(dim=1, keepdim=True), torch.max(x, dim=1, keepdim=True)[0]], dim=1)", REFERENCE),
+    Mutation("moce-expert-gate-projections-swapped", "bodies", "src/restorekit/bodies/moce_blocks.py",
+             "self.body(self.proj[0](x)) * F.silu(self.proj[1](shared))",
+             "self.body(self.proj[1](x)) * F.silu(self.proj[0](shared))", REFERENCE),
     # -- merge rules ----------------------------------------------------------------------
     Mutation("merge-type-without-base-type-replaces", "merge", "src/restorekit/recipes.py",
              'if "type" in override and "type" in base and new_type != base_type:',

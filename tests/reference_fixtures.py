@@ -2,8 +2,9 @@
 
 A fixture is one safetensors file: ``input``, ``output`` (the official model's output
 on that input), ``release/<key>`` (the weights in the layout of the official release,
-nesting joined by ``/``) and metadata (the restorekit body spec, the released file's
-name, where the official code came from). See tests/fixtures/README.md.
+nesting joined by ``/``; float16 in the larger fixtures, read back as the float32 of
+the released files) and metadata (the restorekit body spec, the released file's name,
+where the official code came from). See tests/fixtures/README.md.
 """
 
 from __future__ import annotations
@@ -56,7 +57,11 @@ def read_reference(name: str) -> Reference:
     with safe_open(str(path), framework="pt") as handle:
         meta = handle.metadata()
         tensors = {key: handle.get_tensor(key) for key in handle.keys()}
-    release = {k[len(RELEASE_PREFIX):]: v for k, v in tensors.items() if k.startswith(RELEASE_PREFIX)}
+    release = {
+        k[len(RELEASE_PREFIX):]: v.float() if v.dtype == torch.float16 else v
+        for k, v in tensors.items()
+        if k.startswith(RELEASE_PREFIX)
+    }
     return Reference(
         name=name,
         body=json.loads(meta["body"]),

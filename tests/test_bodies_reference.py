@@ -12,12 +12,13 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from reference_fixtures import FIXTURES, read_reference
+
 from restorekit import build
+from restorekit.bodies.moce_blocks import AdapterLayer
 
 # One name per fixture in tests/fixtures; a new body's fixture is one more name here.
-REFERENCES = ["restormer", "restormer_dual_pixel_bias_free", "promptir"]
+REFERENCES = ["restormer", "restormer_dual_pixel_bias_free", "promptir", "adair", "moce_ir"]
 
 
 @pytest.mark.parametrize("name", REFERENCES)
@@ -39,6 +40,18 @@ def test_promptir_release_reports_the_official_modules_it_never_uses(tmp_path: P
     report = body.load_weights(ref.write_release(tmp_path))
     assert report.source_key == "state_dict"
     assert {key.split(".")[0] for key in report.ignored} == set(body.unused_official_modules)
+
+
+def test_moce_ir_fixture_routes_the_images_through_every_expert(tmp_path: Path) -> None:
+    """Every expert's computation is part of what the fixture compares, and routing per image too."""
+    ref = read_reference("moce_ir")
+    body = build("body", {**ref.body, "weights": str(ref.write_release(tmp_path))}).eval()
+    with torch.no_grad():
+        body(ref.input)
+    adapters = [m for m in body.modules() if isinstance(m, AdapterLayer)]
+    routes = [adapter.last_indices for adapter in adapters]
+    assert set(torch.cat(routes).flatten().tolist()) == set(range(len(adapters[0].experts)))
+    assert any(r[0].tolist() != r[1].tolist() for r in routes)  # the two images part ways somewhere
 
 
 def test_every_fixture_is_tested() -> None:
