@@ -1,6 +1,6 @@
 """Speed, memory and FLOP efficiency of the recipes, side by side in one run on one device.
 
-For each recipe (DINO-IR, its ablations, the Restormer and PromptIR baselines):
+For each recipe (DINO-IR, its ablations, the Restormer, PromptIR, AdaIR and MoCE-IR baselines):
 
 * training step (forward, the recipe's loss with DPC where it has one, backward,
   gradient clipping, AdamW step) at 128 px, batch 8: median time, images/s,
@@ -43,7 +43,7 @@ import common as bench  # noqa: E402
 import levers as lever_tools  # noqa: E402
 import torch  # noqa: E402
 
-BASELINES = ("baselines/restormer", "baselines/promptir")
+BASELINES = ("baselines/restormer", "baselines/promptir", "baselines/adair", "baselines/moce_ir", "baselines/moce_ir_s")
 LEVERS = ("channels_last", "sdpa", "grad_checkpoint", "compile", "no_dpc_reuse", "backbone_bf16")
 BACKBONE_LEVERS = ("no_dpc_reuse", "backbone_bf16")
 TRAIN_RATIO_LIMIT, INFER_RATIO_LIMIT, BODY_MATMUL_LIMIT = 1.25, 1.15, 0.40
@@ -86,7 +86,7 @@ class Setting:
 
 
 def default_recipes() -> list[str]:
-    """dino_ir, every ablation, the two baselines (those that exist)."""
+    """dino_ir, every ablation, the 3-task baselines (those that exist)."""
     from restorekit.recipes import list_recipes
 
     known = list_recipes()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -43,3 +44,18 @@ def device(request: pytest.FixtureRequest) -> str:
     if request.param == "cuda" and not _cuda_available():
         pytest.skip("no CUDA device on this machine")
     return request.param
+
+
+@pytest.fixture
+def plugin_path(tmp_path, monkeypatch):
+    """A folder on sys.path for fake distributions (modules named ``rkt_*``); registries re-read metadata."""
+    from restorekit.registry import refresh_plugins
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv("RESTOREKIT_DISABLE_PLUGINS", raising=False)
+    refresh_plugins()
+    yield tmp_path
+    for mod in [m for m in sys.modules if m.startswith("rkt_")]:
+        del sys.modules[mod]
+    monkeypatch.undo()
+    refresh_plugins()

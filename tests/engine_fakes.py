@@ -7,8 +7,10 @@ global batch), so the engine is tested against the contract, not one dataset.
 
 from __future__ import annotations
 
+import random
 from typing import Any, Iterator
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -34,10 +36,17 @@ class FrozenGuide(nn.Module):
 
 
 class LocalConvNet(nn.Module):
-    """Three 3x3 convs (receptive-field radius 3) with a residual; deterministic on CPU."""
+    """Three 3x3 convs (receptive-field radius 3) with a residual; deterministic on CPU.
 
-    def __init__(self, width: int = 8, frozen_guide: bool = False) -> None:
+    ``noise > 0``: in training, the input gets noise drawn from the global python,
+    numpy and torch generators (as dropout or an augmentation inside a model would
+    draw), so a resume that does not restore them diverges. Rank r of a process group
+    draws r values more, so the ranks' generator states differ.
+    """
+
+    def __init__(self, width: int = 8, frozen_guide: bool = False, noise: float = 0.0) -> None:
         super().__init__()
+        self.noise = noise
         self.body = nn.Sequential(
             nn.Conv2d(3, width, 3, padding=1), nn.GELU(),
             nn.Conv2d(width, width, 3, padding=1), nn.GELU(),
@@ -45,8 +54,15 @@ class LocalConvNet(nn.Module):
         )
         self.guide = FrozenGuide() if frozen_guide else None
 
+    def global_noise(self, like: torch.Tensor) -> torch.Tensor:
+        rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+        draws = [random.random() + float(np.random.rand()) + float(torch.rand(())) for _ in range(rank + 1)]
+        return self.noise * (torch.randn_like(like) + draws[-1])
+
     def forward(self, lq: torch.Tensor) -> torch.Tensor:
         inp = lq if self.guide is None else lq + 0.1 * self.guide(lq)
+        if self.noise and self.training:
+            inp = inp + self.global_noise(inp)
         return lq + self.body(inp)
 
 
@@ -75,9 +91,9 @@ class GuidedConvNet(LocalConvNet):
         return out, ModelAux(backbone=self.backbone, guide=self.backbone(lq))
 
 
-def convnet(width: int = 8, aux: bool = False, frozen_guide: bool = False) -> nn.Module:
+def convnet(width: int = 8, aux: bool = False, frozen_guide: bool = False, noise: float = 0.0) -> nn.Module:
     """``engine_test_convnet``: plain, with a frozen part, or guided (``aux``: hands the loss a ModelAux)."""
-    return GuidedConvNet(width) if aux else LocalConvNet(width, frozen_guide)
+    return GuidedConvNet(width) if aux else LocalConvNet(width, frozen_guide, noise)
 
 
 class _InfiniteGradient(torch.autograd.Function):

@@ -38,6 +38,18 @@ def test_adapter_is_identity_at_init_for_any_sizes(fusion, query, guide_hw, feat
 
 
 @pytest.mark.parametrize("fusion", FUSIONS)
+def test_adapter_with_biases_is_identity_at_init(fusion) -> None:
+    """The zero-initialised layer starts with a zero bias too, or the body would not keep its behaviour."""
+    torch.manual_seed(0)
+    adapter = DinoRestoreAdapter(12, 8, fusion=fusion, heads=2, bias=True)
+    for module in adapter.zero_initialised():
+        assert module.bias is not None and not module.bias.any()
+        assert not module.weight.any()
+    feature = torch.randn(2, 8, 9, 7)
+    assert torch.equal(adapter(feature, torch.randn(2, 12, 4, 3)), feature)
+
+
+@pytest.mark.parametrize("fusion", FUSIONS)
 @pytest.mark.parametrize("query", ["guide", "feature"])
 def test_every_parameter_trains_once_the_zero_init_layer_moves(fusion, query) -> None:
     torch.manual_seed(1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -97,7 +99,7 @@ def test_full_config_injection_points():
     for cls, expect in ((Restormer, expect_restormer), (PromptIR, expect_promptir)):
         points = _meta(cls).injection_points
         assert points == {k: InjectionPoint(c, s) for k, (c, s) in expect.items()}
-    with pytest.raises(Exception):  # frozen dataclass
+    with pytest.raises(dataclasses.FrozenInstanceError):
         InjectionPoint(1, 1).channels = 2  # type: ignore[misc]
 
 

@@ -117,42 +117,55 @@ def test_restore_keeps_formats_and_never_overwrites(demo_run, tmp_path: Path) ->
     assert forced.returncode == 0 and (src / "gray.png").read_bytes() != before["gray.png"]
 
 
+def newest_checkpoint(run_dir: Path) -> int:
+    """Step of the newest complete checkpoint folder (0 when there is none)."""
+    return max((int(p.name[5:]) for p in (run_dir / "checkpoints").glob("ckpt-*[0-9]")), default=0)
+
+
+def kill_seed() -> int:
+    """The seed of the kill moments: RESTOREKIT_KILL_SEED to replay a failure, else a fresh one."""
+    seed = int(os.environ.get("RESTOREKIT_KILL_SEED") or time.time_ns() % 2**32)
+    print(f"kill seed {seed} (replay with RESTOREKIT_KILL_SEED={seed})")
+    return seed
+
+
 def test_sigkill_at_a_random_moment_then_resume_is_bitwise_identical(tmp_path: Path) -> None:
-    """Kill -9 twice at random moments after the first checkpoint; the resumed run ends
-    with the same bytes as an uninterrupted one (CPU, one thread, deterministic algorithms)."""
+    """Kill -9 twice at random moments, each after the (resumed) run wrote a new checkpoint;
+    the resumed run ends with the same bytes as an uninterrupted one (CPU, one thread,
+    deterministic algorithms)."""
     args = [str(BASELINE), *TINY_BASELINE, "-o", "train.iterations=40", "-o", "train.ckpt_every=4",
             "-o", "train.keep_last=2",
             "-o", "train.deterministic=true", "-o", "eval.after_train=false"]
     full = cli("train", *args, "-o", f"train.out_dir={tmp_path / 'full'}")
     assert full.returncode == 0, full.stderr[-3000:]
     cut = tmp_path / "cut"
-    seed = int(time.time())
+    seed = kill_seed()
     chooser = random.Random(seed)
-    kills = []
-    for attempt in range(2):
+    kills: list[tuple[int, int]] = []  # (checkpoint the run started from, newest when killed)
+    for _ in range(2):
+        started_from = newest_checkpoint(cut)
         proc = subprocess.Popen([sys.executable, "-m", "restorekit", "train", *args, "-o", f"train.out_dir={cut}",
                                  "--resume", "auto"], env=env(), cwd=ROOT,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 120
-        start = len(list((cut / "checkpoints").glob("ckpt-*[0-9]"))) if cut.exists() else 0
-        while time.time() < deadline and proc.poll() is None:
-            done = len(list((cut / "checkpoints").glob("ckpt-*[0-9]"))) if (cut / "checkpoints").exists() else 0
-            if done > start or (attempt and done):
-                break
+        # Progress first: this run has written a checkpoint past the one it started from.
+        while time.time() < deadline and proc.poll() is None and newest_checkpoint(cut) <= started_from:
             time.sleep(0.05)
         time.sleep(chooser.uniform(0.0, 0.8))
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
-            kills.append(max(int(p.name[5:]) for p in (cut / "checkpoints").glob("ckpt-*[0-9]")))
+            kills.append((started_from, newest_checkpoint(cut)))
         proc.wait()
-    assert kills, "the run finished before it could be killed"
+    print(f"killed at (checkpoint started from, newest checkpoint): {kills}")
+    assert len(kills) == 2, f"kill seed {seed}: a run finished before it could be killed ({kills})"
+    assert all(started < newest for started, newest in kills), f"kill seed {seed}: {kills}"
     assert not (cut / "checkpoints" / "ckpt-00000040").exists()
     resumed = cli("train", *args, "-o", f"train.out_dir={cut}", "--resume", "auto")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     a, b = final_weights(tmp_path / "full"), final_weights(cut)
     assert a.keys() == b.keys()
     differing = [k for k in a if not torch.equal(a[k], b[k])]
-    assert not differing, f"kill seed {seed}, killed after checkpoints {kills}: {differing[:5]}"
+    assert not differing, f"kill seed {seed}, killed at (started from, newest) {kills}: {differing[:5]}"
     assert [r["step"] for r in records(cut)] == [r["step"] for r in records(tmp_path / "full")]
 
 

@@ -57,8 +57,11 @@ def test_resume_on_cuda_matches(tmp_path: Path) -> None:
     resumed = train(recipe(tmp_path / "cut", deterministic=True, amp="off"), stream=stream(), resume="auto")
     a = ckpt.load_checkpoint(ckpt.list_checkpoints(full.run_dir)[-1][1])
     b = ckpt.load_checkpoint(ckpt.list_checkpoints(resumed.run_dir)[-1][1])
+    assert a.model.keys() == b.model.keys() and a.ema is not None and b.ema is not None
+    assert a.ema.keys() == b.ema.keys() == a.model.keys()
     for key in a.model:
         torch.testing.assert_close(b.model[key], a.model[key], rtol=0, atol=0)
+        torch.testing.assert_close(b.ema[key], a.ema[key], rtol=0, atol=0)
 
 
 def test_tiled_bf16_inference_on_cuda_close_to_fp32() -> None:

@@ -293,7 +293,6 @@ def test_center_crop_to_a_multiple(h: int, w: int, multiple: int) -> None:
 
 
 def test_evaluate_tiled_equals_whole_and_states_its_protocol() -> None:
-    pytest.importorskip("restorekit.metrics")
     from restorekit.engine.evaluate import evaluate, markdown_table, protocol
 
     torch.manual_seed(0)

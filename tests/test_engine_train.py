@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 import engine_fakes
+from plugin_dists import write_dist
 from restorekit.contracts import ModelAux
 from restorekit.engine import checkpoint as ckpt
 from restorekit.engine.train import Trainer, TrainingDiverged, train
@@ -58,6 +59,16 @@ def test_a_few_iterations_write_a_complete_run_folder(tmp_path: Path) -> None:
     first = sum(r["loss"] for r in logged[:5]) / 5
     last = sum(r["loss"] for r in logged[-5:]) / 5
     assert last < first  # it learns to denoise
+
+
+def test_run_json_records_every_plugin_by_name_and_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    site = tmp_path / "site"
+    write_dist(site, "rk-recorded", "4.5.6", {"restorekit.fusions": {"recorded": "rkt_recorded:Part"}},
+               {"rkt_recorded.py": "class Part:\n    pass\n"})
+    monkeypatch.syspath_prepend(str(site))
+    result = run(recipe(tmp_path / "run", iterations=2, schedule={"warmup_iters": 1}))
+    plugins = json.loads((result.run_dir / "run.json").read_text())["versions"]["plugins"]
+    assert plugins.get("rk-recorded") == "4.5.6", plugins
 
 
 def test_frozen_parts_stay_out_and_aux_reaches_the_loss(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -109,16 +120,20 @@ def test_too_many_nan_steps_abort_and_leave_finite_checkpoints(tmp_path: Path) -
     with pytest.raises(TrainingDiverged, match=r"3 steps in a row.*train.max_nonfinite = 3") as raised:
         run(rec)
     found = ckpt.list_checkpoints(tmp_path / "run")
-    assert found and found[-1][0] == 6  # written during the skips, from the finite weights
-    assert f"the last good checkpoint is {found[-1][1]}" in str(raised.value)
+    assert found and found[-1][0] == 6  # written during the skips, from the finite weights ...
+    assert f"the last good checkpoint is {found[-2][1]}" in str(raised.value)  # ... so step 4 is the good one
     tensors = final_tensors(tmp_path / "run")
     assert all(torch.isfinite(t).all() for part in tensors.values() for t in part.values())
 
 
-def test_resume_after_interruption_is_bitwise_identical(tmp_path: Path) -> None:
-    full = run(recipe(tmp_path / "full", iterations=14, ckpt_every=5))
+NOISY = {"type": "engine_test_convnet", "noise": 0.05}  # draws the global python, numpy, torch RNGs
 
-    rec = recipe(tmp_path / "cut", iterations=14, ckpt_every=5)
+
+def test_resume_after_interruption_is_bitwise_identical(tmp_path: Path) -> None:
+    """Weights, EMA and the global generators' states (the model draws them) carry over."""
+    full = run({**recipe(tmp_path / "full", iterations=14, ckpt_every=5), "model": NOISY})
+
+    rec = {**recipe(tmp_path / "cut", iterations=14, ckpt_every=5), "model": NOISY}
     engine_fakes.run_until(Trainer(rec, stream=engine_fakes.FakeStream(4)), 8)
     assert [s for s, _ in ckpt.list_checkpoints(tmp_path / "cut")] == [5]
     resumed = run(rec, resume="auto")

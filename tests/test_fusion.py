@@ -47,10 +47,18 @@ def test_msf_shape_and_gate_properties(batch, channels, layers, out, experts, hw
 
 @FAST
 @given(hw=st.tuples(st.integers(1, 6), st.integers(1, 6)), layers=st.integers(1, 4), out=st.integers(1, 9))
-def test_concat_shape(hw, layers, out) -> None:
+def test_concat_is_one_linear_map_of_the_layers_in_order(hw, layers, out) -> None:
+    """y = b + sum_l W_l F_l, W_l the l-th block of input channels of the 1x1 conv."""
+    torch.manual_seed(0)
     fusion = ConcatFusion(4, layers, out)
-    y = fusion(_feats(2, 4, layers, *hw))
+    feats = _feats(2, 4, layers, *hw)
+    y = fusion(feats)
     assert y.shape == (2, out, *hw)
+    weight = fusion.proj.weight[:, :, 0, 0]
+    expected = fusion.proj.bias[None, :, None, None] + sum(
+        torch.einsum("oc,bchw->bohw", weight[:, 4 * i : 4 * (i + 1)], f) for i, f in enumerate(feats)
+    )
+    torch.testing.assert_close(y, expected, rtol=1e-5, atol=1e-5)
     assert fusion.last_gate is None and fusion.aux_loss is None
 
 

@@ -13,7 +13,7 @@ from plugin_dists import write_dist
 from restorekit.building import build
 from restorekit.errors import AmbiguousComponentError, ComponentLoadError, UnknownComponentError
 from restorekit.listing import list_components
-from restorekit.registry import refresh_plugins, registry
+from restorekit.registry import registry
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -27,19 +27,6 @@ GOOD = textwrap.dedent(
             self.out_channels = out_channels
     """
 )
-
-
-@pytest.fixture
-def plugin_path(tmp_path, monkeypatch):
-    """A folder on sys.path for fake distributions; registries re-read metadata."""
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.delenv("RESTOREKIT_DISABLE_PLUGINS", raising=False)
-    refresh_plugins()
-    yield tmp_path
-    for mod in [m for m in sys.modules if m.startswith("rkt_")]:
-        del sys.modules[mod]
-    monkeypatch.undo()
-    refresh_plugins()
 
 
 def test_good_plugin_listed_without_import_then_built(plugin_path):

@@ -26,16 +26,25 @@ scalars = st.one_of(st.integers(-5, 5), st.floats(allow_nan=False, allow_infinit
 types = st.sampled_from(["msf", "concat", "film"])
 
 
-def trees(max_leaves: int = 12):
-    return st.recursive(
-        scalars | st.lists(st.integers(0, 9), max_size=3),
-        lambda children: st.dictionaries(keys, children, max_size=4)
-        | st.fixed_dictionaries({"type": types}, optional={"x": children, "y": children}),
-        max_leaves=max_leaves,
-    )
+def trees(max_leaves: int = 12, markers: bool = False):
+    """Recipe-like values: scalars, lists, and mappings with or without a ``type`` at any depth.
+
+    ``markers``: some mappings carry ``_replace_: true`` (as an override may).
+    """
+
+    def mapping(children):
+        plain = st.dictionaries(keys, children, max_size=4)
+        typed = st.fixed_dictionaries({"type": types}, optional={"a": children, "b": children, "x": children})
+        node = plain | typed
+        if markers:
+            node = node | st.builds(lambda m: {**m, "_replace_": True}, plain | typed)
+        return node
+
+    return st.recursive(scalars | st.lists(st.integers(0, 9), max_size=3), mapping, max_leaves=max_leaves)
 
 
 mappings = st.dictionaries(keys, trees(), max_size=4)
+overrides = st.dictionaries(keys, trees(markers=True), max_size=4)
 
 
 def leaves(node, prefix=()):
@@ -86,6 +95,69 @@ def test_a_type_switch_never_leaks_the_old_parts_keys(t1, t2, kw1, kw2):
         assert merged["fusion"] == {"type": t2, **kw2}
     else:
         assert merged["fusion"]["old_only"] == 1
+
+
+def untouched(base, override, path=()):
+    """(path, value) of every base value the docs say an override leaves alone.
+
+    Under a node the override does not replace (it brings no ``_replace_`` and no
+    ``type`` other than the base node's own; a ``type`` where the base has none is no
+    switch), a base key the override does not name keeps its value.
+    """
+    if not isinstance(base, dict) or not isinstance(override, dict) or override.get("_replace_"):
+        return
+    if "type" in base and "type" in override and base["type"] != override["type"]:
+        return
+    for key, value in base.items():
+        if key not in override:
+            yield path + (key,), value
+        else:
+            yield from untouched(value, override[key], path + (key,))
+
+
+def at(tree, path):
+    for key in path:
+        tree = tree[key]
+    return tree
+
+
+def nested(path, node):
+    for key in reversed(path):
+        node = {key: node}
+    return node
+
+
+@settings(max_examples=100, deadline=None)
+@given(mappings, overrides)
+def test_what_an_override_does_not_name_keeps_its_value(base, override):
+    merged = merge(base, override)
+    for path, value in untouched(base, override):
+        assert at(merged, path) == value, path
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(keys, max_size=3), st.dictionaries(keys, trees(), min_size=1, max_size=4), types,
+       st.dictionaries(keys, trees(), max_size=3))
+def test_a_type_where_the_base_has_none_merges_and_keeps_the_base(path, base_node, new_type, kwargs):
+    """Not a switch: a base node without ``type`` (a spec relying on the default part)."""
+    override = {"type": new_type, **kwargs}
+    merged = at(merge(nested(path, base_node), nested(path, override)), path)
+    assert merged["type"] == new_type
+    for key, value in base_node.items():
+        if key not in kwargs:
+            assert merged[key] == value, key
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(keys, max_size=3), types, types, st.dictionaries(keys, trees(), max_size=3),
+       st.dictionaries(keys, st.dictionaries(keys, trees(), min_size=1, max_size=3), min_size=1, max_size=3),
+       st.dictionaries(keys, trees(), max_size=3))
+def test_a_type_switch_at_any_depth_leaks_no_nested_mapping_of_the_old_part(path, t1, t2, old_kw, old_maps, new_kw):
+    assume(t1 != t2)
+    old = {**old_kw, **old_maps, "type": t1}  # at least one value of the old part is a mapping
+    new = {**new_kw, "type": t2}
+    merged = merge(nested(path, old), nested(path, new))
+    assert at(merged, path) == new
 
 
 def test_explicit_replace_marker():

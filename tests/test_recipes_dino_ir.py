@@ -11,6 +11,7 @@ from restorekit import build, build_model
 from restorekit.data.build import check_data_config, task_entries
 from restorekit.engine.config import eval_config, train_config
 from restorekit.recipes import load_recipe, recipe_diff
+from restorekit.contracts import sparse_gradient_prefixes
 from restorekit.engine.parts import build_model_and_loss
 from restorekit.engine.step import forward_loss
 from restorekit.tiny import tiny_loss_spec, tiny_model_spec
@@ -35,11 +36,23 @@ ABLATION_CHANGES = {
     "ablations/vit_s14": ["model.backbone.size"],
     "ablations/vit_l14": ["model.backbone.size", "model.layers"],
     "ablations/promptir_body": ["model.body."],
+    "ablations/adair_body": ["model.body."],
+    "ablations/moce_ir_body": ["model.body."],
+}
+# Baselines trained as their own repositories do: (iterations, warmup) of that schedule.
+OWN_SCHEDULES = {
+    "baselines/adair": (667_500, 66_750),
+    "baselines/adair_5task": (762_300, 76_230),
+    "baselines/moce_ir": (534_000, 66_750),
+    "baselines/moce_ir_s": (534_000, 66_750),
+    "baselines/moce_ir_5task": (609_840, 76_230),
+    "baselines/moce_ir_s_5task": (609_840, 76_230),
 }
 
 
 def test_the_recipe_set_is_complete() -> None:
-    expected = {"dino_ir", "dino_ir_5task", "baselines/restormer", "baselines/promptir", *ABLATION_CHANGES}
+    expected = {"dino_ir", "dino_ir_5task", "baselines/restormer", "baselines/promptir", *ABLATION_CHANGES,
+                *OWN_SCHEDULES}
     assert expected == set(RECIPES)
 
 
@@ -48,13 +61,15 @@ def test_recipe_sections_validate(name) -> None:
     recipe = load_recipe(name)
     assert recipe["name"] == name and recipe["description"]
     train = train_config(recipe, name)
-    assert (train.iterations, train.batch_size, train.lr) == (500_000, 32, 2e-4)
+    iterations, warmup = OWN_SCHEDULES.get(name, (500_000, 50_000))
+    assert (train.iterations, train.batch_size, train.lr) == (iterations, 32, 2e-4)
+    assert train.schedule["warmup_iters"] == warmup
     eval_config(recipe, name)
     data = check_data_config(recipe["data"])
     tasks = {e.name for e in task_entries(data, "train")}
     val = {e.name for e in task_entries(data, "val")}
     three = {"denoise_15", "denoise_25", "denoise_50", "derain", "dehaze"}
-    if name == "dino_ir_5task":
+    if name.endswith("5task"):
         assert tasks == three | {"deblur", "lowlight"}
         assert val == {"denoise_25", "derain", "dehaze", "deblur", "lowlight"}
     else:
@@ -78,6 +93,17 @@ def test_baselines_keep_data_and_training_of_dino_ir() -> None:
         assert load_recipe(name)["loss"] == {"type": "l1"}
 
 
+@pytest.mark.parametrize("name", sorted(OWN_SCHEDULES))
+def test_baselines_with_their_own_schedule_keep_the_protocol_data(name) -> None:
+    protocol = "dino_ir_5task" if name.endswith("5task") else "dino_ir"
+    recipe = load_recipe(name)
+    changed = {key.split(".")[0] for key, _, _ in recipe_diff(recipe, load_recipe(protocol))}
+    assert changed == {"name", "description", "model", "loss", "train", "eval"}
+    train = train_config(recipe, name)
+    assert train.ema_decay is None and train.grad_clip is None  # neither repository has them
+    assert eval_config(recipe, name).use_ema is False
+
+
 @pytest.mark.parametrize("name", RECIPES)
 def test_every_recipe_builds_tiny_and_trains_one_step(name) -> None:
     recipe = load_recipe(name)
@@ -86,13 +112,17 @@ def test_every_recipe_builds_tiny_and_trains_one_step(name) -> None:
     lq, gt = torch.rand(2, 3, 48, 48), torch.rand(2, 3, 48, 48)
     value = forward_loss(model, model, loss, lq, gt).total
     value.backward()
+    torch.manual_seed(1)  # MoCE-IR's router draws noise: the same draws for model and body below
     restored = model(lq)
     assert restored.shape == lq.shape and torch.isfinite(value)
-    trainable = [p for p in model.parameters() if p.requires_grad]
+    # A routed expert no image chose gets no gradient (test_bodies_adair_moce checks those).
+    sparse = sparse_gradient_prefixes(model)
+    trainable = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith(sparse)]
     assert trainable and all(p.grad is not None for p in trainable)
     frozen = [p for p in model.parameters() if not p.requires_grad]
     assert all(p.grad is None for p in frozen)
     if recipe["model"]["type"] == "dino_ir":
+        torch.manual_seed(1)
         assert frozen and torch.equal(restored, model.body(lq))  # zero-initialised D-R
 
 

@@ -13,11 +13,12 @@ import functools
 import inspect
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Collection, Mapping
 
 from restorekit.errors import BuildError, RecipeError
 from restorekit.recipes import find_recipe, load_recipe, merge
 from restorekit.registry import MODELS, registry
+from restorekit.value_types import type_mismatches
 
 
 def split_spec(kind: str, spec: str | Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -62,14 +63,21 @@ def build(kind: str, spec: str | Mapping[str, Any], **extra: Any) -> Any:
     name, kwargs = split_spec(kind, spec)
     kwargs.update(extra)
     factory = registry(kind).get(name)
-    check_keywords(kind, name, factory, kwargs)
+    check_keywords(kind, name, factory, kwargs, engine_given=extra)
     if kind in FUNCTION_KINDS:
         return functools.partial(factory, **kwargs) if kwargs else factory
     return factory(**kwargs)
 
 
-def check_keywords(kind: str, name: str, factory: Any, kwargs: Mapping[str, Any]) -> None:
-    """BuildError listing the accepted keywords when ``kwargs`` holds one ``factory`` does not take."""
+def check_keywords(
+    kind: str, name: str, factory: Any, kwargs: Mapping[str, Any], *, engine_given: Collection[str] = ()
+) -> None:
+    """BuildError when ``kwargs`` holds a keyword ``factory`` does not take, or a value of a clearly
+    wrong type for its annotation (key, expected and given type named).
+
+    ``engine_given``: keywords the engine passes itself (``params``, ``lr``); their
+    names are checked, their values are not (a caller may pass placeholders).
+    """
     names, var_kw = accepted_keywords(factory)
     unexpected = sorted(k for k in kwargs if k not in names)
     if unexpected and not var_kw:
@@ -82,6 +90,9 @@ def check_keywords(kind: str, name: str, factory: Any, kwargs: Mapping[str, Any]
             + (f"did you mean {', '.join(hints)}? " if hints else "")
             + f"accepted: {', '.join(names) or '(none)'}"
         )
+    wrong = type_mismatches(factory, kwargs, skip=engine_given)
+    if wrong:
+        raise BuildError(f"{kind} {name!r}: wrong value type for " + "; ".join(wrong))
 
 
 def build_part(kind: str, spec_or_part: Any, **extra: Any) -> Any:

@@ -21,12 +21,18 @@ BUILTINS: dict[str, dict[str, str]] = {
     "body": {
         "restormer": "restorekit.bodies.restormer:Restormer",
         "promptir": "restorekit.bodies.promptir:PromptIR",
+        "adair": "restorekit.bodies.adair:AdaIR",
+        "moce_ir": "restorekit.bodies.moce_ir:MoCEIR",
+        "moce_ir_s": "restorekit.bodies.moce_ir:MoCEIRS",
     },
     "model": {
         "dino_ir": "restorekit.models.dino_ir:DinoIR",
         # A body is a complete restoration model on its own (the baselines).
         "restormer": "restorekit.bodies.restormer:Restormer",
         "promptir": "restorekit.bodies.promptir:PromptIR",
+        "adair": "restorekit.bodies.adair:AdaIR",
+        "moce_ir": "restorekit.bodies.moce_ir:MoCEIR",
+        "moce_ir_s": "restorekit.bodies.moce_ir:MoCEIRS",
     },
     "loss": {
         "l1": "restorekit.losses.pixel:L1Loss",
@@ -34,6 +40,7 @@ BUILTINS: dict[str, dict[str, str]] = {
         "charbonnier": "restorekit.losses.pixel:CharbonnierLoss",
         "weighted_sum": "restorekit.losses.pixel:WeightedSumLoss",
         "dpc": "restorekit.losses.dpc:DPCLoss",
+        "fft": "restorekit.losses.frequency:FFTLoss",
     },
     "metric": {
         "psnr": "restorekit.metrics:psnr",

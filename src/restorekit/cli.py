@@ -7,11 +7,15 @@ Each command module is light at import time (no torch at top level) and exposes
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 from typing import Sequence
 
+from restorekit.engine.signals import TrainingInterrupted
 from restorekit.errors import RestorekitError
+
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EPERM})
 
 COMMANDS: dict[str, str] = {
     "list": "restorekit.commands.list_parts",
@@ -52,12 +56,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure(1 if args.verbose else -1 if args.quiet else 0)
     try:
         return int(args._run(args) or 0)
+    except TrainingInterrupted as exc:
+        print(f"restorekit {args.command}: {exc}", file=sys.stderr)
+        return exc.exit_code
     except RestorekitError as exc:
         print(f"restorekit {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into `head` and closed early
         sys.stderr.close()
         return 0
+    except OSError as exc:
+        if exc.errno not in DISK_ERRNOS:
+            raise
+        # A full or read-only disk is the user's to fix: say which file, not a traceback.
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"restorekit {args.command}: error: {exc.strerror}{where}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"restorekit {args.command}: interrupted", file=sys.stderr)
         return 130

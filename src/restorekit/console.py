@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 
 ROOT = "restorekit"
 
@@ -37,8 +38,19 @@ class PlainFormatter(logging.Formatter):
         return text
 
 
+def _warning_to_log(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                    file: object = None, line: str | None = None) -> None:  # fmt: skip
+    """Python warnings as one clean log line (no source excerpt); debug shows where they came from."""
+    logger = logging.getLogger(ROOT)
+    logger.warning("%s", message)
+    logger.debug("(%s at %s:%d)", category.__name__, filename, lineno)
+
+
 def configure(verbosity: int = 0) -> None:
-    """Show restorekit's log on stderr: -q (-1) warnings only, 0 information, -v (1) debug too."""
+    """Show restorekit's log on stderr: -q (-1) warnings only, 0 information, -v (1) debug too.
+
+    Python warnings (a warmup shortened, a randomly initialised backbone) become log lines too.
+    """
     level = {-1: logging.WARNING, 0: logging.INFO}.get(verbosity, logging.DEBUG)
     logger = logging.getLogger(ROOT)
     for handler in [h for h in logger.handlers if isinstance(h, TqdmHandler)]:
@@ -48,3 +60,4 @@ def configure(verbosity: int = 0) -> None:
     logger.addHandler(handler)
     logger.setLevel(level)
     logger.propagate = False
+    warnings.showwarning = _warning_to_log

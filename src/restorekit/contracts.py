@@ -134,6 +134,23 @@ class ReportsAuxLoss(Protocol):
 
 
 @runtime_checkable
+class SparseGradients(Protocol):
+    """A module whose parameters get no gradient on some steps (a routed expert no image chose).
+
+    Such a module sets ``sparse_gradients = True``; DDP then looks for unused parameters,
+    and the contract tests excuse it from "every parameter gets a gradient".
+    """
+
+    sparse_gradients: bool
+
+
+def sparse_gradient_prefixes(model: nn.Module) -> tuple[str, ...]:
+    """Parameter-name prefixes of the modules that may go without a gradient on a step."""
+    return tuple(f"{name}." for name, module in model.named_modules()
+                 if isinstance(module, SparseGradients) and module.sparse_gradients)  # fmt: skip
+
+
+@runtime_checkable
 class Gated(Protocol):
     """A fusion that mixes experts keeps its last gate weights ``(B, K)`` for logging and losses."""
 
@@ -197,6 +214,25 @@ class Schedule(Protocol):
         ...
 
     def state_dict(self) -> dict[str, Any]:
+        ...
+
+
+@runtime_checkable
+class Degradation(Protocol):
+    """``(img (3, H, W) or (B, 3, H, W) in [0, 1], rng) -> img`` of the same shape, dtype and range."""
+
+    def __call__(self, img: Any, rng: Any = None) -> Any:
+        ...
+
+
+@runtime_checkable
+class PairDataset(Protocol):
+    """Items ``{"lq", "gt", "task", "name"}`` of (3, H, W) images, by index."""
+
+    def __len__(self) -> int:
+        ...
+
+    def __getitem__(self, index: int) -> Mapping[str, Any]:
         ...
 
 
@@ -307,4 +343,6 @@ PROTOCOLS: dict[str, type] = {
     "metric": Metric,
     "schedule": Schedule,
     "logger": RunLogger,
+    "degradation": Degradation,
+    "dataset": PairDataset,
 }

@@ -45,7 +45,7 @@ def iter_trainable(model: nn.Module) -> Iterator[nn.Parameter]:
 def random_backbone_notes(model: nn.Module) -> list[str]:
     """A line per frozen part that runs without pretrained weights (printed by train, eval, restore)."""
     return [
-        f"NOTE: frozen part '{prefix}' ({record.get('name')}) is RANDOMLY INITIALISED: no "
+        f"frozen part '{prefix}' ({record.get('name')}) is RANDOMLY INITIALISED: no "
         f"pretrained weights were given, so its guidance carries no pretrained knowledge. "
         f"Set its 'weights:' in the recipe for real results."
         for prefix, record in random_frozen_parts(model).items()

@@ -174,25 +174,10 @@ def recipe_dirs() -> list[Path]:
 
 
 def plugin_recipe_dirs() -> list[tuple[str, Path]]:
-    """(source, folder) for each ``restorekit.recipes`` entry point (imports the package)."""
-    from restorekit.registry import disabled_plugin_dists, dist_of, entry_points_of, normalise_dist
+    """(source, folder) for each working ``restorekit.recipes`` entry point (none is imported)."""
+    from restorekit.recipe_plugins import recipe_plugins
 
-    disabled = disabled_plugin_dists()
-    if disabled is None:
-        return []
-    found = []
-    for ep in entry_points_of("restorekit.recipes"):
-        dist, version = dist_of(ep)
-        if normalise_dist(dist) in disabled:
-            continue
-        try:
-            import importlib.resources as resources
-
-            folder = Path(str(resources.files(ep.value)))
-        except Exception:  # noqa: BLE001 - a broken recipe plugin is skipped, not fatal
-            continue
-        found.append((f"{dist}=={version}", folder))
-    return found
+    return [(p.source, p.folder) for p in recipe_plugins() if p.folder is not None]
 
 
 def find_recipe(name: str | os.PathLike, relative_to: Path | None = None) -> Path:
@@ -219,7 +204,15 @@ def find_recipe(name: str | os.PathLike, relative_to: Path | None = None) -> Pat
     close = difflib.get_close_matches(str(name), known, n=3, cutoff=0.5)
     hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
     where = f" (referenced from {relative_to})" if relative_to else ""
-    raise RecipeError(f"recipe {str(name)!r} not found{where}{hint}")
+    raise RecipeError(f"recipe {str(name)!r} not found{where}{hint}{_broken_recipe_plugins()}")
+
+
+def _broken_recipe_plugins() -> str:
+    """The recipe plugins that failed, for a not-found message (empty when none did)."""
+    from restorekit.recipe_plugins import recipe_plugins
+
+    broken = [f"{p.source} ({p.entry_point}): {p.error}" for p in recipe_plugins() if p.error]
+    return "; recipe plugins that failed: " + "; ".join(broken) if broken else ""
 
 
 def list_recipes() -> dict[str, str]:

@@ -295,7 +295,9 @@ class Registry:
             raise ComponentLoadError(_load_message(entry, entry.error))
         try:
             obj = import_target(entry.target)
-        except Exception as exc:  # noqa: BLE001 - any plugin failure is reported
+        except KeyboardInterrupt:
+            raise  # the user's Ctrl-C, not the plugin's doing
+        except BaseException as exc:  # noqa: BLE001 - any plugin failure, sys.exit() at import too
             entry.error = f"{type(exc).__name__}: {exc}"
             raise ComponentLoadError(_load_message(entry, entry.error)) from exc
         problem = _wrong_kind(self.kind, obj)

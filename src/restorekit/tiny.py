@@ -31,6 +31,9 @@ TINY: dict[str, dict[str, dict[str, Any]]] = {
     "body": {
         "restormer": _TINY_UNET,
         "promptir": {**_TINY_UNET, "prompt_dims": [8, 8, 8], "prompt_sizes": [4, 4, 4], "prompt_len": 2},
+        "adair": _TINY_UNET,
+        "moce_ir": {**_TINY_UNET, "num_dec_blocks": [1, 1, 1]},
+        "moce_ir_s": {**_TINY_UNET, "num_dec_blocks": [1, 1, 1]},
     },
     "backbone": {
         "dinov2": _TINY_VIT,
@@ -47,6 +50,7 @@ TINY: dict[str, dict[str, dict[str, Any]]] = {
         "charbonnier": {},
         "weighted_sum": {"terms": [{"type": "l1", "weight": 1.0}, {"type": "mse", "weight": 0.5}]},
         "dpc": {"layers": [0, 1], "backbone": {"type": "dinov2", "size": "s", **_TINY_VIT}},
+        "fft": {},
     },
     "metric": {"psnr": {}, "ssim": {}, "psnr_y": {}, "ssim_y": {}},
     "optimizer": {"adamw": {}, "adam": {}, "sgd": {}},

@@ -13,7 +13,7 @@ PromptIR inserts its prompt blocks.
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn
@@ -22,6 +22,8 @@ from restorekit.bodies.base import Inject, UNetBody, check_layout
 from restorekit.bodies.blocks import Downsample, OverlapPatchEmbed, Upsample, transformer_stage
 from restorekit.bodies.points import InjectionPoint
 from restorekit.errors import BuildError
+
+Hook = Callable[[torch.Tensor], torch.Tensor]
 
 
 class RestormerUNet(UNetBody):
@@ -107,14 +109,23 @@ class RestormerUNet(UNetBody):
         _, e1, e2, e3, e4 = self._encoder(x)
         return {"level1": e1, "level2": e2, "level3": e3, "level4": e4}
 
-    def _decoder(self, feats: list[torch.Tensor], inject: Inject) -> torch.Tensor:
-        """Decoder and refinement; returns the full-resolution feature before ``output``."""
+    def _decoder(self, feats: list[torch.Tensor], inject: Inject, hooks: Sequence[Hook] = ()) -> torch.Tensor:
+        """Decoder and refinement; returns the full-resolution feature before ``output``.
+
+        ``hooks`` replace the ``_after_*`` hooks (latent, decoder3, decoder2) for a
+        body whose hooks need more than the feature (AdaIR's need the input image).
+        """
         _, e1, e2, e3, latent = feats
-        latent = inject("latent", self._after_latent(latent))
+        after_latent, after_decoder3, after_decoder2 = hooks or (
+            self._after_latent,
+            self._after_decoder3,
+            self._after_decoder2,
+        )
+        latent = inject("latent", after_latent(latent))
         d3 = self.decoder_level3(self.reduce_chan_level3(torch.cat([self.up4_3(latent), e3], 1)))
-        d3 = inject("decoder3", self._after_decoder3(d3))
+        d3 = inject("decoder3", after_decoder3(d3))
         d2 = self.decoder_level2(self.reduce_chan_level2(torch.cat([self.up3_2(d3), e2], 1)))
-        d2 = inject("decoder2", self._after_decoder2(d2))
+        d2 = inject("decoder2", after_decoder2(d2))
         d1 = inject("decoder1", self.decoder_level1(torch.cat([self.up2_1(d2), e1], 1)))
         return self.refinement(d1)
 

@@ -1,4 +1,4 @@
-"""restorekit data check RECIPE [-o k=v ...]: what a recipe's data section finds, per task."""
+"""restorekit data check RECIPE [-o k=v ...]: what a recipe's data section finds, per task, and every bad image."""
 
 from __future__ import annotations
 
@@ -12,8 +12,11 @@ HELP = "inspect a recipe's data section (data check: image counts and problems p
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    check = actions.add_parser("check", help="build every train and val task; print image counts and errors")
+    check = actions.add_parser(
+        "check", help="build every train and val task, decode every image; print image counts and every bad file"
+    )
     check.add_argument("recipe", help="recipe name or YAML path")
+    check.add_argument("--no-progress", action="store_true", help="no progress bar while decoding")
     add_override_argument(check)
 
 
@@ -26,6 +29,7 @@ def _spec_type(spec: Any) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from restorekit.data.build import inspect_data
+    from restorekit.data.check import find_bad_images, iter_report
     from restorekit.recipes import load_recipe
 
     recipe = load_recipe(args.recipe, args.override)
@@ -53,7 +57,12 @@ def run(args: argparse.Namespace) -> int:
                 rule = f"weight {entry.weight}" if entry.weight is not None else f"repeat {entry.repeat or 1}"
                 line += f"  {rule:12s} {100 * entry.share / total:5.1f}% of samples"
             print(line)
-    if failed:
-        print(f"\n{failed} task(s) failed")
+    bad = find_bad_images(entries, progress=not args.no_progress)
+    if bad:
+        print(f"\n{len(bad)} unreadable image(s):")
+        for line in iter_report(bad):
+            print(line)
+    if failed or bad:
+        print(f"\n{failed} task(s) failed, {len(bad)} image(s) unreadable")
         return 1
     return 0

@@ -29,6 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_override_argument(parser)
     parser.add_argument("--save-outputs", metavar="DIR", help="write restored test images to DIR/<task>/")
     parser.add_argument("--report", metavar="DIR", help="write eval.md and eval.json to DIR")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="allow replacing eval.md/eval.json in --report DIR and files in --save-outputs DIR")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,11 +39,18 @@ def run(args: argparse.Namespace) -> int:
     from restorekit.data.build import build_eval_sets
     from restorekit.engine.config import eval_config
     from restorekit.engine.distributed import pick_device
-    from restorekit.engine.evaluate import evaluate, markdown_table, protocol, write_report
+    from restorekit.engine.evaluate import REPORT_JSON, REPORT_MD, evaluate, markdown_table, protocol, write_report
     from restorekit.engine.infer import inference_amp
     from restorekit.engine.loading import load_model_for_inference
     from restorekit.recipes import load_recipe
 
+    if not args.overwrite:
+        from restorekit.outputs import refuse_existing, refuse_non_empty
+
+        if args.report:
+            refuse_existing([Path(args.report) / REPORT_MD, Path(args.report) / REPORT_JSON], "--report")
+        if args.save_outputs:
+            refuse_non_empty(Path(args.save_outputs), "--save-outputs")
     recipe = load_recipe(args.recipe, args.override)
     cfg = eval_config(recipe, str(args.recipe))
     device = pick_device(args.device)
@@ -55,5 +64,5 @@ def run(args: argparse.Namespace) -> int:
         print(note)
     if args.report:
         write_report(Path(args.report), result, info, notes=notes)
-        print(f"report: {Path(args.report) / 'eval.md'}, {Path(args.report) / 'eval.json'}")
+        print(f"report: {Path(args.report) / REPORT_MD}, {Path(args.report) / REPORT_JSON}")
     return 0

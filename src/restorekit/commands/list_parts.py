@@ -17,8 +17,13 @@ def run(args: argparse.Namespace) -> int:
     from restorekit.registry import registry
 
     if args.kind == "recipes":
+        from restorekit.recipe_plugins import recipe_plugins
+
         for name, source in sorted(list_recipes().items()):
             print(f"{name:40s} {source}")
+        for plugin in recipe_plugins():
+            if plugin.error:
+                print(f"{'(recipes)':40s} {plugin.source}  [FAILED: {plugin.error}]")
         return 0
     if args.kind:
         registry(args.kind)  # clear error for an unknown kind

@@ -14,7 +14,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from restorekit.recipes import plugin_recipe_dirs
+    from restorekit.recipe_plugins import recipe_plugins
     from restorekit.registry import KINDS, registry
 
     failed = 0
@@ -30,9 +30,12 @@ def run(args: argparse.Namespace) -> int:
             print(f"{kind:11s} {entry.name:30s} {entry.source:30s} {state}{note}")
             print(f"{'':11s} {entry.entry_point}")
             failed += bool(entry.error)
-    for source, folder in plugin_recipe_dirs():
+    for plugin in recipe_plugins():
         shown += 1
-        print(f"{'recipes':11s} {str(folder):30s} {source}")
+        state = f"FAILED: {plugin.error}" if plugin.error else "ok"
+        print(f"{'recipes':11s} {str(plugin.folder or '-'):30s} {plugin.source:30s} {state}")
+        print(f"{'':11s} {plugin.entry_point}")
+        failed += bool(plugin.error)
     if not shown:
         print("no plugins installed (or RESTOREKIT_DISABLE_PLUGINS is set)")
     return 1 if args.check and failed else 0

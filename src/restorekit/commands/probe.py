@@ -32,6 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grid", metavar="H,W",
                         help="backbone token grid (default: native resolution, padded to the patch)")
     parser.add_argument("--out", default="runs/probe", help="folder for probe.csv and probe.png")
+    parser.add_argument("--overwrite", action="store_true", help="allow replacing probe.csv and probe.png in --out")
     parser.add_argument("--seed", type=int, default=0, help="degradation seed")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
 
@@ -54,6 +55,12 @@ def run(args: argparse.Namespace) -> int:
     grid = probe.parse_int_list(args.grid, "--grid")
     if grid is not None and len(grid) != 2:
         raise BuildError(f"--grid takes H,W, got {args.grid!r}")
+    if not args.overwrite:
+        from pathlib import Path
+
+        from restorekit.outputs import refuse_existing
+
+        refuse_existing([Path(args.out) / "probe.csv", Path(args.out) / "probe.png"], "--out")
     names = [n.strip() for n in args.images.split(",") if n.strip()] if args.images else list(probe.DEFAULT_IMAGES)
     images = [(name, probe.load_probe_image(name, args.size or None)) for name in names]
     degradations = probe.build_degradations(probe.parse_degradations(args.degradations))

@@ -28,9 +28,11 @@ def run(args: argparse.Namespace) -> int:
     from restorekit.engine.loading import load_model_for_inference, recipe_for_weights
     from restorekit.engine.infer import inference_amp, plan_outputs, restore_files
 
-    if args.tile and not 0 <= args.overlap < args.tile:
-        from restorekit.errors import RecipeError
+    from restorekit.errors import RecipeError
 
+    if args.tile < 0:
+        raise RecipeError(f"--tile must be >= 0 (0: always the whole image), got {args.tile}")
+    if args.tile and not 0 <= args.overlap < args.tile:
         raise RecipeError(f"--overlap ({args.overlap}) must be >= 0 and smaller than --tile ({args.tile})")
     pairs = plan_outputs(args.input, args.output, overwrite=args.overwrite)
     recipe = recipe_for_weights(args.weights, args.recipe, args.override)

@@ -63,6 +63,14 @@ class RestorationDataset(Dataset):
         """
         raise NotImplementedError
 
+    def image_files(self, index: int) -> tuple[Path, ...]:
+        """The files item ``index`` is read from (empty when it is not read from files).
+
+        ``restorekit data check`` decodes each of them once, so one bad file of a
+        pair is reported along with its partner's state.
+        """
+        return ()
+
     def item_seed(self, index: int) -> int:
         """The fixed seed of item ``index``'s degradation (test splits stay identical)."""
         return derive_seed(self.seed, index)
@@ -222,6 +230,9 @@ class PairedFolderDataset(RestorationDataset):
     def load(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         return read_pair(*self.pairs[index])
 
+    def image_files(self, index: int) -> tuple[Path, ...]:
+        return tuple(self.pairs[index])
+
 
 class SyntheticDataset(RestorationDataset):
     """Clean images from a folder, degraded on the fly by a degradation spec."""
@@ -243,3 +254,6 @@ class SyntheticDataset(RestorationDataset):
 
     def load(self, index: int) -> tuple[None, torch.Tensor]:
         return None, read_image(self.files[index])
+
+    def image_files(self, index: int) -> tuple[Path, ...]:
+        return (self.files[index],)

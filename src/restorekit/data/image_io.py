@@ -14,7 +14,6 @@ from __future__ import annotations
 import io
 import os
 import struct
-import tempfile
 import warnings
 import zlib
 from dataclasses import dataclass
@@ -23,6 +22,9 @@ from typing import Callable
 
 import numpy as np
 import torch
+
+from restorekit.engine.atomic import atomic_path
+from restorekit.errors import DataError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
@@ -42,18 +44,31 @@ def is_image_file(path: str | os.PathLike) -> bool:
 
 
 # -- reading -------------------------------------------------------------------------
+class ImageReadError(DataError):
+    """An image file that cannot be decoded; the message names the file and the reason."""
+
+
 def load_image(path: str | os.PathLike) -> LoadedImage:
-    """Read an image file: RGB, optional alpha, whether it was gray, its bit depth."""
+    """Read an image file: RGB, optional alpha, whether it was gray, its bit depth.
+
+    Any failure to decode (an empty, truncated or mislabelled file) is an
+    :class:`ImageReadError` naming the file and the reason.
+    """
     path = Path(path)
-    if path.suffix.lower() in (".tif", ".tiff"):
-        array, depth = _read_tiff(path)
-    else:
-        array, depth = _read_pillow(path)
+    try:
+        if path.suffix.lower() in (".tif", ".tiff"):
+            array, depth = _read_tiff(path)
+        else:
+            array, depth = _read_pillow(path)
+    except ImageReadError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - decoders of untrusted bytes fail in many ways
+        raise ImageReadError(f"{path}: {unreadable_reason(path, exc)}") from exc
     if array.ndim == 2:
         array = array[..., None]
     channels = array.shape[-1]
     if channels not in (1, 2, 3, 4):
-        raise ValueError(f"{path}: unsupported number of channels {channels}")
+        raise ImageReadError(f"{path}: unsupported number of channels {channels}")
     pixels = torch.from_numpy(np.array(array, copy=True)).permute(2, 0, 1)
     scale = {8: 255.0, 16: 65535.0}.get(depth, 1.0)
     pixels = (pixels.float() / scale).clamp(0, 1)
@@ -61,6 +76,22 @@ def load_image(path: str | os.PathLike) -> LoadedImage:
     gray = colour.shape[0] == 1
     rgb = colour.expand(3, -1, -1).contiguous() if gray else colour
     return LoadedImage(rgb=rgb, alpha=alpha, gray=gray, bit_depth=depth)
+
+
+def unreadable_reason(path: Path, exc: BaseException) -> str:
+    """Why ``path`` could not be decoded, in words (``exc`` is the decoder's error)."""
+    from PIL import UnidentifiedImageError
+
+    if isinstance(exc, FileNotFoundError):
+        return "no such file"
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    if path.is_file() and path.stat().st_size == 0:
+        return "the file is empty (0 bytes)"
+    if isinstance(exc, UnidentifiedImageError):
+        return f"not an image: its content is no image format Pillow knows (suffix {path.suffix!r})"
+    message = str(exc).replace(f"'{path}'", "").replace(str(path), "").strip(" :")
+    return f"damaged or unsupported image data ({type(exc).__name__}: {message or 'no detail'})"
 
 
 def read_image(path: str | os.PathLike) -> torch.Tensor:
@@ -80,7 +111,7 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, int]:
         return array, 16
     if np.issubdtype(array.dtype, np.floating):
         return array.astype(np.float32), 32
-    raise ValueError(f"{path}: unsupported TIFF sample type {array.dtype}")
+    raise ImageReadError(f"{path}: unsupported TIFF sample type {array.dtype}")
 
 
 def _read_pillow(path: Path) -> tuple[np.ndarray, int]:
@@ -140,20 +171,14 @@ def _decode_png_tile(path: Path, tile: object, rawmode: str) -> np.ndarray:
 
 # -- writing -------------------------------------------------------------------------
 def write_bytes_atomic(path: str | os.PathLike, write: Callable[[object], None]) -> None:
-    """Call ``write(file)`` on a temporary file beside ``path``, fsync, then rename onto it."""
+    """Call ``write(file)`` on a temporary file beside ``path``, fsync, then rename onto it.
+
+    The file gets the mode any new file gets under the user's umask.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        write(handle)
 
 
 def to_array(img: torch.Tensor, bit_depth: int = 8) -> np.ndarray:

@@ -112,6 +112,9 @@ class PairedProtocolDataset(RestorationDataset):
     def load(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         return read_pair(*self.pairs[index], align=self.align)
 
+    def image_files(self, index: int) -> tuple[Path, ...]:
+        return tuple(self.pairs[index])
+
 
 _RAIN_PREFIX = re.compile(r"^(no)?rain(y)?[-_]?", re.IGNORECASE)
 
@@ -230,3 +233,5 @@ class DenoiseDataset(RestorationDataset):
     def load(self, index: int) -> tuple[None, torch.Tensor]:
         return None, read_image(self.files[index])
 
+    def image_files(self, index: int) -> tuple[Path, ...]:
+        return (self.files[index],)

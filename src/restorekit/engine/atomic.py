@@ -7,10 +7,11 @@ the target, and the folder is fsynced so the rename itself survives a crash.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import shutil
 from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO, Iterator
 
 
 def fsync_dir(path: str | os.PathLike) -> None:
@@ -49,6 +50,39 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+class _OsWriter(io.RawIOBase):
+    """Every byte through ``os.write``: the OS's own error (ENOSPC, EDQUOT, EIO) reaches the caller."""
+
+    def __init__(self, fd: int) -> None:
+        super().__init__()
+        self.fd = fd
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+        view = memoryview(data).cast("B")
+        total = view.nbytes
+        while view:
+            view = view[os.write(self.fd, view):]
+        return total
+
+
+@contextlib.contextmanager
+def created_file(path: str | os.PathLike) -> Iterator[BinaryIO]:
+    """A new binary file at ``path`` (which must not exist), fsynced and closed on exit.
+
+    Writers that stream (``torch.save``) write straight into it; a write error is
+    the ``OSError`` the OS raised, with its errno.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        yield _OsWriter(fd)  # type: ignore[misc]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_text(target: str | os.PathLike, text: str) -> None:

@@ -21,11 +21,11 @@ import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 
-from restorekit.engine.atomic import fsync_dir, publish_dir, write_text
+from restorekit.engine.atomic import created_file, fsync_dir, publish_dir, write_text
 from restorekit.errors import CheckpointError
 
 CKPT_DIR = "checkpoints"
@@ -39,6 +39,10 @@ _NAME = re.compile(r"^ckpt-(\d+)$")
 
 class NonFiniteCheckpointError(CheckpointError):
     """Refusing to write a checkpoint that holds NaN or infinity."""
+
+
+class CheckpointWriteError(CheckpointError):
+    """The disk refused a checkpoint (full, read-only, over quota); nothing partial is left."""
 
 
 def ckpt_name(step: int) -> str:
@@ -92,34 +96,63 @@ def save_checkpoint(
     state: dict[str, Any],
     meta: dict[str, Any],
 ) -> Path:
-    """Write a complete checkpoint for ``step`` and return its folder."""
-    from safetensors.torch import save_file
+    """Write a complete checkpoint for ``step`` and return its folder.
 
+    A write error (disk full, read-only folder) is one :class:`CheckpointWriteError`
+    naming the folder and the reason; the temporary folder is removed and earlier
+    checkpoints are untouched, so the run can continue from them.
+    """
     bad = non_finite_keys({"model": dict(model_state), "ema": dict(ema_state or {}), "state": state})
     if bad:
         raise NonFiniteCheckpointError(
             f"not writing the checkpoint of step {step}: non-finite values in {', '.join(bad[:5])}"
         )
     root = run_dir / CKPT_DIR
-    root.mkdir(parents=True, exist_ok=True)
     final = root / ckpt_name(step)
     tmp = root / f"{final.name}.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    info = {"format": "restorekit", "step": str(step)}
-    save_file(_cpu_copy(model_state), str(tmp / MODEL_FILE), metadata=info)
-    if ema_state is not None:
-        save_file(_cpu_copy(ema_state), str(tmp / EMA_FILE), metadata={**info, "ema": "1"})
-    torch.save(state, tmp / STATE_FILE)
-    (tmp / META_FILE).write_text(json.dumps({"step": step, **meta}, indent=2, default=str), encoding="utf-8")
-    publish_dir(tmp, final)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        for name, payload in _payloads(step, model_state, ema_state, meta).items():
+            with created_file(tmp / name) as handle:
+                handle.write(payload())
+        with created_file(tmp / STATE_FILE) as handle:
+            torch.save(state, handle)
+        publish_dir(tmp, final)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointWriteError(
+            f"cannot write the checkpoint of step {step} into {root}: {exc.strerror or exc}; the partial "
+            f"checkpoint was removed and earlier ones are intact (free space or fix permissions, then "
+            f"continue with --resume auto)"
+        ) from exc
     return final
+
+
+def _payloads(
+    step: int, model_state: Mapping[str, torch.Tensor], ema_state: Mapping[str, torch.Tensor] | None,
+    meta: dict[str, Any],
+) -> dict[str, Callable[[], bytes]]:
+    """File name -> the bytes to write (computed when written)."""
+    from safetensors.torch import save
+
+    info = {"format": "restorekit", "step": str(step)}
+    files = {MODEL_FILE: lambda: save(_cpu_copy(model_state), metadata=info)}
+    if ema_state is not None:
+        files[EMA_FILE] = lambda: save(_cpu_copy(ema_state), metadata={**info, "ema": "1"})
+    files[META_FILE] = lambda: json.dumps({"step": step, **meta}, indent=2, default=str).encode("utf-8")
+    return files
 
 
 def write_best(run_dir: Path, step: int, score: float, metric: str = "psnr") -> None:
     """Record which checkpoint scored best (it survives pruning)."""
-    write_text(run_dir / CKPT_DIR / BEST_FILE, json.dumps({"step": step, "metric": metric, "score": score}))
+    try:
+        write_text(run_dir / CKPT_DIR / BEST_FILE, json.dumps({"step": step, "metric": metric, "score": score}))
+    except OSError as exc:
+        raise CheckpointWriteError(f"cannot record the best checkpoint in {run_dir / CKPT_DIR}: "
+                                   f"{exc.strerror or exc}") from exc
 
 
 def read_best(run_dir: Path) -> dict[str, Any] | None:
@@ -188,6 +221,38 @@ def latest_valid(run_dir: Path) -> Checkpoint | None:
     return None
 
 
+def written_while_diverging(path: Path) -> bool:
+    """Whether the checkpoint at ``path`` was written while steps were being skipped as non-finite.
+
+    Its weights are finite (the skipped steps changed nothing) but may already be
+    wild (the divergence began before the first NaN); an unreadable ``meta.json``
+    counts as marked, since nothing vouches for it.
+    """
+    try:
+        meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return True
+    return int(meta.get("nonfinite_streak", 0)) > 0
+
+
+def last_good(run_dir: Path) -> Path | None:
+    """The newest checkpoint not written during a divergence streak (without loading it)."""
+    for _, path in reversed(list_checkpoints(run_dir)):
+        if not written_while_diverging(path):
+            return path
+    return None
+
+
+def describe_last_good(run_dir: Path) -> str:
+    """Which checkpoint to go back to after a divergence, and which newer ones not to trust."""
+    good = last_good(run_dir)
+    newer = [p.name for _, p in list_checkpoints(run_dir) if good is None or p.name > good.name]
+    text = f"the last good checkpoint is {good}" if good else "no good checkpoint was written"
+    if newer:
+        text += f" ({', '.join(newer)} {'was' if len(newer) == 1 else 'were'} written during the non-finite steps)"
+    return text
+
+
 def clean_incomplete(run_dir: Path) -> None:
     """Remove ``.tmp`` and ``.old-*`` leftovers of a run killed while writing."""
     root = run_dir / CKPT_DIR
@@ -207,12 +272,17 @@ def forget_best_after(run_dir: Path, step: int) -> None:
 
 
 def prune(run_dir: Path, keep_last: int, keep_best: bool) -> None:
-    """Keep the newest ``keep_last`` checkpoints and the best one."""
+    """Keep the newest ``keep_last`` checkpoints, the best one and the last good one.
+
+    The last good one (:func:`last_good`) outlives a divergence streak that writes
+    ``keep_last`` marked checkpoints after it, so an aborted run still has it.
+    """
     found = list_checkpoints(run_dir)
     best = read_best(run_dir) if keep_best else None
-    best_step = best.get("step") if best else None
-    for step, path in found[:-keep_last] if keep_last else found:
-        if step != best_step:
+    kept = {best.get("step") if best else None, *(step for step, _ in found[-keep_last:])}
+    good = last_good(run_dir)
+    for step, path in found:
+        if step not in kept and path != good:
             shutil.rmtree(path, ignore_errors=True)
 
 
@@ -220,8 +290,9 @@ def prune(run_dir: Path, keep_last: int, keep_best: bool) -> None:
 def resolve_weights(path: str | Path, *, use_ema: bool = True) -> Path:
     """A safetensors file from a run folder, a checkpoint folder or a file.
 
-    A run folder gives its best checkpoint (or the newest when nothing was
-    validated); a checkpoint folder gives its EMA weights unless ``use_ema`` is off.
+    A run folder gives its best checkpoint (or, when nothing was validated, the
+    newest not written during a divergence); a checkpoint folder (any folder holding ``model.safetensors``, whatever
+    its name) gives its EMA weights unless ``use_ema`` is off.
     """
     path = Path(path)
     if path.is_file():
@@ -230,7 +301,8 @@ def resolve_weights(path: str | Path, *, use_ema: bool = True) -> Path:
         return path
     if not path.is_dir():
         raise CheckpointError(f"--weights {path}: no such file or folder")
-    if _NAME.match(path.name):
+    if _NAME.match(path.name) or (path / MODEL_FILE).is_file() or (path / EMA_FILE).is_file():
+        # A checkpoint folder under any name (copied to best/, say): it holds the weights files.
         ema = path / EMA_FILE
         if use_ema and ema.is_file():
             return ema
@@ -241,8 +313,10 @@ def resolve_weights(path: str | Path, *, use_ema: bool = True) -> Path:
     if not found:
         raise CheckpointError(f"--weights {path}: no checkpoints in {path / CKPT_DIR}")
     best = read_best(path)
-    step = best["step"] if best and best.get("step") in found else max(found)
-    return resolve_weights(found[step], use_ema=use_ema)
+    if best and best.get("step") in found:
+        return resolve_weights(found[best["step"]], use_ema=use_ema)
+    # The newest, unless it was written while the run diverged and an earlier one was not.
+    return resolve_weights(last_good(path) or found[max(found)], use_ema=use_ema)
 
 
 def run_dir_of(weights: Path) -> Path | None:
@@ -266,6 +340,11 @@ def load_weights(model: torch.nn.Module, file: str | Path) -> dict[str, Any]:
 
     file = Path(file)
     state = read_state_dict(file, what="weights file", released=False).state
+    bad = non_finite_keys(state)
+    if bad:
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise CheckpointError(f"weights file {file} holds NaN or infinite values in {len(bad)} tensor(s): "
+                              f"{', '.join(bad[:5])}{more}; its outputs would be meaningless, so it is not used")
     info: dict[str, Any] = {}
     if file.suffix == ".safetensors":
         with safe_open(str(file), framework="pt") as handle:

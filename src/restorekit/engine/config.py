@@ -232,7 +232,7 @@ def check_spec_keywords(kind: str, spec: Any, where: str, given: tuple[str, ...]
 
     try:
         name, kwargs = split_spec(kind, spec)
-        check_keywords(kind, name, registry(kind).get(name), {**kwargs, **dict.fromkeys(given)})
+        check_keywords(kind, name, registry(kind).get(name), {**kwargs, **dict.fromkeys(given)}, engine_given=given)
     except RestorekitError as exc:
         raise RecipeError(f"{where}: {exc}") from exc
 
@@ -274,5 +274,11 @@ def check_logger_specs(specs: list[Any], source: str) -> None:
 
 
 def build_schedule(cfg: TrainConfig, source: str = "recipe") -> Any:
-    """The recipe's schedule, built through the registry (errors name ``train.schedule``)."""
-    return _try_build("schedule", cfg.schedule, f"{source}: train.schedule", lr=cfg.lr, iterations=cfg.iterations)
+    """The recipe's schedule, built through the registry (errors and warnings name ``train.schedule``)."""
+    where = f"{source}: train.schedule"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        schedule = _try_build("schedule", cfg.schedule, where, lr=cfg.lr, iterations=cfg.iterations)
+    for warning in caught:
+        warnings.warn(f"{where}: {warning.message}", warning.category, stacklevel=2)
+    return schedule

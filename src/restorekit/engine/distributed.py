@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
 
-from restorekit.errors import RecipeError
+from restorekit.errors import RecipeError, RestorekitError
 
 
 @dataclass(frozen=True)
@@ -111,6 +111,28 @@ def broadcast_object(ctx: DistContext, obj: Any) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def on_main(ctx: DistContext, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` run on rank 0, its result handed to every rank.
+
+    When it raises (a refused lock, a full disk), rank 0 raises that error and every
+    other rank a :class:`RestorekitError` with its message, instead of waiting for a
+    result forever.
+    """
+    if not ctx.distributed:
+        return fn(*args)
+    outcome: tuple[str, Any] | None = None
+    try:
+        if ctx.is_main:
+            outcome = ("ok", fn(*args))
+    except Exception as exc:
+        broadcast_object(ctx, ("error", str(exc) if isinstance(exc, RestorekitError) else repr(exc)))
+        raise
+    kind, value = broadcast_object(ctx, outcome)
+    if kind == "error":
+        raise RestorekitError(f"rank 0 stopped: {value}")
+    return value
 
 
 def per_rank_batch(global_batch: int, world_size: int) -> int:

@@ -17,9 +17,15 @@ import torch
 from torch import nn
 
 from restorekit.engine.config import EvalConfig
-from restorekit.engine.infer import restore_tensor
+from restorekit.engine.infer import non_finite_output, restore_tensor
+from restorekit.errors import DataError, RestorekitError
 
 MetricFn = Callable[..., torch.Tensor]
+REPORT_MD, REPORT_JSON = "eval.md", "eval.json"
+
+
+class NonFiniteOutputError(RestorekitError, ValueError):
+    """The model restored a test image to NaN or infinity; no score is given for it."""
 
 
 def center_crop_multiple(image: torch.Tensor, multiple: int) -> torch.Tensor:
@@ -112,11 +118,15 @@ def evaluate(
     max_images: int | None = None,
     save_dir: Path | None = None,
     keep_for_grid: int = 0,
+    allow_nonfinite: bool = False,
 ) -> dict[str, Any]:
     """Scores per task: ``{"tasks": {task: {"images", "psnr_in", "psnr", ...}}, "mean": {...}}``.
 
     ``keep_for_grid`` keeps that many (input, restored, target) triplets per task
-    (on this rank) under ``result["grid"]`` for :func:`write_grid`.
+    (on this rank) under ``result["grid"]`` for :func:`write_grid`. A restored image
+    holding NaN or infinity is a :class:`NonFiniteOutputError` naming it, unless
+    ``allow_nonfinite`` (validation during training, whose NaN guard watches the loss)
+    lets it score NaN.
     """
     fns = build_metrics(cfg)
     was_training = model.training
@@ -125,7 +135,8 @@ def evaluate(
     benchmark, torch.backends.cudnn.benchmark = torch.backends.cudnn.benchmark, False
     try:
         result = _score(model, eval_sets, cfg, device, fns, amp=amp, rank=rank, world_size=world_size,
-                        max_images=max_images, save_dir=save_dir, keep_for_grid=keep_for_grid)
+                        max_images=max_images, save_dir=save_dir, keep_for_grid=keep_for_grid,
+                        allow_nonfinite=allow_nonfinite)
     finally:
         torch.backends.cudnn.benchmark = benchmark
         model.train(was_training)
@@ -145,6 +156,7 @@ def _score(
     max_images: int | None,
     save_dir: Path | None,
     keep_for_grid: int,
+    allow_nonfinite: bool,
 ) -> dict[str, Any]:
     """The scoring loop of :func:`evaluate` (model already in eval mode)."""
     names = [f"{m}{suffix}" for m in fns for suffix in ("_in", "")]
@@ -165,11 +177,12 @@ def _score(
             lq = center_crop_multiple(item["lq"], cfg.crop_multiple).unsqueeze(0).to(device)
             gt = center_crop_multiple(item["gt"], cfg.crop_multiple).unsqueeze(0).to(device)
             out = restore_tensor(model, lq, tile=cfg.tile, overlap=cfg.overlap, amp=amp)
-            values = []
-            for fn in fns.values():
-                values.append(float(fn(lq.float(), gt.float(), crop_border=cfg.crop_border)[0]))
-                values.append(float(fn(out, gt.float(), crop_border=cfg.crop_border)[0]))
-            sums += torch.tensor(values + [1.0], dtype=torch.float64)
+            where = f"eval task {task!r}, image {item.get('name', index)!r} ({lq.shape[-2]}x{lq.shape[-1]})"
+            problem = None if allow_nonfinite else non_finite_output(out)
+            if problem:
+                raise NonFiniteOutputError(f"{where}: {problem}")
+            sums += torch.tensor(_image_scores(fns, lq, out, gt, cfg.crop_border, where) + [1.0],
+                                 dtype=torch.float64)
             if save_dir is not None:
                 from restorekit.data.image_io import write_image
 
@@ -199,6 +212,28 @@ def _score(
     if grid:
         result["grid"] = grid
     return result
+
+
+def _image_scores(fns: Mapping[str, Any], lq: torch.Tensor, out: torch.Tensor, gt: torch.Tensor,
+                  crop_border: int, where: str) -> list[float]:
+    """(input, restored) score of each metric for one image; a metric refusing the image names it."""
+    values = []
+    try:
+        for fn in fns.values():
+            values.append(float(fn(lq.float(), gt.float(), crop_border=crop_border)[0]))
+            values.append(float(fn(out, gt.float(), crop_border=crop_border)[0]))
+    except ValueError as exc:  # e.g. an image smaller than SSIM's window
+        raise DataError(f"{where}: {exc}; remove the image, or leave that metric out of eval.metrics") from exc
+    return values
+
+
+def refuse_nan_scores(result: Mapping[str, Any], what: str) -> None:
+    """NonFiniteOutputError when a restored score is NaN (the model's output held NaN)."""
+    bad = [task for task, row in result["tasks"].items()
+           if any(not name.endswith("_in") and value != value for name, value in row.items())]  # fmt: skip
+    if bad:
+        raise NonFiniteOutputError(f"{what}: the model's output holds NaN on task(s) {', '.join(bad)}; "
+                                   "no scores are reported for broken weights")
 
 
 def markdown_table(result: Mapping[str, Any], info: Mapping[str, Any] | None = None) -> str:
@@ -242,8 +277,8 @@ def write_report(folder: Path, result: Mapping[str, Any], info: Mapping[str, Any
     from restorekit.engine.atomic import write_text
 
     folder.mkdir(parents=True, exist_ok=True)
-    write_text(folder / "eval.md", markdown_table(result, info) + "\n")
-    write_text(folder / "eval.json", report_json(result, info, **extra) + "\n")
+    write_text(folder / REPORT_MD, markdown_table(result, info) + "\n")
+    write_text(folder / REPORT_JSON, report_json(result, info, **extra) + "\n")
 
 
 def write_grid(path: Path, result: Mapping[str, Any], note: str = "") -> Path:

@@ -111,6 +111,20 @@ def restore_tensor(
     return (out / weight_sum).float().clamp(0, 1)
 
 
+def non_finite_output(output: torch.Tensor) -> str | None:
+    """Why ``output`` must not be used (it holds NaN or infinity), or None when it is finite.
+
+    Clamping keeps NaN, and writing a NaN pixel gives black: such an output is an
+    error, never an image or a score.
+    """
+    finite = torch.isfinite(output)
+    if bool(finite.all()):
+        return None
+    count = int((~finite).sum())
+    return (f"the model's output holds NaN or infinity ({count} of {output.numel()} values): the weights "
+            "are broken, or the precision overflowed (try --precision fp32)")
+
+
 # -- files ----------------------------------------------------------------------------
 def plan_outputs(source: str | Path, target: str | Path, *, overwrite: bool = False) -> list[tuple[Path, Path]]:
     """(input, output) pairs for a file or a folder; refuses to replace files unless ``overwrite``.
@@ -231,6 +245,9 @@ def restore_files(
             raise ImageRestoreError(f"INPUT {src}: cannot read it ({_message_without_path(exc, src)})") from exc
         restored = restore_tensor(model, image.rgb[None].to(device), tile=tile, overlap=overlap,
                                   amp=amp)[0].cpu()
+        problem = non_finite_output(restored)
+        if problem:
+            raise ImageRestoreError(f"INPUT {src}: {problem}; {out} was not written")
         if image.gray:
             restored = restored.mean(dim=0, keepdim=True)
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -6,13 +6,14 @@ measures exactly what ``restorekit train`` runs and a plugin can supply any part
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 import torch
 from torch import nn
 
-from restorekit.contracts import BindsToModel, GuidedModel, Schedule, check_part, is_frozen
+from restorekit.contracts import BindsToModel, GuidedModel, Schedule, check_part, is_frozen, sparse_gradient_prefixes
 from restorekit.engine.config import TrainConfig, build_schedule
 from restorekit.errors import RecipeError
 
@@ -71,7 +72,10 @@ def build_training_parts(
     params = list(iter_trainable(model))
     if not params:
         raise RecipeError(f"{source}: the model has no trainable parameters")
-    optimizer, schedule = build_optimizer(cfg, params), build_schedule(cfg, source)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the recipe check already warned about this schedule, naming the file
+        schedule = build_schedule(cfg, source)
+    optimizer = build_optimizer(cfg, params)
     return TrainingParts(model, loss_fn, loss_type(recipe.get("loss")), params, optimizer, schedule)
 
 
@@ -86,6 +90,9 @@ def has_unused_parameters(model: nn.Module) -> bool:
     """Whether DDP must look for parameters without a gradient.
 
     A backbone fine-tuned in place (not frozen) has parameters past the deepest
-    layer used (its last blocks, its final norm) that never get one.
+    layer used (its last blocks, its final norm) that never get one; a routed
+    expert no image chose gets none on that step (MoCE-IR).
     """
-    return isinstance(model, GuidedModel) and not is_frozen(model.backbone)
+    if isinstance(model, GuidedModel) and not is_frozen(model.backbone):
+        return True
+    return bool(sparse_gradient_prefixes(model))

@@ -4,9 +4,9 @@ One step: the batch of step ``s`` (a pure function of seed, s, rank and world si
 forward (bf16 autocast on CUDA) and backward over ``train.accumulate`` micro-batches,
 gradient clipping, a NaN guard, an AdamW step at the rate ``schedule(s)``, an EMA
 update. The step's numbers stay on the device: the guard's flags are its one host
-read, and the loss, gradient norm and terms are read at log steps only. Every ``val_every`` steps the
-EMA weights are scored per task; every ``ckpt_every`` steps (and at the end, and when
-validation improves) rank 0 writes a checkpoint atomically.
+read, and the loss, gradient norm and terms are read at log steps only. Every
+``val_every`` steps the EMA weights are scored per task; every ``ckpt_every`` steps
+(and at the end, and when validation improves) rank 0 writes a checkpoint atomically.
 
 NaN guard: when the loss or the gradient norm is not finite on any rank, the step
 is skipped (no optimizer, EMA update; gradients dropped) but the step counter
@@ -44,7 +44,9 @@ from restorekit.engine.loggers import LoggerSet, grid_images, open_loggers
 from restorekit.engine.run_folder import (
     METRICS_FILE, RUN_STAMP_PATTERN, MetricsLog, default_run_dir, write_run_files,
 )
+from restorekit.engine.run_lock import RunLock
 from restorekit.engine.scaler import LossScaling
+from restorekit.engine.signals import StopSignals, TrainingInterrupted, signal_name
 from restorekit.engine.step import forward_loss
 from restorekit.frozen import random_backbone_notes
 from restorekit.recipes import dump_recipe
@@ -210,42 +212,62 @@ class Trainer:
             logger.log(level, text)
 
     # -- run folder and resume --------------------------------------------------
-    def _resolve_run(self, resume: str | None) -> tuple[Path, Path | None]:
-        """(run folder, checkpoint to resume from); decided on rank 0."""
+    def _open_run(self, resume: str | None) -> tuple[Path, Path | None]:
+        """(run folder, checkpoint to resume from), the folder locked for this run; on rank 0.
+
+        The lock comes before anything in the folder is looked at or changed
+        (leftovers cleaned, defective checkpoints set aside), so two runs never
+        work on one folder.
+        """
+        run_dir, named = self._pick_run_dir(resume)
+        self._lock = RunLock.acquire(run_dir)
+        try:
+            return run_dir, self._resume_point(run_dir, resume, named)
+        except BaseException:
+            self._lock.release(remove_folder=True)
+            self._lock = None
+            raise
+
+    def _pick_run_dir(self, resume: str | None) -> tuple[Path, Path | None]:
+        """(run folder, the checkpoint folder --resume named, if it named one); changes nothing."""
         cfg = self.cfg
         name = recipe_name(self.recipe, self.source)
         if resume not in (None, "auto"):
             path = Path(resume).resolve()  # 'ckpt-00000004' typed inside checkpoints/ has a parent too
             if path.is_dir() and ckpt.is_checkpoint_name(path.name):
-                newer = [p.name for s, p in ckpt.list_checkpoints(path.parent.parent) if p.name > path.name]
-                if newer:
-                    raise CheckpointError(
-                        f"--resume {path}: its run folder holds newer checkpoints ({', '.join(newer)}) that "
-                        f"continuing from it would overwrite; copy it into a new run folder, or delete them"
-                    )
                 return path.parent.parent, path
             if path.is_dir():
-                return path, self._latest(path, required=True)
+                return path, None
             raise CheckpointError(f"--resume {resume}: no such run or checkpoint folder")
         if cfg.out_dir:
-            run_dir = Path(cfg.out_dir)
-        elif resume == "auto":
+            return Path(cfg.out_dir), None
+        if resume == "auto":
             # Only this recipe's own folders: 'exp-<stamp>', never 'exp-lr2-<stamp>'.
             own = re.compile(re.escape(name) + RUN_STAMP_PATTERN)
             candidates = sorted((p for p in Path("runs").glob(f"{name}-*") if own.fullmatch(p.name)),
                                 key=lambda p: p.stat().st_mtime)
             with_ckpts = [p for p in candidates if ckpt.list_checkpoints(p)]
-            run_dir = with_ckpts[-1] if with_ckpts else default_run_dir(name)
-        else:
-            run_dir = default_run_dir(name)
+            return (with_ckpts[-1] if with_ckpts else default_run_dir(name)), None
+        return default_run_dir(name), None
+
+    def _resume_point(self, run_dir: Path, resume: str | None, named: Path | None) -> Path | None:
+        """The checkpoint to continue from (None: a fresh start), checked against the folder."""
+        if named is not None:
+            newer = [p.name for s, p in ckpt.list_checkpoints(run_dir) if p.name > named.name]
+            if newer:
+                raise CheckpointError(
+                    f"--resume {named}: its run folder holds newer checkpoints ({', '.join(newer)}) that "
+                    f"continuing from it would overwrite; copy it into a new run folder, or delete them"
+                )
+            return named
         if resume is None:
             if ckpt.list_checkpoints(run_dir):
                 raise CheckpointError(
                     f"run folder {run_dir} already holds checkpoints; pass --resume auto to continue "
                     f"it or choose another train.out_dir"
                 )
-            return run_dir, None
-        return run_dir, self._latest(run_dir, required=False)
+            return None
+        return self._latest(run_dir, required=resume != "auto")
 
     def _latest(self, run_dir: Path, required: bool) -> Path | None:
         ckpt.clean_incomplete(run_dir)
@@ -289,32 +311,35 @@ class Trainer:
 
     # -- checkpoints ----------------------------------------------------------------
     def _save(self, step: int, run_dir: Path, metrics: Mapping[str, Any] | None, is_best: bool) -> None:
+        rng = dist_utils.gather_objects(self.ctx, rng_state())
+        # Rank 0 writes; the others wait for it, and all stop together when the disk refuses.
+        dist_utils.on_main(self.ctx, self._write_checkpoint, step, run_dir, metrics, is_best, rng)
+
+    def _write_checkpoint(self, step: int, run_dir: Path, metrics: Mapping[str, Any] | None, is_best: bool,
+                          rng: list[Any]) -> None:
         from restorekit.frozen import frozen_records, trainable_state_dict
 
-        rng = dist_utils.gather_objects(self.ctx, rng_state())
-        dist_utils.barrier(self.ctx)
-        if self.ctx.is_main:
-            state = {
-                "step": step,
-                "data_position": step,
-                "optimizer": self.optimizer.state_dict(),
-                "scheduler": {**self.schedule.state_dict(), "lr": self.schedule(max(step - 1, 0))},
-                "ema_updates": self.ema.updates if self.ema is not None else 0,
-                "loss_scaler": self.scaling.state_dict(),
-                "nonfinite_streak": self.nonfinite_streak,
-                "nonfinite_total": self.nonfinite_total,
-                "best": self.best,
-                "rng": rng,
-                "world_size": self.ctx.world_size,
-            }
-            meta = {"metrics": dict(metrics or {}), "frozen": frozen_records(self.model),
-                    "world_size": self.ctx.world_size}
-            ckpt.save_checkpoint(run_dir, step, trainable_state_dict(self.model),
-                                 self.ema.state_dict() if self.ema is not None else None, state, meta)
-            if is_best and self.best is not None:
-                ckpt.write_best(run_dir, self.best["step"], self.best["score"], self.best.get("metric", "psnr"))
-            ckpt.prune(run_dir, self.cfg.keep_last, self.cfg.keep_best)
-        dist_utils.barrier(self.ctx)
+        state = {
+            "step": step,
+            "data_position": step,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": {**self.schedule.state_dict(), "lr": self.schedule(max(step - 1, 0))},
+            "ema_updates": self.ema.updates if self.ema is not None else 0,
+            "loss_scaler": self.scaling.state_dict(),
+            "nonfinite_streak": self.nonfinite_streak,
+            "nonfinite_total": self.nonfinite_total,
+            "best": self.best,
+            "rng": rng,
+            "world_size": self.ctx.world_size,
+        }
+        # nonfinite_streak > 0 marks a checkpoint written while steps are being skipped.
+        meta = {"metrics": dict(metrics or {}), "frozen": frozen_records(self.model),
+                "world_size": self.ctx.world_size, "nonfinite_streak": self.nonfinite_streak}
+        ckpt.save_checkpoint(run_dir, step, trainable_state_dict(self.model),
+                             self.ema.state_dict() if self.ema is not None else None, state, meta)
+        if is_best and self.best is not None:
+            ckpt.write_best(run_dir, self.best["step"], self.best["score"], self.best.get("metric", "psnr"))
+        ckpt.prune(run_dir, self.cfg.keep_last, self.cfg.keep_best)
 
     # -- one step -------------------------------------------------------------------
     def _step(self, batch: Mapping[str, Any], step: int) -> StepResult:
@@ -347,8 +372,7 @@ class Trainer:
         max_norm = self.cfg.grad_clip if self.cfg.grad_clip else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm)
         assert totals.loss is not None  # accumulate >= 1
-        flags = torch.stack([totals.loss, (~torch.isfinite(totals.loss)).float(),
-                             (~torch.isfinite(grad_norm)).float().to(totals.loss.device)])
+        flags = torch.stack([totals.loss, (~torch.isfinite(totals.loss)).float(), (~torch.isfinite(grad_norm)).float()])
         dist_utils.all_reduce_sum(self.ctx, flags)
         loss_bad, grads_bad = (value > 0 for value in flags[1:].tolist())  # the step's one host read
         if loss_bad or grads_bad:
@@ -368,8 +392,10 @@ class Trainer:
         from restorekit.engine.evaluate import evaluate
 
         use_ema = self.eval_cfg.use_ema if use_ema is None else use_ema
+        # NaN outputs score NaN here, on every rank alike (the sums are all-reduced); a rank
+        # raising alone would leave the others waiting in the all-reduce.
         args = dict(amp=self.amp, rank=self.ctx.rank, world_size=self.ctx.world_size,
-                    max_images=max_images, keep_for_grid=keep_for_grid)
+                    max_images=max_images, keep_for_grid=keep_for_grid, allow_nonfinite=True)
         if self.ema is not None and use_ema:
             with self.ema.swapped_in(self.model):
                 result = evaluate(self.model, self.eval_sets(), self.eval_cfg, self.ctx.device, **args)
@@ -385,9 +411,28 @@ class Trainer:
         if wants_eval and not self.eval_sets():
             raise RecipeError(f"{self.source}: train.val_every / eval.after_train / --eval-after need test "
                               f"images, but the data section has no 'val' tasks")
-        decided = self._resolve_run(resume) if ctx.is_main else None
-        run_dir, resume_from = dist_utils.broadcast_object(ctx, decided)
+        self.stream()  # a data section that fails does so before the run folder exists
+        self._lock: RunLock | None = None
+        run_dir, resume_from = dist_utils.on_main(ctx, self._open_run, resume)
         self.run_dir = Path(run_dir)
+        started = False
+        try:
+            start, log = self._start(resume_from)
+            started = True
+            with StopSignals() as stop:
+                validation = self._loop(start, log, stop)
+            final_eval = None
+            if eval_after or self.eval_cfg.after_train:
+                final_eval = self.final_evaluation()
+        finally:
+            if self._lock is not None:
+                self._lock.release(remove_folder=not started)
+                self._lock = None
+        return TrainResult(self.run_dir, cfg.iterations, self.nonfinite_total, validation, final_eval)
+
+    def _start(self, resume_from: Path | None) -> tuple[int, MetricsLog]:
+        """Load the checkpoint (if any) and write the run files; the step to start from and the log."""
+        cfg, ctx = self.cfg, self.ctx
         self.nonfinite_streak = 0
         self.nonfinite_total = 0
         self.best: dict[str, Any] | None = None
@@ -421,11 +466,7 @@ class Trainer:
             for note in random_backbone_notes(self.model):
                 self.say(note, logging.WARNING)
         dist_utils.barrier(ctx)
-        validation = self._loop(start, log)
-        final_eval = None
-        if eval_after or self.eval_cfg.after_train:
-            final_eval = self.final_evaluation()
-        return TrainResult(self.run_dir, cfg.iterations, self.nonfinite_total, validation, final_eval)
+        return start, log
 
     def _say_recipe_changes(self) -> None:
         from restorekit.engine.run_folder import RECIPE_FILE
@@ -441,7 +482,7 @@ class Trainer:
         for key, before, after in changes:
             self.say(f"recipe changed since the run started: {key}: {show(before)} -> {show(after)}")
 
-    def _loop(self, start: int, log: MetricsLog) -> dict[str, Any] | None:
+    def _loop(self, start: int, log: MetricsLog, stop: StopSignals) -> dict[str, Any] | None:
         cfg, ctx = self.cfg, self.ctx
         validation = None
         if start >= cfg.iterations:
@@ -484,8 +525,10 @@ class Trainer:
                     loggers.add_images(step, grid_images(validation.pop("grid", {})))
                     scores = self._report_validation(step, validation, loggers)
                     is_best = self._update_best(step, validation["mean"])
-                if step % cfg.ckpt_every == 0 or step == cfg.iterations or is_best:
+                saved = step % cfg.ckpt_every == 0 or step == cfg.iterations or is_best
+                if saved:
                     self._save(step, self.run_dir, scores, is_best)
+                self._stop_on_signal(stop, step, saved)
         finally:
             self._bar.close()
             self._bar = None
@@ -495,13 +538,12 @@ class Trainer:
     def _log_step(self, step: int, result: StepResult, window: WindowMean, steps: int, since: float,
                   loggers: LoggerSet) -> None:
         """A log line: the step's device numbers read in one transfer, then written by every logger."""
-        terms = {f"terms/{k}": v for k, v in result.terms.items()}
         numbers = read_numbers({"loss": result.loss, "loss_avg": window.value(), "grad_norm": result.grad_norm,
-                                **terms})
+                                **{f"terms/{name}": value for name, value in result.terms.items()}})
         seconds = max(time.perf_counter() - since, 1e-9)  # after the read: the device's queue is done
         lr = self.schedule(step - 1)
         record = {"step": step, "loss": numbers["loss"], "loss_avg": numbers["loss_avg"], "lr": lr,
-                  "grad_norm": numbers["grad_norm"], "terms": {k[6:]: numbers[k] for k in terms},
+                  "grad_norm": numbers["grad_norm"], "terms": {name: numbers[f"terms/{name}"] for name in result.terms},
                   "it_s": steps / seconds, "skipped_total": self.nonfinite_total}
         if self.ctx.device.type == "cuda":  # the allocator's own count: no device sync
             record["peak_mem_mib"] = torch.cuda.max_memory_allocated(self.ctx.device) / 2**20
@@ -517,6 +559,17 @@ class Trainer:
                  logging.DEBUG)
         if self.ctx.is_main:
             loggers.write({"step": step, "event": "scaler_skip", "scale": scale})
+
+    def _stop_on_signal(self, stop: StopSignals, step: int, saved: bool) -> None:
+        """After a SIGTERM/SIGINT on any rank: checkpoint this step (unless just done) and stop."""
+        signum = stop.agreed(self.ctx)
+        if signum is None:
+            return
+        if not saved:
+            self._save(step, self.run_dir, None, False)
+        where = self.run_dir / ckpt.CKPT_DIR / ckpt.ckpt_name(step)
+        raise TrainingInterrupted(f"stopped by {signal_name(signum)} at step {step} of {self.cfg.iterations}; "
+                                  f"checkpoint {where} written; continue with --resume auto", signum)
 
     def _update_best(self, step: int, mean: Mapping[str, float]) -> bool:
         """Record ``step`` as the best when ``train.best_metric`` improved (by ``train.best_mode``)."""
@@ -539,11 +592,10 @@ class Trainer:
             log.write({"step": step, "event": "nonfinite_skip", "loss": loss, "grad_norm": grad_norm,
                        "in_a_row": self.nonfinite_streak})
         if self.nonfinite_streak >= self.cfg.max_nonfinite:
-            saved = ckpt.list_checkpoints(self.run_dir)
-            last_good = f"the last good checkpoint is {saved[-1][1]}" if saved else "no checkpoint was written yet"
             raise TrainingDiverged(
                 f"training diverged: {self.nonfinite_streak} steps in a row had a non-finite loss or "
-                f"gradient (train.max_nonfinite = {self.cfg.max_nonfinite}) at step {step}; {last_good}. "
+                f"gradient (train.max_nonfinite = {self.cfg.max_nonfinite}) at step {step}; "
+                f"{ckpt.describe_last_good(self.run_dir)}. "
                 f"Lower train.lr, set train.grad_clip, or check the data"
             )
 
@@ -558,11 +610,12 @@ class Trainer:
 
     def final_evaluation(self) -> dict[str, Any]:
         """Score the final (EMA) weights on the held-out images; write eval.md, eval.json, grid."""
-        from restorekit.engine.evaluate import markdown_table, protocol, write_grid, write_report
+        from restorekit.engine.evaluate import markdown_table, protocol, refuse_nan_scores, write_grid, write_report
 
         ecfg = self.eval_cfg
         result = self.validate(self.cfg.iterations, max_images=ecfg.max_images,
                                keep_for_grid=ecfg.grid_images if ecfg.grid else 0)
+        refuse_nan_scores(result, f"the final evaluation of {self.run_dir}")
         info = protocol(ecfg, ema=result.get("ema"))
         if self.ctx.is_main:
             out = self.run_dir / "eval"
