@@ -51,6 +51,8 @@ CLAIMS = {
     "plugins": "plugin isolation: a plugin never replaces a builtin, a broken one breaks nothing",
     "run-folder": "run.json records every plugin by name and version",
     "parts": "fusion and adapter compute what their docstrings say",
+    "scale": "accumulation follows the one-step trajectory with one all-reduce per optimizer step; "
+             "an fp16 overflow is a scaler skip, not a divergence",
 }
 
 REFERENCE = ("tests/test_bodies_reference.py",)
@@ -61,6 +63,7 @@ RECIPES = ("tests/test_recipes.py",)
 DPC = ("tests/test_dpc.py",)
 METRICS = ("tests/test_metrics.py",)
 PLUGINS = ("tests/test_plugins.py",)
+SCALE = "tests/test_engine_scale.py::"
 
 
 @dataclass(frozen=True)
@@ -155,6 +158,15 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation("run-json-records-no-plugins", "run-folder", "src/restorekit/engine/run_folder.py",
              '"plugins": plugin_versions()}', '"plugins": {}}',
              ("tests/test_engine_train.py::test_run_json_records_every_plugin_by_name_and_version",)),
+    # -- training at scale ---------------------------------------------------------------
+    Mutation("accumulate-sums-micro-losses", "scale", "src/restorekit/engine/train.py",
+             "loss = result.total.float() / count", "loss = result.total.float()",
+             (SCALE + "test_accumulation_follows_the_trajectory_of_one_step_with_the_same_global_batch",)),
+    Mutation("accumulate-all-reduces-every-micro-step", "scale", "src/restorekit/engine/accumulate.py",
+             "if ddp is None or last:", "if True:", (SCALE + "test_ddp_all_reduces_gradients_once_per_optimizer_step",)),
+    Mutation("scaler-overflow-counts-as-divergence", "scale", "src/restorekit/engine/scaler.py",
+             "return self.scaler is not None and loss_finite and not grads_finite", "return False and loss_finite",
+             (SCALE + "test_a_scaler_overflow_is_skipped_without_counting_as_divergence",)),
     # -- parts ----------------------------------------------------------------------------
     Mutation("concat-fusion-reverses-layers", "parts", "src/restorekit/fusion/concat.py",
              "torch.cat(check_layer_maps(feats, self.num_layers, self.in_channels), dim=1)",
