@@ -103,6 +103,16 @@ def test_fp16_is_refused_on_the_cpu_with_a_clear_message(tmp_path: Path) -> None
                 stream=engine_fakes.FakeStream(4))
 
 
+def test_fp16_autocast_reaches_evaluation_and_inference() -> None:
+    from restorekit.engine.infer import autocast_context, inference_amp
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert inference_amp("auto", {"train": {"amp": "fp16"}}, cuda) == "fp16"  # scored as it trained
+    assert inference_amp("auto", {"train": {"amp": "bf16"}}, cuda) is True
+    assert inference_amp("auto", {"train": {"amp": "fp16"}}, cpu) is False
+    assert autocast_context(cpu, "fp16").__class__.__name__ == "nullcontext"
+
+
 def scaled_trainer(rec: dict, init_scale: float) -> Trainer:
     """A CPU trainer with a real GradScaler (CPU fp32 here; the engine uses it for CUDA fp16)."""
     trainer = Trainer(rec, stream=engine_fakes.FakeStream(4))
@@ -210,3 +220,22 @@ def test_asking_for_tensorboard_without_the_package_names_the_extra(monkeypatch:
     with pytest.raises(RecipeError, match=r"my.yaml: train.loggers\[1\]: the tensorboard logger needs the optional "
                                           r"package 'tensorboard': pip install 'restorekit\[tensorboard\]'"):
         train_config({"train": {"loggers": ["jsonl", "tensorboard"]}}, "my.yaml")
+
+
+# -- data loading overlaps the step -----------------------------------------------------------------
+def test_batches_are_pinned_when_training_on_cuda_unless_the_recipe_says(tmp_path: Path) -> None:
+    from restorekit.data.build import build_train_stream
+
+    data = {"num_workers": 2, "train": {"noise": {"dataset": {"type": "samples", "split": "test"}}}}
+    assert build_train_stream(data, 2, 0, pin_memory=True).pin_memory is True  # null: the trainer's device decides
+    assert build_train_stream(data, 2, 0).pin_memory is False
+    assert build_train_stream({**data, "pin_memory": False}, 2, 0, pin_memory=True).pin_memory is False
+    stream = build_train_stream({**data, "prefetch": 4}, 2, 0)
+    assert stream.prefetch == 4
+    with pytest.raises(RecipeError, match=r"data.prefetch must be an integer >= 1, got 0"):
+        build_train_stream({**data, "prefetch": 0}, 2, 0)
+    with pytest.raises(RecipeError, match=r"data.pin_memory must be true, false or null"):
+        build_train_stream({**data, "pin_memory": "yes"}, 2, 0)
+    batch = next(iter(stream.batches(3)))  # two workers, four batches ahead each, the same batch as in-process
+    same = build_train_stream({**data, "num_workers": 0}, 2, 0).batch(3)
+    assert torch.equal(batch["lq"], same["lq"]) and batch["task"] == same["task"]

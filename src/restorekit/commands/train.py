@@ -52,13 +52,13 @@ def run(args: argparse.Namespace) -> int:
 
 def dry_run(recipe: dict, args: argparse.Namespace) -> int:
     """Print the dry run; 1 when a data task could not be listed (the rest is still shown)."""
-    from restorekit.engine.dry_run import dry_run as inspect, render
+    from restorekit.engine.dry_run import dry_run as plan, render
     from restorekit.errors import RecipeError
 
     world = args.world_size if args.world_size is not None else int(os.environ.get("WORLD_SIZE", "1"))
     if world < 1:
         raise RecipeError(f"--world-size must be >= 1, got {world}")
-    report = inspect(recipe, str(args.recipe), world)
+    report = plan(recipe, str(args.recipe), world)
     print(render(report), end="", flush=True)
     if report.failed_tasks:
         print(f"\n{len(report.failed_tasks)} data task(s) could not be listed (above)")

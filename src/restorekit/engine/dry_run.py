@@ -16,6 +16,7 @@ touched and no image is read. Reported:
 
 from __future__ import annotations
 
+import textwrap
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -52,7 +53,8 @@ class DryRunReport:
     micro_batch: int
     patch_size: int
     precision: str
-    parts: list[tuple[str, int, int]]
+    parts: list[tuple[str, int, int]]  # (part, trainable, frozen), restorekit.params.part_rows
+    params: tuple[int, int]  # (trainable, frozen) in all
     flops_micro: int
     memory: MemoryEstimate
     data: dict[str, Any] = field(default_factory=dict)
@@ -68,18 +70,6 @@ def on_meta(build: Callable[[], Any]) -> Any:
     with warnings.catch_warnings(), torch.device("meta"):
         warnings.filterwarnings("ignore", message=".*randomly initialised.*")
         return build()
-
-
-def parts_table(model: nn.Module) -> list[tuple[str, int, int]]:
-    """(part, trainable, frozen) for each direct child of the model, and its own parameters."""
-    from restorekit.params import count_params
-
-    rows = [(name, *count_params(child)) for name, child in model.named_children()]
-    own = [p for p in model.parameters(recurse=False)]
-    if own:
-        rows.append(("(own)", sum(p.numel() for p in own if p.requires_grad),
-                     sum(p.numel() for p in own if not p.requires_grad)))
-    return [row for row in rows if row[1] or row[2]]
 
 
 def saved_for_backward(model: nn.Module, run: Callable[[], Any]) -> tuple[Any, int]:
@@ -171,6 +161,7 @@ def dry_run(recipe: Mapping[str, Any], source: str = "recipe", world_size: int =
     from restorekit.engine.accumulate import micro_batch_size
     from restorekit.engine.parts import build_model_and_loss
     from restorekit.errors import RecipeError
+    from restorekit.params import count_params, part_rows
 
     cfg = train_config(recipe, source)
     if not recipe.get("model"):
@@ -179,12 +170,12 @@ def dry_run(recipe: Mapping[str, Any], source: str = "recipe", world_size: int =
     data_cfg = check_data_config(recipe.get("data"))
     precision = {"auto": "bf16", "off": "fp32"}.get(cfg.amp, cfg.amp)  # as it would train on CUDA
     model, loss_fn = on_meta(lambda: build_model_and_loss(recipe["model"], recipe.get("loss"), device="meta"))
-    parts = parts_table(model)
+    parts, params = part_rows(model), count_params(model)
     shape = (micro, 3, data_cfg["patch_size"], data_cfg["patch_size"])
     memory, flops = memory_estimate(model, loss_fn, cfg, shape, world_size, half=precision != "fp32")
     _, tasks = inspect_data(recipe.get("data"))
-    return DryRunReport(source, cfg, world_size, micro, data_cfg["patch_size"], precision, parts, flops, memory,
-                        data_cfg, tasks)
+    return DryRunReport(source, cfg, world_size, micro, data_cfg["patch_size"], precision, parts, params, flops,
+                        memory, data_cfg, tasks)
 
 
 # -- the report -------------------------------------------------------------------------------
@@ -214,10 +205,9 @@ def _render_batch(r: DryRunReport) -> str:
 
 
 def _render_parts(r: DryRunReport) -> str:
-    lines = ["parameters per part:", f"  {'part':24s} {'trainable':>14s} {'frozen':>14s}"]
-    lines += [f"  {name:24s} {t:>14,d} {f:>14,d}" for name, t, f in r.parts]
-    lines.append(f"  {'total':24s} {sum(p[1] for p in r.parts):>14,d} {sum(p[2] for p in r.parts):>14,d}")
-    return "\n".join(lines)
+    from restorekit.params import param_table
+
+    return "parameters per part:\n" + textwrap.indent(param_table(r.parts, r.params), "  ")
 
 
 def _render_flops(r: DryRunReport) -> str:
