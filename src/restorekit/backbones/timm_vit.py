@@ -6,6 +6,11 @@ deepest one asked for, and drops the prefix (class and register) tokens. Models
 are created with ``dynamic_img_size=True`` (position embeddings interpolated to
 any grid) where the model accepts it; the others run at their fixed input size
 and their maps are resized to the requested grid.
+
+``pos_embed_resize`` picks how position embeddings reach a grid other than the
+trained one: ``timm`` (timm's antialiased resize to the exact size) or ``meta``
+(Meta's DINOv2 rule, :mod:`restorekit.backbones.pos_embed`; the default of the
+``dinov2`` backbone, so its features equal Meta's forward at every input size).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from restorekit.backbones.base import IMAGENET_MEAN, IMAGENET_STD, FeatureBackbone
+from restorekit.backbones.pos_embed import RESIZE_RULES, check_vit, meta_rule, vit_intermediates
 from restorekit.backbones.weights import create_timm_model
 from restorekit.errors import BuildError
 
@@ -44,6 +50,9 @@ class TimmBackbone(FeatureBackbone):
         dtype: autocast dtype on CUDA (``bf16``), None for full precision.
         antialias: antialias when resizing the input to the requested grid.
         model_kwargs: passed to ``timm.create_model`` (e.g. ``depth``, ``embed_dim``).
+        pos_embed_resize: ``timm`` (timm's own resize) or ``meta`` (Meta's DINOv2 rule:
+            bicubic with scale ``(n + 0.1) / M`` for the original models, antialiased to
+            the exact size for the register models).
     """
 
     def __init__(
@@ -57,7 +66,10 @@ class TimmBackbone(FeatureBackbone):
         dtype: str | torch.dtype | None = None,
         antialias: bool = False,
         model_kwargs: Mapping[str, Any] | None = None,
+        pos_embed_resize: str = "timm",
     ) -> None:
+        if pos_embed_resize not in RESIZE_RULES:
+            raise BuildError(f"{model_name}: pos_embed_resize must be one of {RESIZE_RULES}, got {pos_embed_resize!r}")
         kwargs = dict(model_kwargs or {})
         if img_size is not None:
             kwargs["img_size"] = img_size
@@ -83,6 +95,10 @@ class TimmBackbone(FeatureBackbone):
         self.patch_size = patch[0]
         dynamic = bool(getattr(model, "dynamic_img_size", False))
         self.fixed_input_size = None if dynamic else _pair(model.patch_embed.img_size)
+        self.pos_embed_resize = pos_embed_resize
+        if pos_embed_resize == "meta":
+            check_vit(model, model_name)
+            self._meta_rule = meta_rule(registers=getattr(model, "reg_token", None) is not None)
         self._finish_init()
 
     @staticmethod
@@ -105,6 +121,8 @@ class TimmBackbone(FeatureBackbone):
         return model, described, weights_file
 
     def _extract(self, x: torch.Tensor, indices: list[int]) -> list[torch.Tensor]:
+        if self.pos_embed_resize == "meta":
+            return vit_intermediates(self.model, x, indices, self._meta_rule)
         return self.model.forward_intermediates(
             x, indices=indices, stop_early=True, intermediates_only=True, output_fmt="NCHW"
         )
@@ -123,7 +141,9 @@ def dinov2_model_name(size: str = "b", registers: bool = False) -> str:
 class DINOv2Backbone(TimmBackbone):
     """DINOv2 (patch 14, ImageNet mean/std) in sizes ``s``/``b``/``l``/``g``;
     ``registers=True`` picks the 4-register models. ``weights`` as for
-    :class:`TimmBackbone`; the original release files load directly."""
+    :class:`TimmBackbone`; the original release files load directly. Position
+    embeddings follow Meta's rule (``pos_embed_resize='meta'``) unless told
+    ``timm``, so features equal Meta's forward at every input size."""
 
     def __init__(
         self,
@@ -137,6 +157,7 @@ class DINOv2Backbone(TimmBackbone):
         dtype: str | torch.dtype | None = None,
         antialias: bool = False,
         model_kwargs: Mapping[str, Any] | None = None,
+        pos_embed_resize: str = "meta",
     ) -> None:
         super().__init__(
             dinov2_model_name(size, registers),
@@ -148,4 +169,5 @@ class DINOv2Backbone(TimmBackbone):
             dtype=dtype,
             antialias=antialias,
             model_kwargs=model_kwargs,
+            pos_embed_resize=pos_embed_resize,
         )
