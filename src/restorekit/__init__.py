@@ -10,4 +10,14 @@ from restorekit.registry import register
 from restorekit.listing import list_components
 
 __version__ = "0.1.0"
-__all__ = ["build", "build_model", "build_part", "load_recipe", "list_components", "register", "__version__"]
+__all__ = ["build", "build_model", "build_part", "load_recipe", "list_components", "register",
+           "save_pretrained", "from_pretrained", "__version__"]
+_LAZY = {"save_pretrained": "restorekit.pretrained", "from_pretrained": "restorekit.pretrained"}
+
+
+def __getattr__(name: str):  # torch is imported only when a pretrained package is used
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'restorekit' has no attribute {name!r}")

@@ -143,9 +143,16 @@ def model_spec(name_or_recipe: str | Mapping[str, Any], **overrides: Any) -> dic
 
 
 def build_model(name_or_recipe: str | Mapping[str, Any] = "dino_ir", **overrides: Any) -> Any:
-    """The front door: a model by registered name, recipe name or path, or spec.
+    """The front door: a model by registered name, recipe name or path, spec, or pretrained package.
 
     ``build_model("dino_ir", fusion={"type": "concat"})`` merges the keywords onto
-    the model spec with the recipe rules.
+    the model spec with the recipe rules. A package folder or ``hf:org/name`` gives
+    the trained model (:func:`restorekit.pretrained.from_pretrained`).
     """
+    if isinstance(name_or_recipe, (str, os.PathLike)) and (
+        str(name_or_recipe).startswith("hf:") or Path(name_or_recipe).is_dir()
+    ):
+        from restorekit.pretrained import from_pretrained
+
+        return from_pretrained(name_or_recipe, **overrides)
     return build("model", model_spec(name_or_recipe, **overrides))

@@ -27,6 +27,8 @@ COMMANDS: dict[str, str] = {
     "eval": "restorekit.commands.eval",
     "restore": "restorekit.commands.restore",
     "probe": "restorekit.commands.probe",
+    "package": "restorekit.commands.package",
+    "push": "restorekit.commands.push",
 }
 
 

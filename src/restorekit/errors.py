@@ -63,3 +63,9 @@ class CheckpointError(RestorekitError, ValueError):
 
 class DataError(RestorekitError, ValueError):
     """A dataset cannot be read: missing folder, unmatched pairs, a task with no image."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none)."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__

@@ -12,8 +12,10 @@ HELP = "score trained weights per task on the recipe's test data (PSNR/SSIM, inp
 def add_weights_arguments(parser: argparse.ArgumentParser) -> None:
     """``--weights``, ``--no-ema`` and ``--device``, shared with ``restore``."""
     parser.add_argument(
-        "--weights", required=True, metavar="W",
-        help="a run folder (its best checkpoint, else the newest), a checkpoint folder or a .safetensors file",
+        "--weights", metavar="W",
+        help="a run folder (its best checkpoint, else the newest), a checkpoint folder, a package folder, "
+             "a Hub id (org/name), a .safetensors file, or a released Restormer .pth / PromptIR .ckpt "
+             "(default: the weights the recipe's model loads itself, -o model.weights=FILE)",
     )
     parser.add_argument("--no-ema", action="store_true", help="use the raw weights, not their EMA")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -21,6 +23,8 @@ def add_weights_arguments(parser: argparse.ArgumentParser) -> None:
         "--precision", default="auto", choices=["auto", "bf16", "fp32"],
         help="auto: as the recipe trained (train.amp; bf16 on CUDA unless it is off), fp32 on the CPU",
     )
+    parser.add_argument("--self-ensemble", action="store_true",
+                        help="x8 self-ensemble: average the model over the 8 flips and rotations (8x slower)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,6 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--report", metavar="DIR", help="write eval.md and eval.json to DIR")
     parser.add_argument("--overwrite", action="store_true",
                         help="allow replacing eval.md/eval.json in --report DIR and files in --save-outputs DIR")
+    parser.add_argument("--no-published", action="store_true",
+                        help="do not print the recipe's published numbers beside the measured ones")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from restorekit.engine.evaluate import REPORT_JSON, REPORT_MD, evaluate, markdown_table, protocol, write_report
     from restorekit.engine.infer import inference_amp
     from restorekit.engine.loading import load_model_for_inference
+    from restorekit.engine.published import published_differences, published_tables
     from restorekit.recipes import load_recipe
 
     if not args.overwrite:
@@ -51,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
             refuse_existing([Path(args.report) / REPORT_MD, Path(args.report) / REPORT_JSON], "--report")
         if args.save_outputs:
             refuse_non_empty(Path(args.save_outputs), "--save-outputs")
-    recipe = load_recipe(args.recipe, args.override)
+    recipe = load_recipe(args.recipe, args.override + (["eval.self_ensemble=true"] if args.self_ensemble else []))
     cfg = eval_config(recipe, str(args.recipe))
     device = pick_device(args.device)
     model, weights, notes = load_model_for_inference(recipe, args.weights, use_ema=not args.no_ema, device=device)
@@ -59,10 +66,15 @@ def run(args: argparse.Namespace) -> int:
     result = evaluate(model, sets, cfg, device, amp=inference_amp(args.precision, recipe, device),
                       save_dir=Path(args.save_outputs) if args.save_outputs else None)
     info = {**protocol(cfg), "weights": str(weights)}
+    published = None if args.no_published else recipe.get("published")
+    comparison = published_tables(result, published)
     print(markdown_table(result, info))
+    if comparison:
+        print("\n" + comparison)
     for note in notes:
         print(note)
     if args.report:
-        write_report(Path(args.report), result, info, notes=notes)
+        write_report(Path(args.report), result, info, appendix=comparison, notes=notes,
+                     published=published_differences(result, published))
         print(f"report: {Path(args.report) / REPORT_MD}, {Path(args.report) / REPORT_JSON}")
     return 0

@@ -40,6 +40,10 @@ def run(args: argparse.Namespace) -> int:
     model, weights, notes = load_model_for_inference(recipe, args.weights, use_ema=not args.no_ema, device=device)
     for note in notes:
         print(note)
+    if args.self_ensemble:
+        from restorekit.engine.ensemble import SelfEnsemble
+
+        model = SelfEnsemble(model)
     restore_files(model, pairs, tile=args.tile or None, overlap=args.overlap, device=device,
                   amp=inference_amp(args.precision, recipe, device))
     print(f"restored {len(pairs)} image(s) with {weights}")

@@ -20,6 +20,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
              "checkpoint folder",
     )
     parser.add_argument(
+        "--weights", metavar="W",
+        help="start from these weights (as train.init_weights): a run, checkpoint or package folder, a Hub "
+             "id, a .safetensors file or a released Restormer .pth / PromptIR .ckpt; --resume wins over it",
+    )
+    parser.add_argument(
         "--eval-after", action="store_true",
         help="evaluate the final weights on the held-out images when training ends "
              "(as eval.after_train: true)",
@@ -37,9 +42,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from restorekit.engine.train import train
-    from restorekit.recipes import load_recipe
+    from restorekit.recipes import apply_overrides, load_recipe
 
     recipe = load_recipe(args.recipe, args.override)
+    if args.weights:
+        recipe = apply_overrides(recipe, {"train.init_weights": args.weights})
     if args.dry_run:
         return dry_run(recipe, args)
     result = train(recipe, source=str(args.recipe), resume=args.resume, eval_after=args.eval_after)

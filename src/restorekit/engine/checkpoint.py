@@ -34,6 +34,7 @@ EMA_FILE = "ema.safetensors"
 STATE_FILE = "state.pt"
 META_FILE = "meta.json"
 BEST_FILE = "best.json"
+FILE_FORMAT = "restorekit"  # safetensors metadata "format" of every weights file restorekit writes
 _NAME = re.compile(r"^ckpt-(\d+)$")
 
 
@@ -83,7 +84,7 @@ def non_finite_keys(tree: Any, prefix: str = "") -> list[str]:
 
 
 # -- writing --------------------------------------------------------------------------
-def _cpu_copy(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def cpu_copy(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     # clone: safetensors refuses tensors that share storage (tied weights).
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
 
@@ -138,10 +139,10 @@ def _payloads(
     """File name -> the bytes to write (computed when written)."""
     from safetensors.torch import save
 
-    info = {"format": "restorekit", "step": str(step)}
-    files = {MODEL_FILE: lambda: save(_cpu_copy(model_state), metadata=info)}
+    info = {"format": FILE_FORMAT, "step": str(step)}
+    files = {MODEL_FILE: lambda: save(cpu_copy(model_state), metadata=info)}
     if ema_state is not None:
-        files[EMA_FILE] = lambda: save(_cpu_copy(ema_state), metadata={**info, "ema": "1"})
+        files[EMA_FILE] = lambda: save(cpu_copy(ema_state), metadata={**info, "ema": "1"})
     files[META_FILE] = lambda: json.dumps({"step": step, **meta}, indent=2, default=str).encode("utf-8")
     return files
 

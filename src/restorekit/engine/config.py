@@ -52,6 +52,7 @@ class TrainConfig:
     best_mode: Literal["max", "min"] = "max"
     max_nonfinite: int = 20  # this many skipped (non-finite) steps in a row abort the run
     out_dir: Optional[str] = None  # default runs/<recipe name>-<timestamp>
+    init_weights: Optional[str] = None  # start from these weights (any --weights source); resume wins over it
     progress: bool = True
     loggers: list[Any] = field(default_factory=lambda: ["jsonl"])  # logger specs: jsonl, tensorboard, plugins
 
@@ -99,6 +100,7 @@ class EvalConfig:
     grid: bool = False  # write a before/after PNG grid into the run folder
     grid_images: int = 1  # images per task in the grid
     metrics: list[Any] = field(default_factory=lambda: ["psnr", "ssim"])  # metric specs (names or mappings)
+    self_ensemble: bool = False  # x8 self-ensemble (flips and rotations) at test time
 
     def check(self, source: str) -> None:
         for key in ["crop_multiple", "crop_border", "overlap"]:

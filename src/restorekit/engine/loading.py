@@ -1,4 +1,9 @@
-"""A trained model for evaluation and inference: recipe + weights -> model in eval mode."""
+"""A trained model for evaluation and inference: recipe + weights -> model in eval mode.
+
+The weights are anything :mod:`restorekit.engine.sources` resolves (run, checkpoint
+and package folders, Hub ids, restorekit and released files), or nothing when the
+recipe's model spec loads its own (``-o model.weights=restormer.pth``).
+"""
 
 from __future__ import annotations
 
@@ -9,22 +14,26 @@ import torch
 from torch import nn
 
 from restorekit.engine import checkpoint as ckpt
-from restorekit.engine.checkpoint import load_weights, resolve_weights, run_dir_of
-from restorekit.errors import CheckpointError
+from restorekit.engine.sources import WeightsSource, build_as_trained, load_source, resolve_source, training_seed
+from restorekit.errors import CheckpointError, RecipeError
+
+Weights = str | Path | WeightsSource
 
 
-def recipe_for_weights(weights: str | Path, recipe: str | None, overrides: Sequence[str] = ()) -> dict:
-    """``recipe`` when given, else the ``recipe.yaml`` of the run folder the weights lie in."""
+def recipe_for_weights(weights: Weights | None, recipe: str | None, overrides: Sequence[str] = ()) -> dict:
+    """``recipe`` when given, else the recipe of the run folder or package the weights come from."""
     from restorekit.recipes import load_recipe
 
     if recipe is not None:
         return load_recipe(recipe, overrides)
-    run_dir = run_dir_of(Path(weights).resolve())
-    if run_dir is None:
+    if weights is None:
+        raise RecipeError("pass --recipe, or --weights with a run folder or a package")
+    source = resolve_source(weights)
+    if source.recipe_file is None:
         raise CheckpointError(
-            f"--weights {weights}: not inside a run folder (no recipe.yaml found); pass --recipe"
+            f"--weights {source.given}: not inside a run folder or package (no recipe.yaml found); pass --recipe"
         )
-    return load_recipe(run_dir / "recipe.yaml", overrides)
+    return load_recipe(source.recipe_file, overrides)
 
 
 def best_by_ema_note(weights: str | Path, file: Path, *, use_ema: bool) -> str | None:
@@ -63,17 +72,26 @@ def best_by_ema_note(weights: str | Path, file: Path, *, use_ema: bool) -> str |
 
 
 def load_model_for_inference(
-    recipe: Mapping[str, Any], weights: str | Path, *, use_ema: bool = True, device: torch.device | str = "cpu"
+    recipe: Mapping[str, Any], weights: Weights | None, *, use_ema: bool = True, device: torch.device | str = "cpu"
 ) -> tuple[nn.Module, Path, list[str]]:
-    """(model in eval mode on ``device``, the weights file used, notes: random-init parts, EMA-chosen best)."""
-    from restorekit.building import build_model
+    """(model in eval mode on ``device``, the weights file used, notes: random-init parts, EMA-chosen best).
+
+    ``weights=None`` uses the weights the recipe's model spec loads itself (``model.weights``).
+    The model is built with the RNG seeded as training seeded it, so a randomly
+    initialised frozen part is the one the weights were trained with.
+    """
     from restorekit.frozen import random_backbone_notes
 
-    file = resolve_weights(weights, use_ema=use_ema)
-    if not recipe.get("model"):
+    spec = recipe.get("model")
+    if not spec:
         raise CheckpointError("the recipe has no 'model' section to load the weights into")
-    model = build_model(recipe["model"])
-    load_weights(model, file)
+    if weights is None and not (isinstance(spec, Mapping) and spec.get("weights")):
+        raise RecipeError("no weights: pass --weights W, or set the model's own weights (-o model.weights=FILE)")
+    source = resolve_source(weights, use_ema=use_ema) if weights is not None else None
+    model = build_as_trained(spec, training_seed(recipe))
+    if source is not None:
+        load_source(model, source)
     model = model.to(device).eval()
-    note = best_by_ema_note(weights, file, use_ema=use_ema)
+    note = best_by_ema_note(source.given, source.file, use_ema=use_ema) if source and source.kind == "run" else None
+    file = source.file if source is not None else Path(str(spec["weights"]))
     return model, file, ([note] if note else []) + random_backbone_notes(model)

@@ -67,6 +67,10 @@ def build_training_parts(
     if not recipe.get("model"):
         raise RecipeError(f"{source}: the recipe has no 'model' section")
     model, loss_fn = build_model_and_loss(recipe["model"], recipe.get("loss"), device)
+    if cfg.init_weights:
+        from restorekit.engine.sources import load_source, resolve_source
+
+        load_source(model, resolve_source(cfg.init_weights))  # a resumed checkpoint loads over it
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     params = list(iter_trainable(model))

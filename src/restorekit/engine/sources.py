@@ -1,0 +1,143 @@
+"""Where ``--weights`` come from, and how each kind enters a model.
+
+``--weights W`` (``eval``, ``restore``, ``export``, ``train``'s initialisation) is
+
+* a **run folder**: its best checkpoint (else the newest), EMA weights unless ``--no-ema``;
+* a **checkpoint folder** (``checkpoints/ckpt-00000100``);
+* a **pretrained package** folder (``restorekit package`` / ``save_pretrained``);
+* a **Hub id** (``org/name`` or ``hf:org/name``): a package on the Hugging Face Hub;
+* a **weights file** restorekit wrote (``.safetensors`` whose metadata says so): the
+  model's trainable keys exactly;
+* a **released file**: the Restormer ``.pth`` (``{"params": ...}``), the PromptIR
+  Lightning ``.ckpt`` (``{"state_dict": {"net.": ...}}``), or any plain state dict,
+  read through :func:`restorekit.state_dict.read_state_dict` and, for a body model,
+  :meth:`~restorekit.bodies.base.UNetBody.load_weights` (official unused modules accepted).
+
+A run folder and a package also name the recipe that goes with the weights.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from restorekit.engine import checkpoint as ckpt
+from restorekit.errors import CheckpointError
+
+
+@dataclass(frozen=True)
+class WeightsSource:
+    """A resolved ``--weights`` value."""
+
+    given: str  # what the user wrote
+    kind: str  # run | checkpoint | package | hub | file | released
+    file: Path  # the weights file to load
+    recipe_file: Path | None  # the recipe that goes with it (run folder, package), if any
+    package: Path | None = None  # the package folder, for package and hub sources
+
+    @property
+    def released(self) -> bool:
+        return self.kind == "released"
+
+
+def is_restorekit_file(path: Path) -> bool:
+    """Whether ``path`` is a safetensors file restorekit wrote (checkpoint or package weights)."""
+    if path.suffix != ".safetensors":
+        return False
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as handle:
+            return (handle.metadata() or {}).get("format") == ckpt.FILE_FORMAT
+    except Exception:  # noqa: BLE001 - unreadable: the reader names the problem later
+        return False
+
+
+def resolve_source(given: str | os.PathLike[str] | WeightsSource, *, use_ema: bool = True) -> WeightsSource:
+    """What ``--weights given`` names (a download for a Hub id); errors name ``given``."""
+    if isinstance(given, WeightsSource):
+        return given
+    from restorekit.hub import is_hub_id
+    from restorekit.pretrained import is_package, package_source
+
+    text = str(given)
+    path = Path(os.path.expanduser(text))
+    if path.is_dir():
+        if is_package(path):
+            return package_source(text, path, "package")
+        file = ckpt.resolve_weights(path, use_ema=use_ema)
+        kind = "checkpoint" if ckpt.is_checkpoint_name(path.name) else "run"
+        return WeightsSource(text, kind, file, recipe_of(file))
+    if path.is_file():
+        kind = "file" if is_restorekit_file(path) else "released"
+        return WeightsSource(text, kind, path, recipe_of(path) if kind == "file" else None)
+    if is_hub_id(text) and not path.parent.is_dir() or text.startswith("hf:"):
+        from restorekit.hub import download_package
+
+        return package_source(text, download_package(text), "hub")
+    raise CheckpointError(
+        f"--weights {text}: no such file or folder (expected a run or checkpoint folder, a package folder, "
+        "a .safetensors file, a released .pth/.ckpt, or a Hub id org/name)"
+    )
+
+
+def recipe_of(weights: Path) -> Path | None:
+    """The ``recipe.yaml`` of the run folder (or package) ``weights`` lies in, if any."""
+    run_dir = ckpt.run_dir_of(weights.resolve())
+    return run_dir / "recipe.yaml" if run_dir is not None else None
+
+
+def load_source(model: nn.Module, source: WeightsSource) -> None:
+    """Load ``source`` into ``model`` (strictly; a misfit names the file and the keys)."""
+    if source.package is not None:
+        from restorekit.pretrained import check_frozen_parts, read_package
+
+        check_frozen_parts(model, read_package(source.package).frozen, source.given)
+    if not source.released:
+        ckpt.load_weights(model, source.file)
+        return
+    from restorekit.bodies.base import UNetBody
+
+    if isinstance(model, UNetBody):
+        model.load_weights(source.file)
+        return
+    from restorekit.frozen import trainable_state_dict
+    from restorekit.state_dict import copy_into, read_state_dict
+
+    state = read_state_dict(source.file, what="weights file").state
+    copy_into(trainable_state_dict(model), state, f"weights file {str(source.file)!r}", type(model).__name__,
+              hint=_released_hint)
+
+
+def _released_hint(missing: list[str], unexpected: list[str], shapes: list[str]) -> str:
+    if missing and any(k.startswith("body.") for k in missing):
+        return ("a released body file (Restormer .pth, PromptIR .ckpt) goes into a guided model's body: "
+                "set model.body.weights=FILE instead of --weights")
+    return ""
+
+
+def build_as_trained(spec: Mapping[str, Any], seed: int | None) -> nn.Module:
+    """Build ``spec`` with the RNG seeded as training seeded it before building.
+
+    A frozen part without pretrained weights (a randomly initialised backbone) is
+    not saved; seeding exactly as the trainer does rebuilds the same tensors. The
+    caller's RNG state is left as it was.
+    """
+    from restorekit.building import build_model
+
+    if seed is None:
+        return build_model(spec)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        return build_model(spec)
+
+
+def training_seed(recipe: Mapping[str, Any]) -> int:
+    """The seed the trainer built this recipe's model with (``train.seed``, 0 by default)."""
+    train = recipe.get("train") or {}
+    return int(train.get("seed", 0)) if isinstance(train, Mapping) else 0

@@ -1,0 +1,283 @@
+"""Pretrained packages: a trained model as a folder to share, and a model again from one.
+
+A package folder holds
+
+* ``recipe.yaml``: the resolved recipe the model was trained with;
+* ``model.safetensors``: its trainable weights. A frozen part (the DINOv2 backbone)
+  is never copied: ``restorekit.json`` records it by name, weights and sha256, and
+  it loads from its own source (the recipe's ``weights:``, or one passed when
+  loading), checked against that sha256;
+* ``restorekit.json``: the manifest (format, versions, where the weights came from,
+  frozen parts, parameter counts, licence, citation);
+* ``README.md``: the model card (:mod:`restorekit.model_card`), from ``run.json``
+  and ``eval.json``;
+* ``eval.json``: the evaluation the card's table shows, when there was one.
+
+``save_pretrained(run_or_model, folder)`` writes one; ``from_pretrained(folder or
+Hub id)`` (also ``build_model(folder)``) builds the model, checks the frozen parts
+and loads the weights.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from torch import nn
+
+from restorekit.engine.checkpoint import FILE_FORMAT, MODEL_FILE as WEIGHTS_FILE, cpu_copy
+from restorekit.engine.run_folder import RECIPE_FILE, RUN_FILE
+from restorekit.engine.sources import WeightsSource
+from restorekit.errors import CheckpointError
+
+MANIFEST_FILE = "restorekit.json"
+CARD_FILE = "README.md"
+EVAL_FILE = "eval.json"
+PACKAGE_FORMAT = "restorekit-package"
+PACKAGE_VERSION = 1
+
+
+@dataclass
+class Package:
+    """A package folder read back."""
+
+    folder: Path
+    manifest: dict[str, Any]
+    recipe: dict[str, Any]
+
+    @property
+    def weights_file(self) -> Path:
+        return self.folder / WEIGHTS_FILE
+
+    @property
+    def frozen(self) -> dict[str, Any]:
+        return dict(self.manifest.get("frozen") or {})
+
+
+def is_package(path: str | os.PathLike[str]) -> bool:
+    return Path(path).is_dir() and (Path(path) / MANIFEST_FILE).is_file()
+
+
+def read_package(folder: str | os.PathLike[str]) -> Package:
+    """The manifest and recipe of a package folder; a defect names the folder and the file."""
+    from restorekit.recipes import load_recipe
+
+    folder = Path(folder)
+    try:
+        manifest = json.loads((folder / MANIFEST_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"package {folder}: cannot read {MANIFEST_FILE}: {exc}") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != PACKAGE_FORMAT:
+        raise CheckpointError(f"package {folder}: {MANIFEST_FILE} is not a restorekit package manifest")
+    if int(manifest.get("version", 0)) > PACKAGE_VERSION:
+        raise CheckpointError(f"package {folder} has format version {manifest.get('version')}; this restorekit "
+                              f"reads up to {PACKAGE_VERSION} (upgrade restorekit)")
+    for name in (WEIGHTS_FILE, RECIPE_FILE):
+        if not (folder / name).is_file():
+            raise CheckpointError(f"package {folder} has no {name}")
+    return Package(folder, manifest, load_recipe(folder / RECIPE_FILE))
+
+
+def package_source(given: str, folder: Path, kind: str) -> WeightsSource:
+    """A package folder as a ``--weights`` source."""
+    package = read_package(folder)
+    return WeightsSource(given, kind, package.weights_file, folder / RECIPE_FILE, package=folder)
+
+
+def package_folder(source: str | os.PathLike[str]) -> Path:
+    """A local package folder, or the Hub package ``source`` names (downloaded or cached)."""
+    from restorekit.hub import HUB_PREFIX, download_package, is_hub_id
+
+    text = str(source)
+    path = Path(os.path.expanduser(text))
+    if is_package(path):
+        return path
+    if path.exists():
+        raise CheckpointError(f"{text} is not a restorekit package (no {MANIFEST_FILE})")
+    if text.startswith(HUB_PREFIX) or is_hub_id(text):
+        return download_package(text)
+    raise CheckpointError(f"{text}: no such package folder, and not a Hub id (org/name)")
+
+
+# -- loading -------------------------------------------------------------------------
+def from_pretrained(source: str | os.PathLike[str], *, device: Any = "cpu", **overrides: Any) -> nn.Module:
+    """The model of a package folder or Hub id, in eval mode on ``device``.
+
+    ``overrides`` merge onto the package's model spec with the recipe rules; the
+    usual one says where a frozen part's weights are on this machine:
+    ``from_pretrained(dir, backbone={"weights": "/data/dinov2_vitb14_pretrain.pth"})``.
+    """
+    from restorekit.engine.sources import build_as_trained, load_source, training_seed
+    from restorekit.recipes import merge
+
+    folder = package_folder(source)
+    package = read_package(folder)
+    spec = merge(package.recipe["model"], overrides) if overrides else package.recipe["model"]
+    model = build_as_trained(spec, training_seed(package.recipe))
+    load_source(model, package_source(str(source), folder, "package"))
+    model.pretrained_recipe = {**package.recipe, "model": spec}  # what save_pretrained(model) writes back
+    return model.to(device).eval()
+
+
+def check_frozen_parts(model: nn.Module, recorded: Mapping[str, Any], where: str) -> None:
+    """Every frozen part the package records is present and holds the recorded weights (sha256)."""
+    from restorekit.frozen import frozen_records
+
+    built = frozen_records(model)
+    for prefix, record in recorded.items():
+        name = prefix or "model"
+        if prefix not in built:
+            raise CheckpointError(f"{where}: the package records a frozen part {name!r} ({record.get('name')}) "
+                                  "that the model built from its recipe does not have")
+        have = built[prefix]
+        want_sha, have_sha = record.get("sha256"), have.get("sha256")
+        how = f"pass the file: from_pretrained(..., {name}={{'weights': PATH}}) or -o model.{name}.weights=PATH"
+        if record.get("weights") is not None and have.get("weights") is None:
+            raise CheckpointError(
+                f"{where}: frozen part {name!r} ({record.get('name')}) was trained with the weights "
+                f"{record.get('weights')} (sha256 {want_sha}), which a package never copies, but here it is "
+                f"randomly initialised; {how}"
+            )
+        if want_sha and have_sha and want_sha != have_sha:
+            raise CheckpointError(
+                f"{where}: frozen part {name!r} loaded {have.get('weights')} (sha256 {have_sha}), but the model "
+                f"was trained with {record.get('weights')} (sha256 {want_sha}); {how}"
+            )
+
+
+# -- writing -------------------------------------------------------------------------
+def save_pretrained(
+    model_or_run: nn.Module | str | os.PathLike[str],
+    folder: str | os.PathLike[str],
+    *,
+    recipe: Mapping[str, Any] | str | None = None,
+    use_ema: bool = True,
+    license: str | None = None,  # noqa: A002 - the model card's field name
+    citation: str | None = None,
+    evaluation: str | os.PathLike[str] | Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write a package of a run folder (its best weights) or of a model (with its ``recipe``).
+
+    ``evaluation`` is an ``eval.json`` (path or content) for the card's table; a run's
+    own ``eval/eval.json`` is used when none is given.
+    """
+    from restorekit.model_card import render_card
+
+    folder = Path(folder)
+    _check_target(folder, overwrite)
+    if isinstance(model_or_run, nn.Module):
+        state, full_recipe, facts = _from_model(model_or_run, recipe)
+    else:
+        state, full_recipe, facts = _from_run(Path(model_or_run), use_ema)
+    report = _evaluation(evaluation, facts.pop("run_eval", None))
+    manifest = _manifest(full_recipe, facts, license, citation)
+    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
+    _write_files(tmp, state, full_recipe, manifest, report, render_card(manifest, full_recipe, report))
+    from restorekit.engine.atomic import publish_dir
+
+    publish_dir(tmp, folder)
+    return folder
+
+
+def _check_target(folder: Path, overwrite: bool) -> None:
+    if folder.exists() and not overwrite and (not folder.is_dir() or any(folder.iterdir())):
+        raise CheckpointError(f"package folder {folder} already exists; pass overwrite=True (--overwrite) "
+                              "to replace it")
+    if folder.exists() and folder.is_dir() and any(folder.iterdir()) and not is_package(folder):
+        raise CheckpointError(f"{folder} is not empty and not a package: refusing to replace it")
+
+
+def _from_model(model: nn.Module, recipe: Mapping[str, Any] | str | None) -> tuple[dict, dict, dict]:
+    from restorekit.frozen import frozen_records, trainable_state_dict
+    from restorekit.params import count_params
+    from restorekit.recipes import load_recipe
+
+    if recipe is None:
+        recipe = getattr(model, "pretrained_recipe", None)
+    if recipe is None:
+        raise CheckpointError("save_pretrained(model, ...) needs recipe= (the recipe or model spec the model "
+                              "was built from), or a run folder instead of the model")
+    full = load_recipe(recipe) if isinstance(recipe, (str, os.PathLike)) else dict(recipe)
+    if "model" not in full:
+        full = {"model": full}
+    trainable, frozen = count_params(model)
+    facts = {"weights": {"source": "model"}, "frozen": frozen_records(model),
+             "params": {"trainable": trainable, "frozen": frozen}}  # fmt: skip
+    return dict(trainable_state_dict(model)), full, facts
+
+
+def _from_run(run_dir: Path, use_ema: bool) -> tuple[dict, dict, dict]:
+    from restorekit.engine import checkpoint as ckpt
+    from restorekit.recipes import load_recipe
+    from restorekit.state_dict import read_state_dict
+
+    if not (run_dir / RECIPE_FILE).is_file():
+        raise CheckpointError(f"{run_dir} is not a run folder (no {RECIPE_FILE}); pass a model and recipe= instead")
+    file = ckpt.resolve_weights(run_dir, use_ema=use_ema)
+    run = _read_json(run_dir / RUN_FILE)
+    meta = _read_json(file.parent / ckpt.META_FILE)
+    weights = {"source": str(run_dir), "checkpoint": file.parent.name, "step": meta.get("step"),
+               "ema": file.name == ckpt.EMA_FILE}  # fmt: skip
+    facts = {"weights": weights, "frozen": run.get("frozen", meta.get("frozen", {})),
+             "params": run.get("params", {}), "run_eval": run_dir / "eval" / EVAL_FILE}  # fmt: skip
+    state = read_state_dict(file, what="weights file", released=False).state
+    return state, load_recipe(run_dir / RECIPE_FILE), facts
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _evaluation(given: Any, run_eval: Path | None) -> dict[str, Any] | None:
+    if isinstance(given, Mapping):
+        return dict(given)
+    path = Path(given) if given is not None else run_eval
+    if path is None or not path.is_file():
+        if given is not None:
+            raise CheckpointError(f"evaluation report {given} does not exist (an eval.json from `restorekit eval "
+                                  "--report DIR`)")
+        return None
+    report = _read_json(path)
+    if not isinstance(report.get("tasks"), Mapping):
+        raise CheckpointError(f"evaluation report {path} has no per-task results ('tasks')")
+    return report
+
+
+def _manifest(recipe: Mapping[str, Any], facts: Mapping[str, Any], license: str | None,  # noqa: A002
+              citation: str | None) -> dict[str, Any]:
+    from restorekit.engine.run_folder import versions
+
+    model = recipe.get("model") or {}
+    return {
+        "format": PACKAGE_FORMAT, "version": PACKAGE_VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "name": recipe.get("name"), "model_type": model.get("type") if isinstance(model, Mapping) else None,
+        "versions": versions(), "license": license, "citation": citation, **facts,
+    }  # fmt: skip
+
+
+def _write_files(tmp: Path, state: Mapping[str, Any], recipe: Mapping[str, Any], manifest: Mapping[str, Any],
+                 report: Mapping[str, Any] | None, card: str) -> None:
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from restorekit.recipes import dump_recipe
+
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    save_file(cpu_copy(state), str(tmp / WEIGHTS_FILE), metadata={"format": FILE_FORMAT, "package": str(PACKAGE_VERSION)})
+    (tmp / RECIPE_FILE).write_text(dump_recipe(recipe), encoding="utf-8")
+    (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, default=str) + "\n", encoding="utf-8")
+    if report is not None:
+        (tmp / EVAL_FILE).write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+    (tmp / CARD_FILE).write_text(card, encoding="utf-8")
