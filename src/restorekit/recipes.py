@@ -29,7 +29,7 @@ REPLACE_KEY = "_replace_"
 BASE_KEY = "base"
 RECIPE_PATH_ENV = "RESTOREKIT_RECIPE_PATH"
 RECIPE_SUFFIXES = (".yaml", ".yml")
-TOP_LEVEL_KEYS = ("name", "description", "model", "loss", "data", "train", "eval")
+TOP_LEVEL_KEYS = ("name", "description", "model", "loss", "data", "train", "eval", "published")
 
 
 # -- YAML --------------------------------------------------------------------------
@@ -315,6 +315,9 @@ def validate_recipe(recipe: Mapping[str, Any], source: str) -> None:
             )
         if key in {"model", "loss", "data", "train", "eval"} and not isinstance(value, (dict, type(None))):
             raise RecipeError(f"{source}: key {key!r} must be a mapping, got {type(value).__name__}")
+    from restorekit.engine.published import check_published
+
+    check_published(recipe.get("published"), source)
 
 
 # -- showing and comparing ---------------------------------------------------------

@@ -48,6 +48,7 @@ def protocol(cfg: EvalConfig, *, ema: bool | None = None) -> dict[str, Any]:
         "tile": cfg.tile,
         "overlap": cfg.overlap if cfg.tile else None,
         "weights": None if ema is None else ("EMA" if ema else "raw (no EMA)"),
+        "self_ensemble": cfg.self_ensemble,
     }
 
 
@@ -55,6 +56,8 @@ def protocol_line(info: Mapping[str, Any]) -> str:
     """... and as the sentence printed above every table."""
     parts = [f"protocol: {info['crop']}", f"metrics on {info['color']}", f"crop border {info['crop_border']}"]
     parts.append(f"tiles {info['tile']} overlap {info['overlap']}" if info.get("tile") else "whole-image inference")
+    if info.get("self_ensemble"):
+        parts.append("x8 self-ensemble")
     if info.get("weights"):
         parts.append(f"weights {info['weights']}")
     return ", ".join(parts)
@@ -133,8 +136,13 @@ def evaluate(
     model.eval()
     # Test images come in many sizes: cuDNN autotuning (on for training) would tune each one.
     benchmark, torch.backends.cudnn.benchmark = torch.backends.cudnn.benchmark, False
+    scorer: nn.Module = model
+    if cfg.self_ensemble:
+        from restorekit.engine.ensemble import SelfEnsemble
+
+        scorer = SelfEnsemble(model)
     try:
-        result = _score(model, eval_sets, cfg, device, fns, amp=amp, rank=rank, world_size=world_size,
+        result = _score(scorer, eval_sets, cfg, device, fns, amp=amp, rank=rank, world_size=world_size,
                         max_images=max_images, save_dir=save_dir, keep_for_grid=keep_for_grid,
                         allow_nonfinite=allow_nonfinite)
     finally:
@@ -272,12 +280,14 @@ def report_json(result: Mapping[str, Any], info: Mapping[str, Any], **extra: Any
     return json.dumps(body, indent=2, default=str)
 
 
-def write_report(folder: Path, result: Mapping[str, Any], info: Mapping[str, Any], **extra: Any) -> None:
-    """``eval.md`` and ``eval.json`` in ``folder`` (atomically)."""
+def write_report(
+    folder: Path, result: Mapping[str, Any], info: Mapping[str, Any], appendix: str = "", **extra: Any
+) -> None:
+    """``eval.md`` (the table, then ``appendix``) and ``eval.json`` in ``folder`` (atomically)."""
     from restorekit.engine.atomic import write_text
 
     folder.mkdir(parents=True, exist_ok=True)
-    write_text(folder / REPORT_MD, markdown_table(result, info) + "\n")
+    write_text(folder / REPORT_MD, markdown_table(result, info) + (f"\n\n{appendix}" if appendix else "") + "\n")
     write_text(folder / REPORT_JSON, report_json(result, info, **extra) + "\n")
 
 

@@ -1,0 +1,110 @@
+"""Published numbers beside measured ones: a recipe's ``published:`` section.
+
+A protocol recipe may carry the per-task scores papers report on its protocol::
+
+    published:
+      PromptIR:
+        citation: "Potlapalli et al., PromptIR, NeurIPS 2023 (arXiv 2306.13090), Table 1"
+        tasks:
+          denoise_15: {psnr: 33.98, ssim: 0.933}
+          derain: {psnr: 36.37, ssim: 0.972}
+
+Task names are the recipe's ``data.val`` names and metric names its
+``eval.metrics`` names; ``eval`` prints each method's numbers beside the measured
+ones with the difference (measured minus published). Light: no torch here.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from restorekit.errors import RecipeError
+
+ENTRY_KEYS = ("citation", "tasks")
+
+
+def check_published(section: Any, source: str) -> None:
+    """Raise a RecipeError naming the dotted key unless ``published:`` has the documented shape."""
+    if section is None:
+        return
+    if not isinstance(section, Mapping):
+        raise RecipeError(f"{source}: key 'published' must map a method name to its numbers")
+    for method, entry in section.items():
+        where = f"{source}: published.{method}"
+        if not isinstance(entry, Mapping):
+            raise RecipeError(f"{where} must be a mapping with {' and '.join(ENTRY_KEYS)}")
+        unknown = sorted(set(entry) - set(ENTRY_KEYS))
+        if unknown:
+            raise RecipeError(f"{where}: unknown key(s) {unknown} (known: {', '.join(ENTRY_KEYS)})")
+        if not isinstance(entry.get("citation"), str) or not entry["citation"].strip():
+            raise RecipeError(f"{where}.citation must name the paper (and table) the numbers come from")
+        tasks = entry.get("tasks")
+        if not isinstance(tasks, Mapping) or not tasks:
+            raise RecipeError(f"{where}.tasks must map task names to {{metric: value}}")
+        for task, scores in tasks.items():
+            if not isinstance(scores, Mapping) or not scores:
+                raise RecipeError(f"{where}.tasks.{task} must map metric names to numbers")
+            for metric, value in scores.items():
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise RecipeError(f"{where}.tasks.{task}.{metric} must be a number, got {value!r}")
+
+
+def published_tables(result: Mapping[str, Any], published: Mapping[str, Any] | None) -> str:
+    """One markdown table per published method: measured, published and the difference per task.
+
+    Only tasks and metrics both sides have are shown; a method sharing none is skipped.
+    """
+    blocks = []
+    for method, entry in (published or {}).items():
+        table = _method_table(result, method, entry)
+        if table:
+            blocks.append(table)
+    return "\n\n".join(blocks)
+
+
+def _method_table(result: Mapping[str, Any], method: str, entry: Mapping[str, Any]) -> str:
+    tasks = result.get("tasks", {})
+    shared = [t for t in entry["tasks"] if t in tasks]
+    metrics = [m for m in _metric_order(entry) if any(m in tasks[t] and m in entry["tasks"][t] for t in shared)]
+    if not shared or not metrics:
+        return ""
+    head = ["task"] + [f"{m.upper()} {label}" for m in metrics for label in ("measured", method, "difference")]
+    lines = [f"published: {method} ({entry['citation']})", "",
+             "| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]  # fmt: skip
+    for task in shared:
+        cells = [task]
+        for metric in metrics:
+            cells += _cells(tasks[task].get(metric), entry["tasks"][task].get(metric), metric)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _metric_order(entry: Mapping[str, Any]) -> list[str]:
+    seen: list[str] = []
+    for scores in entry["tasks"].values():
+        seen += [m for m in scores if m not in seen]
+    return seen
+
+
+def _cells(measured: float | None, paper: float | None, metric: str) -> list[str]:
+    fmt = "{:.2f}" if "psnr" in metric else "{:.4f}"
+    show = [fmt.format(v) if v is not None else "-" for v in (measured, paper)]
+    diff = "-" if measured is None or paper is None else ("{:+.2f}" if "psnr" in metric else "{:+.4f}").format(
+        measured - paper)
+    return show + [diff]
+
+
+def published_differences(result: Mapping[str, Any], published: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``{method: {task: {metric: {"published", "measured", "difference"}}}}`` for eval.json."""
+    out: dict[str, Any] = {}
+    tasks = result.get("tasks", {})
+    for method, entry in (published or {}).items():
+        rows = {}
+        for task, scores in entry["tasks"].items():
+            if task not in tasks:
+                continue
+            rows[task] = {m: {"published": v, "measured": tasks[task][m], "difference": tasks[task][m] - v}
+                          for m, v in scores.items() if m in tasks[task]}  # fmt: skip
+        if rows:
+            out[method] = {"citation": entry["citation"], "tasks": rows}
+    return out
