@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "probe": "restorekit.commands.probe",
     "package": "restorekit.commands.package",
     "push": "restorekit.commands.push",
+    "export": "restorekit.commands.export",
 }
 
 

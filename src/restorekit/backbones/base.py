@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 
-import math
 from typing import Any, Sequence
 
 import torch
@@ -57,7 +56,7 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
 
 def token_grid(size: tuple[int, int], patch: int) -> tuple[int, int]:
     """Token grid of an image of ``size`` padded to a multiple of ``patch``."""
-    return math.ceil(size[0] / patch), math.ceil(size[1] / patch)
+    return -(-size[0] // patch), -(-size[1] // patch)  # integer ceil: exact, and traceable
 
 
 def pad_to_multiple(x: torch.Tensor, patch: int) -> torch.Tensor:
@@ -76,8 +75,8 @@ def check_grid(grid: Any) -> tuple[int, int] | None:
         return None
     if isinstance(grid, int):
         grid = (grid, grid)
-    try:
-        h, w = (int(g) for g in grid)
+    try:  # a symbolic size (torch.export) stays symbolic: int() would bake the example's in
+        h, w = (g if isinstance(g, torch.SymInt) else int(g) for g in grid)
     except (TypeError, ValueError):
         raise BuildError(f"grid must be (h, w) or None, got {grid!r}") from None
     if h < 1 or w < 1:

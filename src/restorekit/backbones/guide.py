@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 GRID_RULES = ("stride", "native")
@@ -15,8 +14,8 @@ DEFAULT_GUIDE_BACKBONE: dict[str, Any] = {"type": "dinov2", "size": "b"}
 
 
 def stride_grid(height: int, width: int, stride: int) -> tuple[int, int]:
-    """The token grid ``(ceil(H/stride), ceil(W/stride))``."""
-    return math.ceil(height / stride), math.ceil(width / stride)
+    """The token grid ``(ceil(H/stride), ceil(W/stride))`` (integer division: exact, and traceable)."""
+    return -(-height // stride), -(-width // stride)
 
 
 def token_grid(rule: str, height: int, width: int, stride: int) -> tuple[int, int] | None:

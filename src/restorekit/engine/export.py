@@ -1,0 +1,194 @@
+"""Export a model to ``torch.export`` (``.pt2``) or ONNX with dynamic height and width, then check it.
+
+After writing, the exported model and the eager one restore the same random images
+at two sizes (neither the example's) and the export fails when they differ by more
+than the tolerance (max absolute difference on [0, 1] images; ONNX runs in onnxruntime).
+
+What dynamic sizes needed (``torch.export`` refuses a graph whose shapes it cannot
+prove for every size in the range):
+
+* **Padding outside the body, as a multiple by construction.** A body pads to a
+  multiple of 8 with ``if pad:`` and its down-samplings need even sides, which
+  the tracer cannot prove for ``H + (-H % 8)``. :class:`PaddedModel` pads to
+  ``8 * ((H + 7) // 8)`` instead (the same reflect padding the body does, but a
+  size the tracer knows is a multiple of 8), so the body's own padding is provably
+  empty; it crops back with ``index_select`` (a slice's contiguity check would pin
+  whether H was already a multiple of 8). The example input is 61 x 77, not a
+  multiple of 8, so no size relation of the example is taken for a rule; its batch is
+  2, since a size of 1 would be taken as a constant.
+* **The DINOv2 guide on a symbolic grid.** The grid ``ceil(H / 8)`` is integer
+  arithmetic (``math.ceil`` of a float would bake the example's grid in), the grid
+  stays symbolic through the backbone's checks, and the position embeddings are
+  resized by float64 matrices built from the symbolic grid
+  (:mod:`restorekit.backbones.pos_embed`), where ``F.interpolate`` with Meta's scale
+  factor ``(n + 0.1) / 37`` would specialise to the example size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+from restorekit.errors import RestorekitError
+
+log = logging.getLogger(__name__)
+
+FORMATS = {"onnx": ".onnx", "torch_export": ".pt2"}
+EXAMPLE_SIZE = (2, 61, 77)  # batch 2 (1 would be taken as a constant), sides not multiples of the padding
+CHECK_SIZES = ((64, 64), (45, 83))
+TOLERANCE = 1e-4
+MIN_SIDE, MAX_SIDE = 16, 8192
+
+
+class ExportError(RestorekitError, RuntimeError):
+    """The model could not be exported, or the export does not restore as the eager model does."""
+
+
+@dataclass
+class ExportReport:
+    path: Path
+    format: str
+    seconds: float
+    differences: dict[tuple[int, int], float] = field(default_factory=dict)  # size -> max |exported - eager|
+    tolerance: float = TOLERANCE
+
+
+class PaddedModel(nn.Module):
+    """``model`` with its padding done first, to a size the tracer knows is a multiple (see the module doc)."""
+
+    def __init__(self, model: nn.Module, multiple: int) -> None:
+        super().__init__()
+        self.model, self.multiple = model, int(multiple)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-2], x.shape[-1]
+        m = self.multiple
+        if m > 1:
+            pads = (0, m * ((width + m - 1) // m) - width, 0, m * ((height + m - 1) // m) - height)
+            x = torch.nn.functional.pad(x, pads, mode="reflect")
+        out = self.model(x)
+        rows = torch.arange(height, device=out.device)
+        cols = torch.arange(width, device=out.device)
+        return out.index_select(-2, rows).index_select(-1, cols)
+
+
+def pad_multiple(model: nn.Module) -> int:
+    """The multiple a model pads its input to (its body's), 1 when it has no body."""
+    from restorekit.contracts import Body
+
+    for part in (model, getattr(model, "body", None)):
+        if isinstance(part, Body):
+            return int(part.pad_multiple)
+    return 1
+
+
+def export_model(
+    model: nn.Module,
+    path: str | Path,
+    fmt: str,
+    *,
+    check_sizes: Sequence[tuple[int, int]] = CHECK_SIZES,
+    tolerance: float = TOLERANCE,
+) -> ExportReport:
+    """Write ``model`` (eval mode, CPU, float32) to ``path`` and check it against the eager model."""
+    check_format(fmt)
+    model = model.eval().to("cpu", torch.float32)
+    start = time.perf_counter()
+    program = trace(PaddedModel(model, pad_multiple(model)).eval())
+    report = write_checked(model, program, path, fmt, check_sizes=check_sizes, tolerance=tolerance)
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def check_format(fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise ExportError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+
+
+def write_checked(
+    model: nn.Module,
+    program: Any,
+    path: str | Path,
+    fmt: str,
+    *,
+    check_sizes: Sequence[tuple[int, int]] = CHECK_SIZES,
+    tolerance: float = TOLERANCE,
+) -> ExportReport:
+    """Write a traced ``program`` of ``model`` as ``fmt``, load it back and compare it with ``model``."""
+    check_format(fmt)
+    path = Path(path)
+    start = time.perf_counter()
+    run = _write_onnx(program, path) if fmt == "onnx" else _write_program(program, path)
+    report = ExportReport(path, fmt, time.perf_counter() - start, tolerance=tolerance)
+    report.differences = compare(model, run, check_sizes)
+    worst = max(report.differences.values())
+    if not worst <= tolerance:  # also catches NaN
+        raise ExportError(
+            f"{path}: the exported model differs from the eager one by {worst:.3g} (max absolute, images in "
+            f"[0, 1]) > tolerance {tolerance:g} at sizes {list(report.differences)}; the file is kept for inspection"
+        )
+    return report
+
+
+def trace(module: nn.Module) -> Any:
+    """``torch.export`` with dynamic batch, height and width (sides MIN_SIDE..MAX_SIDE)."""
+    batch, height, width = EXAMPLE_SIZE
+    example = torch.rand(batch, 3, height, width)
+    dims = {0: torch.export.Dim.DYNAMIC(min=1, max=1024)}
+    dims.update({axis: torch.export.Dim.DYNAMIC(min=MIN_SIDE, max=MAX_SIDE) for axis in (2, 3)})
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*was assigned during export.*")  # MSF's last_gate
+            return torch.export.export(module, (example,), dynamic_shapes={"x": dims}, strict=False)
+    except Exception as exc:  # noqa: BLE001 - any tracing failure: say which model and why
+        raise ExportError(f"torch.export could not trace {type(module.model).__name__} with dynamic height and "
+                          f"width: {type(exc).__name__}: {str(exc)[:2000]}") from exc
+
+
+def _write_program(program: Any, path: Path) -> Callable[[torch.Tensor], torch.Tensor]:
+    torch.export.save(program, str(path))
+    loaded = torch.export.load(str(path)).module()
+    return lambda x: loaded(x)
+
+
+def _write_onnx(program: Any, path: Path) -> Callable[[torch.Tensor], torch.Tensor]:
+    try:
+        import onnxruntime
+        import onnxscript  # noqa: F401 - the dynamo exporter needs it
+    except ImportError as exc:
+        raise ExportError(f"ONNX export needs onnx, onnxscript and onnxruntime: pip install 'restorekit[export]' "
+                          f"({exc})") from exc
+    chatter = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(chatter), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            onnx_program = torch.onnx.export(program, dynamo=True)
+            onnx_program.save(str(path))
+    except Exception as exc:  # noqa: BLE001
+        raise ExportError(f"torch.onnx could not convert the traced model: {type(exc).__name__}: "
+                          f"{str(exc)[:2000]}") from exc
+    log.debug("torch.onnx: %s", chatter.getvalue().strip())
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda x: torch.from_numpy(session.run(None, {name: x.numpy()})[0])
+
+
+@torch.no_grad()
+def compare(model: nn.Module, run: Callable[[torch.Tensor], torch.Tensor],
+            sizes: Sequence[tuple[int, int]]) -> dict[tuple[int, int], float]:
+    """Max absolute difference between the exported and the eager model, per size."""
+    generator = torch.Generator().manual_seed(0)
+    out = {}
+    for size in sizes:
+        x = torch.rand(1, 3, *size, generator=generator)
+        out[tuple(size)] = float((run(x).float() - model(x).float()).abs().max())
+    return out
