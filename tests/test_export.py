@@ -14,7 +14,7 @@ import yaml
 from torch import nn
 
 from restorekit import build_model
-from restorekit.engine.export import CHECK_SIZES, ExportError, PaddedModel, export_model, trace, write_checked
+from restorekit.engine.export import CHECK_SIZES, ExportError, PaddedModel, export_model, trace
 from restorekit.tiny import TINY, tiny_model_spec
 
 
@@ -39,10 +39,10 @@ def test_dino_ir_exports_to_torch_export_and_onnx_at_any_size(tmp_path: Path) ->
 
     model = tiny("dino_ir")
     program = trace(PaddedModel(model, 8))
-    report = write_checked(model, program, tmp_path / "dino_ir.pt2", "torch_export")
+    report = export_model(model, tmp_path / "dino_ir.pt2", "torch_export", program=program)
     assert set(report.differences) == set(CHECK_SIZES) and max(report.differences.values()) <= 1e-5
     loaded_program_matches(tmp_path / "dino_ir.pt2", model)
-    report = write_checked(model, program, tmp_path / "dino_ir.onnx", "onnx")
+    report = export_model(model, tmp_path / "dino_ir.onnx", "onnx", program=program)
     assert max(report.differences.values()) <= 1e-4
     session = onnxruntime.InferenceSession(str(tmp_path / "dino_ir.onnx"), providers=["CPUExecutionProvider"])
     x = torch.rand(3, 3, 40, 57)

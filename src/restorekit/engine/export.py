@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import math
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -82,13 +83,10 @@ class PaddedModel(nn.Module):
 
 
 def pad_multiple(model: nn.Module) -> int:
-    """The multiple a model pads its input to (its body's), 1 when it has no body."""
+    """The multiple a model pads its input to: that of its bodies (1 when it has none)."""
     from restorekit.contracts import Body
 
-    for part in (model, getattr(model, "body", None)):
-        if isinstance(part, Body):
-            return int(part.pad_multiple)
-    return 1
+    return math.lcm(1, *(int(m.pad_multiple) for m in model.modules() if isinstance(m, Body)))
 
 
 def export_model(
@@ -96,37 +94,22 @@ def export_model(
     path: str | Path,
     fmt: str,
     *,
+    program: Any = None,
     check_sizes: Sequence[tuple[int, int]] = CHECK_SIZES,
     tolerance: float = TOLERANCE,
 ) -> ExportReport:
-    """Write ``model`` (eval mode, CPU, float32) to ``path`` and check it against the eager model."""
-    check_format(fmt)
-    model = model.eval().to("cpu", torch.float32)
-    start = time.perf_counter()
-    program = trace(PaddedModel(model, pad_multiple(model)).eval())
-    report = write_checked(model, program, path, fmt, check_sizes=check_sizes, tolerance=tolerance)
-    report.seconds = time.perf_counter() - start
-    return report
+    """Write ``model`` (eval mode, CPU, float32) to ``path``, load it back and check it against the eager model.
 
-
-def check_format(fmt: str) -> None:
+    ``program`` is an earlier :func:`trace` of ``PaddedModel(model, ...)``, to write
+    one trace in several formats.
+    """
     if fmt not in FORMATS:
         raise ExportError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-
-
-def write_checked(
-    model: nn.Module,
-    program: Any,
-    path: str | Path,
-    fmt: str,
-    *,
-    check_sizes: Sequence[tuple[int, int]] = CHECK_SIZES,
-    tolerance: float = TOLERANCE,
-) -> ExportReport:
-    """Write a traced ``program`` of ``model`` as ``fmt``, load it back and compare it with ``model``."""
-    check_format(fmt)
     path = Path(path)
+    model = model.eval().to("cpu", torch.float32)
     start = time.perf_counter()
+    if program is None:
+        program = trace(PaddedModel(model, pad_multiple(model)).eval())
     run = _write_onnx(program, path) if fmt == "onnx" else _write_program(program, path)
     report = ExportReport(path, fmt, time.perf_counter() - start, tolerance=tolerance)
     report.differences = compare(model, run, check_sizes)

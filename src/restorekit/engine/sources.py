@@ -62,7 +62,7 @@ def resolve_source(given: str | os.PathLike[str] | WeightsSource, *, use_ema: bo
     """What ``--weights given`` names (a download for a Hub id); errors name ``given``."""
     if isinstance(given, WeightsSource):
         return given
-    from restorekit.hub import is_hub_id
+    from restorekit.hub import HUB_PREFIX, is_hub_id
     from restorekit.pretrained import is_package, package_source
 
     text = str(given)
@@ -76,7 +76,7 @@ def resolve_source(given: str | os.PathLike[str] | WeightsSource, *, use_ema: bo
     if path.is_file():
         kind = "file" if is_restorekit_file(path) else "released"
         return WeightsSource(text, kind, path, recipe_of(path) if kind == "file" else None)
-    if is_hub_id(text) and not path.parent.is_dir() or text.startswith("hf:"):
+    if text.startswith(HUB_PREFIX) or (is_hub_id(text) and not path.parent.is_dir()):  # not a mistyped path
         from restorekit.hub import download_package
 
         return package_source(text, download_package(text), "hub")
