@@ -8,7 +8,7 @@ import pytest
 
 from restorekit.engine.published import published_differences, published_tables
 from restorekit.errors import RecipeError
-from restorekit.recipes import load_recipe
+from restorekit.recipes import list_recipes, load_recipe
 
 # PromptIR (NeurIPS 2023, arXiv 2306.13090), Table 1, all-in-one on three degradations.
 PROMPTIR_TABLE_1 = {
@@ -23,12 +23,21 @@ def test_protocol_recipes_carry_promptirs_table_1(name: str) -> None:
     tasks = published["PromptIR"]["tasks"]
     assert {t: (s["psnr"], s["ssim"]) for t, s in tasks.items()} == PROMPTIR_TABLE_1
     assert "NeurIPS 2023" in published["PromptIR"]["citation"] and "Table 1" in published["PromptIR"]["citation"]
-    assert set(published["AdaIR"]["tasks"]) == set(PROMPTIR_TABLE_1)
+    assert set(published["AdaIR"]["tasks"]) == set(published["MoCE-IR"]["tasks"]) == set(PROMPTIR_TABLE_1)
     assert set(tasks) == set(load_recipe(name)["data"]["val"])  # named as the recipe's test tasks
 
 
 def test_the_five_task_protocol_does_not_inherit_the_three_task_numbers() -> None:
     assert load_recipe("dino_ir_5task").get("published") is None
+
+
+@pytest.mark.parametrize("name", sorted(list_recipes()))
+def test_every_recipes_published_tasks_are_among_its_test_tasks(name: str) -> None:
+    """A recipe built on two protocols (adair_5task: dino_ir_5task + adair) must not carry the other's numbers."""
+    recipe = load_recipe(name)
+    val = set((recipe.get("data") or {}).get("val") or {})
+    for method, entry in (recipe.get("published") or {}).items():
+        assert set(entry["tasks"]) <= val, f"{name}: published.{method} names tasks it does not test"
 
 
 @pytest.mark.parametrize(

@@ -84,6 +84,16 @@ def test_released_body_file_into_a_guided_model_says_where_it_goes(tmp_path: Pat
         load_model_for_inference(recipe, weights)
 
 
+def test_released_weights_holding_nan_are_refused(tmp_path: Path) -> None:
+    source = body("promptir", seed=0)
+    with torch.no_grad():
+        source.patch_embed.proj.weight[0, 0, 0, 0] = float("inf")
+    weights = released_file(tmp_path, "promptir", source)
+    with pytest.raises(CheckpointError, match=r"promptir.ckpt holds NaN or infinite values in 1 tensor\(s\): "
+                                              r"patch_embed.proj.weight"):
+        load_model_for_inference({"model": {"type": "promptir", **TINY["model"]["promptir"]}}, weights)
+
+
 def test_a_restorekit_file_that_does_not_fit_names_file_and_keys(tmp_path: Path) -> None:
     from safetensors.torch import save_file
 

@@ -185,11 +185,14 @@ def save_pretrained(
 
 
 def _check_target(folder: Path, overwrite: bool) -> None:
-    if folder.exists() and not overwrite and (not folder.is_dir() or any(folder.iterdir())):
-        raise CheckpointError(f"package folder {folder} already exists; pass overwrite=True (--overwrite) "
-                              "to replace it")
-    if folder.exists() and folder.is_dir() and any(folder.iterdir()) and not is_package(folder):
-        raise CheckpointError(f"{folder} is not empty and not a package: refusing to replace it")
+    from restorekit.outputs import OutputExistsError
+
+    taken = folder.exists() and (not folder.is_dir() or any(folder.iterdir()))
+    if taken and not overwrite:
+        raise OutputExistsError(f"package folder {folder} already exists; pass overwrite=True (--overwrite) "
+                                "to replace it")
+    if taken and not is_package(folder):
+        raise OutputExistsError(f"{folder} is not empty and not a package: refusing to replace it")
 
 
 def _from_model(model: nn.Module, recipe: Mapping[str, Any] | str | None) -> tuple[dict, dict, dict]:

@@ -27,14 +27,14 @@ def run(args: argparse.Namespace) -> int:
 
     from restorekit.engine.export import FORMATS, TOLERANCE, export_model
     from restorekit.engine.loading import load_model_for_inference
-    from restorekit.errors import RecipeError
+    from restorekit.outputs import refuse_existing
     from restorekit.recipes import load_recipe
 
     recipe = load_recipe(args.recipe, args.override)
     stem = str(recipe.get("name") or Path(str(args.recipe)).stem).replace("/", "_")
     output = Path(args.output or f"{stem}{FORMATS[args.fmt]}")
-    if output.exists() and not args.overwrite:
-        raise RecipeError(f"--output {output} already exists; pass --overwrite to replace it")
+    if not args.overwrite:
+        refuse_existing([output], "--output")
     model, weights, notes = load_model_for_inference(recipe, args.weights, use_ema=not args.no_ema)
     for note in notes:
         print(note)

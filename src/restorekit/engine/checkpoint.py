@@ -328,6 +328,15 @@ def run_dir_of(weights: Path) -> Path | None:
     return None
 
 
+def check_finite(state: Mapping[str, torch.Tensor], file: str | Path) -> None:
+    """Refuse weights holding NaN or infinity, naming the file and the tensors."""
+    bad = non_finite_keys(state)
+    if bad:
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise CheckpointError(f"weights file {file} holds NaN or infinite values in {len(bad)} tensor(s): "
+                              f"{', '.join(bad[:5])}{more}; its outputs would be meaningless, so it is not used")
+
+
 def load_weights(model: torch.nn.Module, file: str | Path) -> dict[str, Any]:
     """Load trainable weights from ``file`` into ``model``; mismatches name the file.
 
@@ -341,11 +350,7 @@ def load_weights(model: torch.nn.Module, file: str | Path) -> dict[str, Any]:
 
     file = Path(file)
     state = read_state_dict(file, what="weights file", released=False).state
-    bad = non_finite_keys(state)
-    if bad:
-        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
-        raise CheckpointError(f"weights file {file} holds NaN or infinite values in {len(bad)} tensor(s): "
-                              f"{', '.join(bad[:5])}{more}; its outputs would be meaningless, so it is not used")
+    check_finite(state, file)
     info: dict[str, Any] = {}
     if file.suffix == ".safetensors":
         with safe_open(str(file), framework="pt") as handle:

@@ -71,7 +71,7 @@ def resolve_source(given: str | os.PathLike[str] | WeightsSource, *, use_ema: bo
         if is_package(path):
             return package_source(text, path, "package")
         file = ckpt.resolve_weights(path, use_ema=use_ema)
-        kind = "checkpoint" if ckpt.is_checkpoint_name(path.name) else "run"
+        kind = "checkpoint" if file.parent == path else "run"  # a checkpoint folder holds the file itself
         return WeightsSource(text, kind, file, recipe_of(file))
     if path.is_file():
         kind = "file" if is_restorekit_file(path) else "released"
@@ -93,25 +93,42 @@ def recipe_of(weights: Path) -> Path | None:
 
 
 def load_source(model: nn.Module, source: WeightsSource) -> None:
-    """Load ``source`` into ``model`` (strictly; a misfit names the file and the keys)."""
+    """Load ``source`` into ``model`` (strictly; a misfit names the file and the keys).
+
+    A file that is not restorekit's is first taken as a plain state dict of this model
+    (its keys exactly the model's trainable ones); only otherwise is it unwrapped and
+    stripped as a released file.
+    """
     if source.package is not None:
         from restorekit.pretrained import check_frozen_parts, read_package
 
         check_frozen_parts(model, read_package(source.package).frozen, source.given)
-    if not source.released:
+    if not source.released or fits_exactly(model, source.file):
         ckpt.load_weights(model, source.file)
         return
     from restorekit.bodies.base import UNetBody
-
-    if isinstance(model, UNetBody):
-        model.load_weights(source.file)
-        return
     from restorekit.frozen import trainable_state_dict
     from restorekit.state_dict import copy_into, read_state_dict
 
     state = read_state_dict(source.file, what="weights file").state
+    ckpt.check_finite(state, source.file)
+    if isinstance(model, UNetBody):
+        model.load_weights(source.file)
+        return
     copy_into(trainable_state_dict(model), state, f"weights file {str(source.file)!r}", type(model).__name__,
               hint=_released_hint)
+
+
+def fits_exactly(model: nn.Module, file: Path) -> bool:
+    """Whether ``file`` is a plain state dict with exactly the model's trainable keys."""
+    from restorekit.frozen import trainable_state_dict
+    from restorekit.state_dict import read_state_dict
+
+    try:
+        state = read_state_dict(file, what="weights file", released=False).state
+    except CheckpointError:
+        return False
+    return state.keys() == trainable_state_dict(model).keys()
 
 
 def _released_hint(missing: list[str], unexpected: list[str], shapes: list[str]) -> str:
