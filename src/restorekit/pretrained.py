@@ -29,7 +29,8 @@ from typing import Any, Mapping
 
 from torch import nn
 
-from restorekit.engine.checkpoint import FILE_FORMAT, MODEL_FILE as WEIGHTS_FILE, cpu_copy
+from restorekit.engine.checkpoint import FILE_FORMAT, cpu_copy
+from restorekit.engine.checkpoint import MODEL_FILE as WEIGHTS_FILE
 from restorekit.engine.run_folder import RECIPE_FILE, RUN_FILE
 from restorekit.engine.sources import WeightsSource
 from restorekit.errors import CheckpointError

@@ -19,7 +19,6 @@ weights never receive any because they do not require grad.
 from __future__ import annotations
 
 import contextlib
-
 from typing import Any, Sequence
 
 import torch
