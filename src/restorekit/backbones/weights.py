@@ -29,7 +29,7 @@ from urllib.parse import urlparse
 import torch
 
 from restorekit import state_dict
-from restorekit.errors import CheckpointError
+from restorekit.errors import CheckpointError, first_line
 
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
 _TRUTHY = {"1", "true", "yes", "on"}
@@ -72,11 +72,6 @@ def existing_file(weights: str | os.PathLike, arch: str) -> Path:
 def read_state_dict(path: str | os.PathLike, arch: str = "the backbone") -> dict[str, torch.Tensor]:
     """Tensors of a backbone weights file, through the one state-dict reader."""
     return state_dict.read_state_dict(existing_file(path, arch), what=f"weights file for {arch}").state
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def load_exactly(module: torch.nn.Module, state: Mapping[str, torch.Tensor], path: Any, arch: str) -> None:
@@ -233,7 +228,7 @@ def _timm_from_file(model_name: str, path: Path, model_kwargs: Mapping[str, Any]
         raise CheckpointError(
             f"weights file {str(path)!r} does not fit timm {model_name}"
             f"{' (' + _kwargs_text(model_kwargs) + ')' if model_kwargs else ''}: "
-            f"{report or _first_line(exc)}"
+            f"{report or first_line(exc)}"
         ) from exc
     return model, str(path), str(path)
 
@@ -262,7 +257,7 @@ def _timm_from_hub(model_name: str, weights: Any, model_kwargs: Mapping[str, Any
     except (CheckpointError, TypeError):
         raise
     except Exception as exc:  # noqa: BLE001
-        raise CheckpointError(f"could not load timm weights {tagged!r}: {_first_line(exc)}") from exc
+        raise CheckpointError(f"could not load timm weights {tagged!r}: {first_line(exc)}") from exc
     return model, tagged, cached or (cached_hub_file(repo, filenames) if repo else None)
 
 
@@ -278,7 +273,7 @@ def _timm_misfit(model_name: str, kwargs: Mapping[str, Any], state: dict[str, to
         with torch.device("meta"):
             shell = timm.create_model(model_name, pretrained=False, **kwargs)
     except Exception as exc:  # noqa: BLE001
-        return f"cannot build the model to compare: {_first_line(exc)}"
+        return f"cannot build the model to compare: {first_line(exc)}"
     converter = getattr(sys.modules.get(type(shell).__module__), "checkpoint_filter_fn", None)
     if converter is not None:
         try:
@@ -324,7 +319,7 @@ def open_clip_hub_file(model_name: str, weights: Any) -> tuple[str, str, dict[st
     try:
         path = oc_pretrained.download_pretrained(cfg)
     except Exception as exc:  # noqa: BLE001
-        raise CheckpointError(f"could not download open_clip weights {model_name}:{tag}: {_first_line(exc)}") from exc
+        raise CheckpointError(f"could not download open_clip weights {model_name}:{tag}: {first_line(exc)}") from exc
     if not path:
         raise CheckpointError(f"open_clip weights {model_name}:{tag} have no download location")
     return tag, path, cfg
