@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from restorekit.backbones.guide import GuidePass
 from restorekit.contracts import ModelAux
 from restorekit.registry import LOSSES, MODELS
 
@@ -72,16 +73,11 @@ class GuidedConvNet(LocalConvNet):
     def __init__(self, width: int = 8) -> None:
         super().__init__(width, frozen_guide=True)
         self.backbone = self.guide
+        self.guide_pass = GuidePass(grid="native", rule="global")
         self.calls_with_aux = 0
 
     def request_backbone_layers(self, layers: Any) -> None:
         pass
-
-    def guide_input(self, x: torch.Tensor) -> torch.Tensor:
-        return x
-
-    def token_grid(self, height: int, width: int) -> tuple[int, int] | None:
-        return None
 
     def forward(self, lq: torch.Tensor, return_aux: bool = False) -> Any:  # type: ignore[override]
         out = super().forward(lq)

@@ -155,7 +155,7 @@ def test_inference_keeps_only_the_guidance_layers() -> None:
     model.request_backbone_layers([1, 3])
     _, aux = model(torch.rand(1, 3, 16, 16), return_aux=True)
     assert sorted(aux.lq_features) == [1, 2, 3, 5, 8, 11]
-    assert isinstance(aux, ModelAux) and aux.grid == (2, 2) and aux.guide_input is not None
+    assert isinstance(aux, ModelAux) and aux.grid == (2, 2) and aux.guide_pass is model.guide_pass
     assert aux.gate.shape == (1, 4) and model.fusion.aux_loss is None and aux.backbone is model.backbone
 
 

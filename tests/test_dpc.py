@@ -96,7 +96,7 @@ def test_bind_shares_the_model_backbone_without_owning_it() -> None:
     lq = torch.rand(1, 3, 24, 32)
     _, aux = model(lq, return_aux=True)
     assert {1, 3} <= set(aux.lq_features) and {2, 5, 8, 11} <= set(aux.lq_features)
-    assert loss.token_grid(24, 32) == model.token_grid(24, 32) == (3, 4)
+    assert loss.guide_pass() is model.guide_pass and loss.guide_pass().token_grid(24, 32) == (3, 4)
     # The loss reads phi(D) from the guidance pass: the same value as a fresh pass on lq.
     fresh = DPCLoss(layers=[1, 3], backbone=model.backbone)
     restored = torch.rand(1, 3, 24, 32)
@@ -105,9 +105,9 @@ def test_bind_shares_the_model_backbone_without_owning_it() -> None:
 
 def test_grid_rules_without_a_model(standalone) -> None:
     bb = standalone.own_backbone
-    assert DPCLoss(backbone=bb).token_grid(40, 33) == (5, 5)
-    assert DPCLoss(backbone=bb, grid_stride=4).token_grid(40, 33) == (10, 9)
-    assert DPCLoss(backbone=bb, grid="native").token_grid(40, 33) is None
+    assert DPCLoss(backbone=bb).guide_pass().token_grid(40, 33) == (5, 5)
+    assert DPCLoss(backbone=bb, grid_stride=4).guide_pass().token_grid(40, 33) == (10, 9)
+    assert DPCLoss(backbone=bb, grid="native").guide_pass().token_grid(40, 33) is None
 
 
 def test_dpc_errors_name_the_problem(standalone) -> None:

@@ -20,10 +20,13 @@ Two ideas are defined here once for the whole library:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence, runtime_checkable
 
 import torch
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from restorekit.backbones.guide import GuidePass
 
 Guidance = Mapping[str, Callable[[Tensor], Tensor]]
 """Injection point name -> ``feature -> feature`` (same shape), called inside a body."""
@@ -162,21 +165,17 @@ class GuidedModel(Protocol):
     """A model guided by a backbone; its forward can also hand its loss a :class:`ModelAux`.
 
     A loss that runs the backbone itself (DPC) asks for layers to be kept from the
-    guidance pass, and prepares images and grids exactly as that pass does.
+    guidance pass, and runs its own passes by the model's ``guide_pass`` (the image's
+    preparation, the token grid and the windows), exactly as that pass ran.
     """
 
     backbone: nn.Module
+    guide_pass: "GuidePass"
 
     def __call__(self, lq: Tensor, return_aux: bool = False) -> Tensor | tuple[Tensor, "ModelAux"]:
         ...
 
     def request_backbone_layers(self, layers: Sequence[int]) -> None:
-        ...
-
-    def guide_input(self, x: Tensor) -> Tensor:
-        ...
-
-    def token_grid(self, height: int, width: int) -> tuple[int, int] | None:
         ...
 
 
@@ -279,7 +278,7 @@ class ModelAux:
     backbone: nn.Module | None = None  # the frozen guidance backbone (shared, never copied)
     lq_features: Mapping[int, Tensor] = field(default_factory=dict)  # its layers on the degraded input
     grid: tuple[int, int] | None = None  # the token grid of that pass (None: the native grid)
-    guide_input: Callable[[Tensor], Tensor] | None = None  # how an image is prepared for that pass
+    guide_pass: "GuidePass | None" = None  # the rule of that pass (preparation, grid, windows)
     guide: Tensor | None = None  # the fused guide
     gate: Tensor | None = None  # fusion gate weights (B, K), when the fusion has a gate
 

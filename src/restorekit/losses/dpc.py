@@ -13,22 +13,22 @@ keeps a plain reference to ``model.backbone`` (not a submodule: no second copy,
 no double parameters). Per step: phi(D) comes free from the guidance pass
 (``aux.lq_features``),
 phi(G) runs under ``no_grad``, phi(R) runs with gradients up to ``max(layers)``
-only. All three use the model's guidance input (``aux.guide_input``: the body's
-padding) and token grid (``aux.grid``), so the guidance
+only. All three run by the model's guidance pass rule (``aux.guide_pass``: the
+body's padding, the token grid and, for large images, the windows), so the guidance
 features are reusable token for token; a loss used without such a model applies its
-own rule (``grid``/``grid_stride``).
+own grid (``grid``/``grid_stride``) under the default pass rule.
 """
 
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from restorekit.backbones.guide import DEFAULT_GUIDE_BACKBONE, GRID_RULES, token_grid
+from restorekit.backbones.guide import DEFAULT_GUIDE_BACKBONE, GRID_RULES, GuidePass
 from restorekit.building import build_part, merge_spec
 from restorekit.contracts import GuidedModel, ModelAux, check_part
 from restorekit.errors import BuildError
@@ -56,7 +56,7 @@ class DPCLoss(nn.Module):
             with a backbone (merged onto ``{type: dinov2, size: b}``).
         grid, grid_stride: token-grid rule when no model gives one:
             ``stride`` -> ``ceil(H/grid_stride) x ceil(W/grid_stride)``, ``native`` -> the
-            backbone's native patch grid.
+            backbone's native patch grid (under the default pass rule, windowed).
     """
 
     def __init__(
@@ -81,9 +81,11 @@ class DPCLoss(nn.Module):
             raise BuildError(f"dpc: 'distance' must be one of {DISTANCES}, got {distance!r}")
         if grid not in GRID_RULES:
             raise BuildError(f"dpc: 'grid' must be one of {GRID_RULES}, got {grid!r}")
+        if isinstance(grid_stride, bool) or not isinstance(grid_stride, int) or grid_stride < 1:
+            raise BuildError(f"dpc: 'grid_stride' must be an integer >= 1, got {grid_stride!r}")
         self.layers, self.weights = layers, [float(w) for w in weights]
         self.distance, self.eps = distance, eps
-        self.grid, self.grid_stride = grid, grid_stride
+        self.own_pass = GuidePass(grid=grid, stride=grid_stride)
         self.own_backbone = (
             build_part("backbone", merge_spec(DEFAULT_GUIDE_BACKBONE, backbone)) if backbone is not None else None
         )
@@ -123,39 +125,25 @@ class DPCLoss(nn.Module):
             return self.own_backbone
         raise BuildError("dpc: no backbone; bind the loss to a DINO-IR model or give it a 'backbone' spec")
 
-    def token_grid(self, height: int, width: int, aux: ModelAux | None = None) -> tuple[int, int] | None:
-        """The grid all three feature passes use (the model's, when there is one)."""
-        if aux is not None and aux.backbone is not None:
-            return aux.grid
-        model = self.bound_model
-        if model is not None:
-            return model.token_grid(height, width)
-        return token_grid(self.grid, height, width, self.grid_stride)
+    def guide_pass(self, aux: ModelAux | None = None) -> GuidePass:
+        """The pass rule all three feature passes follow: the model's, when there is one.
 
-    def guide_input(self, aux: ModelAux | None) -> Callable[[Tensor], Tensor]:
-        """How the model prepares its guidance input (its padding); identity without one.
-
-        R, G and D must be prepared alike for phi(D) from the guidance pass to compare
-        with phi(R) and phi(G) token for token.
+        R, G and D must be prepared and covered alike (padding, grid, windows) for
+        phi(D) from the guidance pass to compare with phi(R) and phi(G) token for token.
         """
-        if aux is not None and aux.guide_input is not None:
-            return aux.guide_input
+        if aux is not None and aux.guide_pass is not None:
+            return aux.guide_pass
         model = self.bound_model
-        if model is not None:
-            return model.guide_input
-        return lambda x: x
+        return model.guide_pass if model is not None else self.own_pass
 
     def forward(
         self, restored: Tensor, target: Tensor, *, lq: Tensor | None = None, aux: ModelAux | None = None
     ) -> Tensor:
-        backbone = self._backbone(aux)
-        prepare = self.guide_input(aux)
-        restored, target = prepare(restored), prepare(target)
-        grid = self.token_grid(restored.shape[-2], restored.shape[-1], aux)
-        phi_d = self._degraded_features(backbone, None if lq is None else prepare(lq), grid, aux)
+        backbone, rule = self._backbone(aux), self.guide_pass(aux)
+        phi_d = self._degraded_features(backbone, rule, lq, aux)
         with torch.no_grad():
-            phi_g = backbone(target, self.layers, grid)
-        phi_r = backbone(restored, self.layers, grid)
+            phi_g = rule(backbone, target, self.layers)
+        phi_r = rule(backbone, restored, self.layers)
         total = restored.new_zeros(restored.shape[0], dtype=torch.float32)
         for layer, weight in zip(self.layers, self.weights):
             positive = feature_distance(phi_r[layer], phi_g[layer], self.distance)
@@ -164,7 +152,7 @@ class DPCLoss(nn.Module):
         return total.mean()
 
     def _degraded_features(
-        self, backbone: nn.Module, lq: Tensor | None, grid: tuple[int, int] | None, aux: ModelAux | None
+        self, backbone: nn.Module, rule: GuidePass, lq: Tensor | None, aux: ModelAux | None
     ) -> Mapping[int, Tensor]:
         """phi(D): from the guidance pass when it kept our layers, else a no-grad pass on lq."""
         cached = aux.lq_features if aux is not None else {}
@@ -175,4 +163,4 @@ class DPCLoss(nn.Module):
                 "dpc: needs the degraded input: pass lq=... or aux from a model bound with bind(model)"
             )
         with torch.no_grad():
-            return backbone(lq, self.layers, grid)
+            return rule(backbone, lq, self.layers)

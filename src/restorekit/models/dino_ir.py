@@ -8,11 +8,13 @@ r"""DINO-IR: a restoration body guided by a frozen backbone through MSF and D-R 
 The backbone runs once per forward, under ``no_grad``, on the degraded input, for
 the guidance layers plus any layers a loss asked for (``request_backbone_layers``),
 which the DPC loss then reuses from ``aux.lq_features`` (a
-:class:`~restorekit.contracts.ModelAux`).
+:class:`~restorekit.contracts.ModelAux`). How it covers the image (grid, windows)
+is the model's :class:`~restorekit.backbones.guide.GuidePass`, which DPC follows too.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import warnings
 from typing import Any, Mapping, Sequence
@@ -20,8 +22,8 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from restorekit.backbones.guide import DEFAULT_GUIDE_BACKBONE, GRID_RULES, token_grid
-from restorekit.bodies.base import pad_to_multiple
+from restorekit.backbones.guide import (DEFAULT_GUIDE_BACKBONE, DEFAULT_OVERLAP, DEFAULT_PASS_RULE, DEFAULT_WINDOW,
+                                        GuidePass)
 from restorekit.building import build_part, merge_spec
 from restorekit.contracts import Gated, ModelAux, check_frozen, check_part, is_frozen, is_pretrained
 from restorekit.errors import BuildError
@@ -64,6 +66,12 @@ class DinoIR(nn.Module):
             covers the same pixels as the body's feature cells, so at stride 8 the
             guide matches ``latent`` cell for cell, at any input size.
         guide_grid: ``stride`` or ``native`` (the backbone's own patch grid).
+        guide_pass: how the backbone covers a grid larger than ``guide_window`` tokens
+            a side: ``windowed`` (overlapping windows, blended; cost linear in pixels),
+            ``budget`` (the image shrunk to fit one window, the maps resized back) or
+            ``global`` (one pass; quadratic). A grid that fits is one global pass.
+        guide_window: tokens a side one backbone pass covers at most (37: DINOv2's 518 px).
+        guide_overlap: tokens neighbouring windows share at least.
         fusion_channels: C_f, channels of the fused guide.
         adapter_overrides: ``{point: partial adapter spec}`` merged onto ``adapter``
             for single points.
@@ -79,14 +87,18 @@ class DinoIR(nn.Module):
         injection_points: Sequence[str] = ("latent", "decoder3", "decoder2"),
         guide_stride: int = 8,
         guide_grid: str = "stride",
+        guide_pass: str = DEFAULT_PASS_RULE,
+        guide_window: int = DEFAULT_WINDOW,
+        guide_overlap: int = DEFAULT_OVERLAP,
         fusion_channels: int = 384,
         adapter_overrides: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         super().__init__()
-        if guide_grid not in GRID_RULES:
-            raise BuildError(f"dino_ir: guide_grid must be one of {GRID_RULES}, got {guide_grid!r}")
-        if int(guide_stride) < 1:
-            raise BuildError(f"dino_ir: guide_stride must be >= 1, got {guide_stride}")
+        try:
+            rule = GuidePass(grid=guide_grid, stride=guide_stride, rule=guide_pass, window=guide_window,
+                             overlap=guide_overlap)
+        except BuildError as exc:
+            raise BuildError(f"dino_ir: {exc}") from None
         self.body = build_part("body", merge_spec(DEFAULT_BODY, body))
         check_part("body", self.body, "dino_ir: body")
         self.backbone = build_part("backbone", merge_spec(DEFAULT_GUIDE_BACKBONE, backbone))
@@ -95,7 +107,7 @@ class DinoIR(nn.Module):
         self.layers = [int(layer) for layer in layers]
         self._check_layers("layers", self.layers)
         self.injection_points = list(injection_points)
-        self.guide_stride, self.guide_grid = int(guide_stride), guide_grid
+        self.guide_pass = dataclasses.replace(rule, pad_multiple=int(self.body.pad_multiple))
         self.fusion_channels = int(fusion_channels)
         self.fusion = self._build_fusion(fusion)
         self.adapters = self._build_adapters(adapter, adapter_overrides or {})
@@ -144,21 +156,13 @@ class DinoIR(nn.Module):
 
     # -- the guidance grid and extra layers -----------------------------------------
     def guide_input(self, x: Tensor) -> Tensor:
-        """``x`` as the guidance pass sees it: padded as the body pads it (stride rule).
-
-        Without this the backbone would stretch an unpadded image over a grid that
-        the body lays over its padded one, and near the bottom and right edges the
-        guide would sit a cell off the features it guides. The DPC loss prepares the
-        output and the target the same way, so phi(D) from this pass stays comparable.
-        """
-        if self.guide_grid == "native":
-            return x
-        return pad_to_multiple(x, self.body.pad_multiple)
+        """``x`` as the guidance pass sees it (the body's padding on the stride grid)."""
+        return self.guide_pass.prepare(x)
 
     def token_grid(self, height: int, width: int) -> tuple[int, int] | None:
-        """Token grid of the backbone for a guidance input of ``height x width``
+        """Token grid of the guide for a guidance input of ``height x width``
         (after :meth:`guide_input`; None: the backbone's native grid)."""
-        return token_grid(self.guide_grid, height, width, self.guide_stride)
+        return self.guide_pass.token_grid(height, width)
 
     def request_backbone_layers(self, layers: Sequence[int]) -> None:
         """Keep these backbone layers from the guidance pass in ``aux['lq_features']``."""
@@ -178,18 +182,18 @@ class DinoIR(nn.Module):
         weight = next(self.body.parameters(), None)
         if weight is not None and lq.is_floating_point() and weight.dtype != lq.dtype:
             lq = lq.to(weight.dtype)  # weights cast with .to(bf16) take fp32 images, as a body does
-        guide_in = self.guide_input(lq)
-        grid = self.token_grid(guide_in.shape[-2], guide_in.shape[-1])
+        guide_in = self.guide_pass.prepare(lq)
+        grid = self.guide_pass.token_grid(guide_in.shape[-2], guide_in.shape[-1])
         wanted = set(self.layers) | (self._requested_layers if return_aux else set())
         # A frozen backbone needs no graph (lq needs no gradient); a trainable one does.
         with torch.set_grad_enabled(torch.is_grad_enabled() and not is_frozen(self.backbone)):
-            feats = self.backbone(guide_in, sorted(wanted), grid)
+            feats = self.guide_pass.features(self.backbone, guide_in, sorted(wanted))
         guide = self.fusion([feats[layer] for layer in self.layers])
         guidance = {point: functools.partial(self.adapters[point], guide=guide) for point in self.injection_points}
         restored = self.body(lq, guidance=guidance).to(in_dtype)
         if not return_aux:
             return restored
-        aux = ModelAux(backbone=self.backbone, lq_features=feats, grid=grid, guide_input=self.guide_input,
+        aux = ModelAux(backbone=self.backbone, lq_features=feats, grid=grid, guide_pass=self.guide_pass,
                        guide=guide, gate=self.fusion.last_gate if isinstance(self.fusion, Gated) else None)
         return restored, aux
 
