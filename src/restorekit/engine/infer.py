@@ -12,13 +12,18 @@ gives the same output tiled as whole (up to float rounding).
 from __future__ import annotations
 
 import contextlib
+import logging
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 import torch
 from torch import nn
 
+from restorekit.engine import memory
 from restorekit.errors import RestorekitError
+
+
+logger = logging.getLogger(__name__)
 
 
 class ImageRestoreError(RestorekitError, ValueError):
@@ -81,10 +86,12 @@ def restore_tensor(
     overlap: int = 32,
     amp: bool | str = False,
     tile_batch: int = 4,
+    progress: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
     """Restore a (B, 3, H, W) batch in [0, 1]; tiled when ``tile`` is set and smaller than H or W.
 
-    The output is clamped to [0, 1] and returned in float32.
+    The output is clamped to [0, 1] and returned in float32. ``progress(done, total)``
+    is called after each batch of tiles.
     """
     if image.ndim != 4:
         raise ValueError(f"expected a (B, C, H, W) tensor, got shape {tuple(image.shape)}")
@@ -92,13 +99,18 @@ def restore_tensor(
     _, _, height, width = image.shape
     if tile is None or (height <= tile and width <= tile):
         with autocast_context(device, amp):
-            return model(image).float().clamp(0, 1)
+            restored = model(image).float().clamp(0, 1)
+        if progress is not None:
+            progress(1, 1)
+        return restored
     if overlap >= tile:
         raise ValueError(f"overlap ({overlap}) must be smaller than the tile ({tile})")
     out = torch.zeros(image.shape[0], 3, height, width, dtype=torch.float64, device=device)
     weight_sum = torch.zeros(1, 1, height, width, dtype=torch.float64, device=device)
     tiles = list(iter_tiles(height, width, tile, overlap))
     for first in range(0, len(tiles), tile_batch):
+        if progress is not None:
+            progress(first, len(tiles))
         group = tiles[first:first + tile_batch]
         crops = torch.cat([image[:, :, y:y + th, x:x + tw] for y, x, th, tw in group])
         with autocast_context(device, amp):
@@ -108,7 +120,9 @@ def restore_tensor(
             window = tile_window(th, tw, y > 0, y + th < height, x > 0, x + tw < width, overlap).to(device)
             out[:, :, y:y + th, x:x + tw] += piece * window
             weight_sum[:, :, y:y + th, x:x + tw] += window
-    return (out / weight_sum).float().clamp(0, 1)
+    if progress is not None:
+        progress(len(tiles), len(tiles))
+    return out.div_(weight_sum).float().clamp_(0, 1)  # in place: the image's buffers are the big ones
 
 
 def non_finite_output(output: torch.Tensor) -> str | None:
@@ -226,25 +240,41 @@ def restore_files(
     model: nn.Module,
     pairs: list[tuple[Path, Path]],
     *,
-    tile: int | None,
+    tile: int | str | None,
     overlap: int,
     device: torch.device,
     amp: bool | str | None = None,
+    max_memory: int | None = None,
+    progress: bool = False,
 ) -> None:
     """Restore each input and write it in the input's format (gray, alpha, bit depth kept).
 
-    ``amp``: :func:`autocast_context`'s switch (None: bf16 on CUDA)."""
+    ``tile``: pixels, None for whole images, or ``"auto"``: the largest tile whose restore
+    fits ``max_memory`` bytes (default: the weights plus a share of the free memory;
+    :mod:`restorekit.engine.memory`). ``amp``: :func:`autocast_context`'s switch (None:
+    bf16 on CUDA). ``progress``: a bar over each image's tiles on stderr."""
     amp = device.type == "cuda" if amp is None else amp
+    from tqdm import tqdm
+
     from restorekit.data.image_io import load_image, write_image
 
     model.eval()
+    planner = None
     for src, out in pairs:
         try:
             image = load_image(src)
         except (OSError, ValueError) as exc:
             raise ImageRestoreError(f"INPUT {src}: cannot read it ({_message_without_path(exc, src)})") from exc
-        restored = restore_tensor(model, image.rgb[None].to(device), tile=tile, overlap=overlap,
-                                  amp=amp)[0].cpu()
+        size, batch = tile, 4
+        if tile == "auto":
+            planner = planner or memory.TilePlanner(model, max_memory or memory.default_budget(model, device),
+                                                    min_tile=memory.smallest_tile(overlap))
+            plan = planner.plan(*image.rgb.shape[-2:])
+            logger.info("%s: %s", src.name, plan.describe())
+            size, batch = plan.tile, plan.batch
+        with tqdm(desc=src.name, unit="tile", disable=None if progress else True, leave=False) as bar:
+            restored = restore_tensor(model, image.rgb[None].to(device), tile=size, overlap=overlap, amp=amp,
+                                      tile_batch=batch, progress=lambda done, total: _advance(bar, done, total))[0].cpu()
         problem = non_finite_output(restored)
         if problem:
             raise ImageRestoreError(f"INPUT {src}: {problem}; {out} was not written")
@@ -255,3 +285,9 @@ def restore_files(
             write_image(out, restored, bit_depth=_output_depth(image.bit_depth), alpha=image.alpha)
         except (OSError, ValueError, KeyError) as exc:
             raise ImageRestoreError(f"OUTPUT {out}: {_message_without_path(exc, out)}") from exc
+
+
+def _advance(bar: Any, done: int, total: int) -> None:
+    """Move a tqdm bar to ``done`` of ``total`` tiles."""
+    bar.total = total
+    bar.update(done - bar.n)
