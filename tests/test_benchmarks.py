@@ -354,6 +354,26 @@ def test_meta_mode_counts_full_size_flops_without_running(tmp_path):
     assert 2.5 * forward < body["train"]["flops_per_step"] <= 3 * forward * 1.001
 
 
+def test_scaling_tiny_writes_flop_ratios_per_rule_targets_and_the_plot(tmp_path):
+    proc = _run("scaling.py", "--tiny", "--sizes", "small", "--backbones", "b", "--repeat", "1", "--out", str(tmp_path))
+    result = json.loads((tmp_path / "scaling.json").read_text())
+    assert (tmp_path / "scaling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "## FLOP ratio (dino_ir / body)" in (tmp_path / "scaling.md").read_text()
+    flops = {(r["rule"], r["stride"], r["size"]): r for r in result["rows"] if r["kind"] == "flops"}
+    assert set(flops) == {(rule, stride, size) for rule in ("global", "windowed", "budget")
+                          for stride in (8, 16) for size in (64, 128)}  # fmt: skip
+    # tiny windows of 8 tokens: 64 px (8 x 8 tokens) is one global pass under every rule
+    assert flops[("windowed", 8, 64)]["gmacs"] == flops[("global", 8, 64)]["gmacs"] == flops[("budget", 8, 64)]["gmacs"]
+    # 128 px: 16 x 16 tokens in 3 x 3 windows of 7 (overlap >= 2), or shrunk to 8 x 8
+    assert [flops[(rule, 8, 128)]["tokens"] for rule in ("global", "windowed", "budget")] == [256, 441, 64]
+    budget, whole, windowed = (flops[(rule, 8, 128)]["gmacs"] for rule in ("budget", "global", "windowed"))
+    assert budget < min(whole, windowed) and windowed != whole
+    assert all(r["peak_mib"] > 0 and r["ratio"] > 1 for r in flops.values())
+    assert {(r["rule"], r["size"]) for r in result["rows"] if r["kind"] == "time"} == {
+        (rule, size) for rule in ("global", "windowed", "budget") for size in (64, 128)}
+    assert [t["status"] for t in result["targets"]] == ["n/a"] * 3 and "stride 8, windowed" in proc.stdout
+
+
 def test_task_scaling_groups_a_user_data_section_into_tasks():
     from restorekit import load_recipe
 
