@@ -156,3 +156,31 @@ def test_benchmark_script_tiny(tmp_path, capsys) -> None:
     assert all(math.isclose(float(r["cosine"]), 1.0, abs_tol=1e-6) for r in rows if r["degradation"] == "identity")
     assert (tmp_path / "robustness_probe.png").read_bytes()[:8] == PNG_MAGIC
     assert (tmp_path / "robustness_probe.json").is_file()
+
+
+def test_compare_rules_is_one_where_the_grid_fits_a_window_and_measures_the_change_beyond(two_images) -> None:
+    from restorekit import build
+
+    torch.manual_seed(0)
+    backbone = build("backbone", TINY_DINOV2)
+    fits = probe.compare_rules(backbone, two_images, ["windowed", "budget"], layers=[0, 2], window=7)
+    assert fits.values.shape == (2, 2, 2) and fits.condition == "rule"
+    np.testing.assert_allclose(fits.values, 1.0, atol=1e-6)  # 56 px at stride 8: 7 x 7 tokens, one window
+    windowed = probe.compare_rules(backbone, two_images, ["windowed", "budget"], layers=[0, 2], window=4, overlap=1)
+    assert (windowed.values < 1 - 1e-4).any() and (windowed.values > -1).all()
+    assert "rule vs global pass" in windowed.table()
+    with pytest.raises(BuildError, match="windowed, budget"):
+        probe.compare_rules(backbone, two_images, ["global"])
+
+
+def test_cli_probe_compares_rules(tmp_path, capsys) -> None:
+    rc = main(["probe", "--backbone", json.dumps(TINY_DINOV2), "--compare-rules", "windowed,budget",
+               "--guide-window", "4", "--guide-overlap", "1", "--layers", "0,1", "--images", "astronaut",
+               "--size", "48", "--out", str(tmp_path), "--device", "cpu"])
+    assert rc == 0
+    assert "rule vs global pass" in capsys.readouterr().out
+    rows = read_rows(tmp_path / "probe.csv")
+    assert {r["rule"] for r in rows} == {"windowed", "budget"} and {r["layer"] for r in rows} == {"0", "1"}
+    assert (tmp_path / "probe.png").read_bytes()[:8] == PNG_MAGIC
+    assert main(["probe", "--compare-rules", "windowed", "--degradations", "noise"]) == 2
+    assert "--degradations does not apply to --compare-rules" in capsys.readouterr().err

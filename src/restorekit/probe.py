@@ -8,6 +8,10 @@ the positions, then over the images. 1 means the degradation did not move the
 features at all. The result prints as a table (layers x degradations) and is
 written as CSV and a PNG plot (``restorekit probe``,
 ``benchmarks/robustness_probe.py``).
+
+The same measurement compares guide pass rules (:func:`compare_rules`): per layer,
+how close the windowed or budgeted guide of a clean photograph at its own size is to
+the global pass's (``restorekit probe --compare-rules windowed,budget``).
 """
 
 from __future__ import annotations
@@ -154,7 +158,11 @@ def token_cosine(clean: torch.Tensor, degraded: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class ProbeResult:
-    """Similarities ``values[image, degradation, layer]`` of one extractor."""
+    """Similarities ``values[image, degradation, layer]`` of one extractor.
+
+    ``measure`` says what is compared (titles) and ``condition`` what the middle axis
+    holds (the CSV column): degradations, or guide pass rules in :func:`compare_rules`.
+    """
 
     extractor: str
     images: list[str]
@@ -162,6 +170,8 @@ class ProbeResult:
     layers: list[str]
     values: np.ndarray
     notes: list[str] = field(default_factory=list)
+    measure: str = "clean vs degraded"
+    condition: str = "degradation"
 
     def mean(self) -> np.ndarray:
         """(layers, degradations): the mean over images."""
@@ -176,7 +186,7 @@ class ProbeResult:
             f"{layer:>8s} " + " ".join(f"{v:>{width}.4f}" for v in mean[i])
             for i, layer in enumerate(self.layers)
         ]
-        return "\n".join([f"{self.extractor}: mean cosine similarity, clean vs degraded", head, *rows])
+        return "\n".join([f"{self.extractor}: mean cosine similarity, {self.measure}", head, *rows])
 
     def csv_rows(self) -> list[dict[str, Any]]:
         """One row per image, degradation and layer, then the means (image ``mean``)."""
@@ -184,13 +194,13 @@ class ProbeResult:
         for i, image in enumerate(self.images):
             for j, deg in enumerate(self.degradations):
                 for k, layer in enumerate(self.layers):
-                    rows.append(dict(extractor=self.extractor, image=image, degradation=deg,
-                                     layer=layer, cosine=float(self.values[i, j, k])))
+                    rows.append({"extractor": self.extractor, "image": image, self.condition: deg,
+                                 "layer": layer, "cosine": float(self.values[i, j, k])})
         mean = self.mean()
         for k, layer in enumerate(self.layers):
             for j, deg in enumerate(self.degradations):
-                rows.append(dict(extractor=self.extractor, image="mean", degradation=deg,
-                                 layer=layer, cosine=float(mean[k, j])))
+                rows.append({"extractor": self.extractor, "image": "mean", self.condition: deg,
+                             "layer": layer, "cosine": float(mean[k, j])})
         return rows
 
 
@@ -233,12 +243,12 @@ def run_probe(
 
 
 # -- outputs -------------------------------------------------------------------------
-CSV_FIELDS = ("extractor", "image", "degradation", "layer", "cosine")
-
-
 def csv_text(results: Sequence[ProbeResult]) -> str:
+    """One CSV: extractor, image, the condition (degradation or rule), layer, cosine."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, lineterminator="\n")
+    condition = results[0].condition if results else "degradation"
+    writer = csv.DictWriter(buffer, fieldnames=("extractor", "image", condition, "layer", "cosine"),
+                            lineterminator="\n")
     writer.writeheader()
     for result in results:
         for row in result.csv_rows():
@@ -267,9 +277,9 @@ def plot_png(results: Sequence[ProbeResult], title: str | None = None) -> bytes:
         ax.set_xlabel("layer")
         ax.set_title(textwrap.fill(result.extractor, 48), fontsize=8)
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("cosine similarity (clean vs degraded)")
+    axes[0].set_ylabel(f"cosine similarity ({results[0].measure})")
     handles, labels = axes[-1].get_legend_handles_labels()
-    fig.legend(handles, labels, fontsize=7, loc="outside right center", title="degradation",
+    fig.legend(handles, labels, fontsize=7, loc="outside right center", title=results[0].condition,
                title_fontsize=7)
     if title:
         fig.suptitle(title, fontsize=10)
@@ -382,3 +392,52 @@ def probe_spec(
                        extractor=spec_label(spec), seed=seed, device=device)
     result.notes.extend(notes)
     return result
+
+
+# -- guide pass rules ----------------------------------------------------------------------
+@torch.no_grad()
+def compare_rules(
+    backbone: Any,
+    images: Sequence[tuple[str, torch.Tensor]],
+    rules: Sequence[str],
+    *,
+    layers: Sequence[int] | None = None,
+    stride: int = 8,
+    window: int | None = None,
+    overlap: int | None = None,
+    extractor: str = "backbone",
+    device: str | torch.device = "cpu",
+) -> ProbeResult:
+    """Per layer, the cosine similarity of each rule's guide to the global pass's.
+
+    Each image goes through the backbone as DINO-IR's guidance pass would see it
+    (padded as the body pads it, on the stride grid), once globally and once per
+    rule; 1 means the rule changes nothing. Images are taken at the size given (the
+    rules differ only where the grid exceeds one window).
+    """
+    from dataclasses import replace
+
+    from restorekit.backbones.guide import DEFAULT_OVERLAP, DEFAULT_WINDOW, PASS_RULES, GuidePass
+    from restorekit.bodies.base import PAD_MULTIPLE
+
+    unknown = [r for r in rules if r not in PASS_RULES or r == "global"]
+    if unknown or not rules:
+        raise BuildError(f"rules to compare must be among windowed, budget; got {list(rules)}")
+    if not images:
+        raise BuildError("the probe needs at least one image")
+    chosen = list(layers) if layers else default_layers(backbone.num_layers)
+    backbone.resolve_layers(chosen)
+    reference = GuidePass(stride=stride, rule="global", window=window or DEFAULT_WINDOW,
+                          overlap=DEFAULT_OVERLAP if overlap is None else overlap, pad_multiple=PAD_MULTIPLE)
+    values = np.zeros((len(images), len(rules), len(chosen)), dtype=np.float64)
+    for i, (_, img) in enumerate(images):
+        x = img[None].to(device)
+        whole = reference(backbone, x, chosen)
+        for j, rule in enumerate(rules):
+            maps = replace(reference, rule=rule)(backbone, x, chosen)
+            for k, layer in enumerate(chosen):
+                values[i, j, k] = float(token_cosine(whole[layer], maps[layer])[0])
+    label = f"{extractor}: stride {stride}, window {reference.window}, overlap {reference.overlap}"
+    return ProbeResult(extractor=label, images=[name for name, _ in images], degradations=list(rules),
+                       layers=[str(layer) for layer in chosen], values=values,
+                       measure="rule vs global pass", condition="rule")
