@@ -63,7 +63,7 @@ def test_the_planner_takes_the_largest_tile_the_budget_allows(model) -> None:
     assert (plan.tile, plan.batch, plan.estimate) == (320, 1, fits_320)
     planner.budget = fits_320 - 1
     assert planner.plan(height, width).tile == 256
-    # the arithmetic: weights + the image's buffers + the margin over the counted activations
+    # the arithmetic: what is resident (the weights, here) + the image's buffers + the margin over the activations
     counted = memory.activation_bytes(model, 1, 320, 320)
     expected = memory.model_bytes(model) + memory.IMAGE_BYTES_PER_PIXEL * height * width + int(memory.MARGIN * counted)
     assert fits_320 == expected
@@ -87,13 +87,15 @@ def test_the_prediction_matches_the_count_for_windowed_guidance(model) -> None:
     assert abs(predicted - counted) <= 0.02 * counted
 
 
-def test_restore_files_picks_tiles_from_the_budget(model, tmp_path, caplog) -> None:
+def test_restore_files_picks_tiles_from_the_budget(model, tmp_path, caplog, monkeypatch) -> None:
     from restorekit.data.image_io import load_image, write_image
 
     gen = torch.Generator().manual_seed(0)
     src, out = tmp_path / "in.png", tmp_path / "out.png"
     write_image(src, torch.rand(3, 300, 260, generator=gen), bit_depth=8)
-    planner = memory.TilePlanner(model, 2**40, min_tile=memory.smallest_tile(32))
+    resident = 2**30  # what the process holds, fixed so the plan does not depend on this test process
+    monkeypatch.setattr(memory, "resident_bytes", lambda device: resident)
+    planner = memory.TilePlanner(model, 2**40, min_tile=memory.smallest_tile(32), resident=resident)
     budget = planner.cost(300, 260, 192)
     with caplog.at_level(logging.INFO, logger="restorekit.engine.infer"):
         restore_files(model, [(src, out)], tile="auto", overlap=32, device=torch.device("cpu"), max_memory=budget)
@@ -102,6 +104,14 @@ def test_restore_files_picks_tiles_from_the_budget(model, tmp_path, caplog) -> N
     expected = restore_tensor(model, image, tile=192, overlap=32)[0]
     written = load_image(out).rgb
     assert (written - expected).abs().max() <= 1 / 255 + 1e-6
+
+
+def test_resident_memory_sees_an_allocation() -> None:
+    cpu = torch.device("cpu")
+    before = memory.resident_bytes(cpu)
+    block = torch.ones(64 * 2**20, dtype=torch.uint8)  # 64 MiB, touched
+    assert memory.resident_bytes(cpu) - before >= 48 * 2**20 and block[-1] == 1
+    assert memory.default_budget(cpu) > memory.resident_bytes(cpu) > 0
 
 
 def test_restore_progress_reports_every_tile() -> None:

@@ -20,9 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="tile size in pixels for images larger than it; auto (default): the largest "
                         "tile that fits --max-memory; 0: always the whole image")
     parser.add_argument("--max-memory", metavar="SIZE",
-                        help="memory budget of --tile auto, e.g. 8G or 512M: the model's weights plus the "
-                        "restore's tensors (default: the weights plus 80%% of the free RAM, or 90%% of the "
-                        "free GPU memory)")
+                        help="memory budget of --tile auto, e.g. 8G or 512M: what the process holds with the "
+                        "model loaded (its RAM on the CPU, torch's GPU memory on CUDA) plus the restore's "
+                        "tensors (default: that plus 80%% of the free RAM, or 90%% of the free GPU memory)")
     parser.add_argument("--overlap", type=int, default=32, help="overlap between tiles, in pixels")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar over the tiles")
     parser.add_argument("--overwrite", action="store_true",

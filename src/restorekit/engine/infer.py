@@ -250,9 +250,10 @@ def restore_files(
     """Restore each input and write it in the input's format (gray, alpha, bit depth kept).
 
     ``tile``: pixels, None for whole images, or ``"auto"``: the largest tile whose restore
-    fits ``max_memory`` bytes (default: the weights plus a share of the free memory;
-    :mod:`restorekit.engine.memory`). ``amp``: :func:`autocast_context`'s switch (None:
-    bf16 on CUDA). ``progress``: a bar over each image's tiles on stderr."""
+    fits ``max_memory`` bytes, counting what the process already holds (default: that
+    plus a share of the free memory; :mod:`restorekit.engine.memory`). ``amp``:
+    :func:`autocast_context`'s switch (None: bf16 on CUDA). ``progress``: a bar over
+    each image's tiles on stderr."""
     amp = device.type == "cuda" if amp is None else amp
     from tqdm import tqdm
 
@@ -267,8 +268,9 @@ def restore_files(
             raise ImageRestoreError(f"INPUT {src}: cannot read it ({_message_without_path(exc, src)})") from exc
         size, batch = tile, 4
         if tile == "auto":
-            planner = planner or memory.TilePlanner(model, max_memory or memory.default_budget(model, device),
-                                                    min_tile=memory.smallest_tile(overlap))
+            planner = planner or memory.TilePlanner(model, max_memory or memory.default_budget(device),
+                                                    min_tile=memory.smallest_tile(overlap),
+                                                    resident=memory.resident_bytes(device))
             plan = planner.plan(*image.rgb.shape[-2:])
             logger.info("%s: %s", src.name, plan.describe())
             size, batch = plan.tile, plan.batch

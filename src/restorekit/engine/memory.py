@@ -3,9 +3,12 @@
 The arithmetic, per image of ``H x W`` restored in tiles of ``t`` pixels, ``b`` tiles
 per model call:
 
-    weights + IMAGE_BYTES_PER_PIXEL * H * W + MARGIN * activations(b, t)  <=  budget
+    resident + IMAGE_BYTES_PER_PIXEL * H * W + MARGIN * activations(b, t)  <=  budget
 
-* ``weights``: the model's parameters and buffers, as loaded;
+* ``resident``: what the process holds when the restore starts: on the CPU its
+  resident set (the interpreter, the libraries and the loaded model), on a GPU the
+  memory torch has allocated there (the model); :func:`model_bytes` alone when
+  planning without a device;
 * the image's own buffers, independent of the tile: the input in float32 (12 bytes
   a pixel), the float64 sum of weighted tiles (24) and of the weights (8), the
   float32 result (12), plus the file's decoded and encoded copies (40 at most);
@@ -88,9 +91,24 @@ def model_bytes(model: nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
-def default_budget(model: nn.Module, device: torch.device) -> int:
-    """The model's weights plus a share of the memory free now (with the model loaded)."""
-    return model_bytes(model) + int(FREE_SHARE.get(device.type, 0.8) * free_memory(device))
+def resident_bytes(device: torch.device) -> int:
+    """Memory in use now: the process's resident set on the CPU, torch's allocations on a GPU."""
+    if device.type == "cuda":
+        return int(torch.cuda.memory_allocated(device))
+    try:
+        with open("/proc/self/statm", encoding="ascii") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        import resource
+        import sys
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # the peak: an upper bound
+        return peak if sys.platform == "darwin" else peak * 1024
+
+
+def default_budget(device: torch.device) -> int:
+    """What is in use now plus a share of the memory free now (call it with the model loaded)."""
+    return resident_bytes(device) + int(FREE_SHARE.get(device.type, 0.8) * free_memory(device))
 
 
 class LiveBytes(TorchDispatchMode):
@@ -184,10 +202,11 @@ class TilePlanner:
     FIT_SIZES = (256, 512)
     CHECK_ABOVE = 0.5  # predictions above this share of the budget are counted exactly
 
-    def __init__(self, model: nn.Module, budget: int, *, max_batch: int = 4, min_tile: int = MIN_TILE) -> None:
+    def __init__(self, model: nn.Module, budget: int, *, max_batch: int = 4, min_tile: int = MIN_TILE,
+                 resident: int | None = None) -> None:  # fmt: skip
         self.model, self.budget = model, int(budget)
         self.max_batch, self.min_tile = max(1, int(max_batch)), int(min_tile)
-        self.weights = model_bytes(model)
+        self.resident = model_bytes(model) if resident is None else int(resident)
         self._counted: dict[tuple[int, int, int], int] = {}
         small, large = (self._count(1, s, s) for s in self.FIT_SIZES)
         self.per_pixel = max(0.0, (large - small) / (self.FIT_SIZES[1] ** 2 - self.FIT_SIZES[0] ** 2))
@@ -203,7 +222,7 @@ class TilePlanner:
         """Bytes a restore of ``height x width`` in ``tile`` px tiles (None: whole) takes:
         predicted from the fit, counted exactly when ``exact`` and the prediction is near the budget."""
         h, w = (height, width) if tile is None else (min(tile, height), min(tile, width))
-        fixed = self.weights + IMAGE_BYTES_PER_PIXEL * height * width
+        fixed = self.resident + IMAGE_BYTES_PER_PIXEL * height * width
         predicted = fixed + int(MARGIN * batch * (self.per_call + self.per_pixel * h * w))
         if not exact or predicted < self.CHECK_ABOVE * self.budget:
             return predicted
