@@ -237,10 +237,12 @@ def render(result: Mapping[str, Any]) -> str:
 
 
 def plot(result: Mapping[str, Any], path: Path) -> bool:
-    """FLOP ratio against size (log x): one panel per stride, one line per backbone and rule."""
+    """FLOP ratio against size (log-log): one panel per stride, a colour per rule, a line
+    style per backbone; the target's limit in grey."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
+        from matplotlib.ticker import FuncFormatter, NullFormatter
     except ImportError:
         return False
     rows = [r for r in result["rows"] if r["kind"] == "flops"]
@@ -248,21 +250,30 @@ def plot(result: Mapping[str, Any], path: Path) -> bool:
         return False
     fig = Figure(figsize=(10, 3.8), dpi=110, layout="constrained")
     FigureCanvasAgg(fig)
-    axes = fig.subplots(1, len(STRIDES), sharey=False, squeeze=False)[0]
-    styles = {"global": "-", "windowed": "--", "budget": ":"}
+    axes = fig.subplots(1, len(STRIDES), squeeze=False)[0]
+    colours = {"global": "tab:red", "windowed": "tab:blue", "budget": "tab:green"}
+    styles = ["--", "-", ":"]
     for ax, stride in zip(axes, STRIDES):
-        for backbone in sorted({r["backbone"] for r in rows}):
+        for style, backbone in zip(styles, sorted({r["backbone"] for r in rows})):
             for rule in RULES:
                 points = sorted((r["size"], r["ratio"]) for r in rows
                                 if r["backbone"] == backbone and r["rule"] == rule and r["stride"] == stride)  # fmt: skip
                 if points:
-                    ax.plot(*zip(*points), styles[rule], marker="o", ms=3, label=f"{backbone} {rule}")
+                    ax.plot(*zip(*points), style, color=colours[rule], marker="o", ms=3, label=f"{backbone} {rule}")
         ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        limit = LIMIT_STRIDE8 if stride == 8 else LIMIT_STRIDE16
+        low, high = ax.get_ylim()
+        ticks = {1, limit, *(t for t in (1.1, 1.5, 2, 3, 5, 10, 20, 30)
+                             if (high / low < 4 or t >= 1.5) and abs(t / limit - 1) > 0.12)}  # fmt: skip
+        ax.set_yticks(sorted(t for t in ticks if low <= t <= high))
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("image side (px)")
         ax.set_ylabel("FLOPs: dino_ir / body")
         ax.set_title(f"guide stride {stride}")
         ax.grid(alpha=0.3, which="both")
-        limit = LIMIT_STRIDE8 if stride == 8 else LIMIT_STRIDE16
         ax.axhline(limit, color="grey", lw=0.8)
     axes[-1].legend(fontsize=7)
     from restorekit.engine.atomic import atomic_path
