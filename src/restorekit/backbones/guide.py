@@ -11,8 +11,8 @@ the model's pass and the DPC loss's passes follow one rule:
   tokens (a grid that fits is always one global pass, so training crops never change):
 
   - ``global``: one pass over the whole grid; attention is quadratic in the tokens;
-  - ``windowed``: overlapping windows of at most ``window x window`` tokens, at least
-    ``overlap`` tokens apart from their neighbours' edges, spread evenly; each window
+  - ``windowed``: overlapping windows of at most ``window x window`` tokens, each
+    sharing at least ``overlap`` tokens with its neighbours, spread evenly; each window
     is one pass, and the maps are blended with linear ramps across the overlaps that
     form a partition of unity. Cost is linear in pixels;
   - ``budget``: one pass on the image resized so its grid fits in ``window x window``
