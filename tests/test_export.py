@@ -14,7 +14,7 @@ import yaml
 from torch import nn
 
 from restorekit import build_model
-from restorekit.engine.export import CHECK_SIZES, ExportError, PaddedModel, export_model, trace
+from restorekit.engine.export import CHECK_SIZES, MAX_SIDE, ExportError, PaddedModel, export_model, trace
 from restorekit.tiny import TINY, tiny_model_spec
 
 
@@ -39,6 +39,9 @@ def test_dino_ir_exports_to_torch_export_and_onnx_at_any_size(tmp_path: Path) ->
 
     model = tiny("dino_ir")
     program = trace(PaddedModel(model, 8))
+    # windows cannot be traced for every size: one global pass is, so no side is cut short
+    assert model.guide_pass.rule == "windowed"  # the model's own rule is back after the trace
+    assert sorted(r.upper for r in program.range_constraints.values()).count(MAX_SIDE) == 2
     report = export_model(model, tmp_path / "dino_ir.pt2", "torch_export", program=program)
     assert set(report.differences) == set(CHECK_SIZES) and max(report.differences.values()) <= 1e-5
     loaded_program_matches(tmp_path / "dino_ir.pt2", model)

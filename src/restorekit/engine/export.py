@@ -22,11 +22,17 @@ prove for every size in the range):
   resized by float64 matrices built from the symbolic grid
   (:mod:`restorekit.backbones.pos_embed`), where ``F.interpolate`` with Meta's scale
   factor ``(n + 0.1) / 37`` would specialise to the example size.
+* **One global guidance pass.** How many windows a windowed (or budgeted) guide pass
+  runs depends on the size, which one graph for every size cannot hold: the trace
+  would be cut to grids that fit one window (296 px at stride 8). The guided model is
+  traced with its pass rule set to ``global``, so the exported model equals the eager
+  one up to one window and runs one global pass beyond it (a warning says so).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import logging
 import math
@@ -34,7 +40,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -122,6 +128,28 @@ def export_model(
     return report
 
 
+@contextlib.contextmanager
+def global_guide_pass(module: nn.Module) -> Iterator[None]:
+    """Guided models inside ``module`` run one global guidance pass while the block runs
+    (see the module doc); their own rule is restored after."""
+    from restorekit.contracts import GuidedModel
+
+    guided = [m for m in module.modules() if isinstance(m, GuidedModel) and m.guide_pass.rule != "global"]
+    saved = [m.guide_pass for m in guided]
+    for m in guided:
+        window = m.guide_pass.window
+        log.warning("%s: exported with one global guidance pass instead of %r (a graph for every size cannot "
+                    "hold a number of windows that depends on the size): the same as the eager model while "
+                    "the token grid fits %d x %d, one global pass beyond", type(m).__name__, m.guide_pass.rule,
+                    window, window)
+        m.guide_pass = dataclasses.replace(m.guide_pass, rule="global")
+    try:
+        yield
+    finally:
+        for m, rule in zip(guided, saved):
+            m.guide_pass = rule
+
+
 def trace(module: nn.Module) -> Any:
     """``torch.export`` with dynamic batch, height and width (sides MIN_SIDE..MAX_SIDE)."""
     batch, height, width = EXAMPLE_SIZE
@@ -129,7 +157,7 @@ def trace(module: nn.Module) -> Any:
     dims = {0: torch.export.Dim.DYNAMIC(min=1, max=1024)}
     dims.update({axis: torch.export.Dim.DYNAMIC(min=MIN_SIDE, max=MAX_SIDE) for axis in (2, 3)})
     try:
-        with torch.no_grad(), warnings.catch_warnings():
+        with torch.no_grad(), warnings.catch_warnings(), global_guide_pass(module):
             warnings.filterwarnings("ignore", message=".*was assigned during export.*")  # MSF's last_gate
             return torch.export.export(module, (example,), dynamic_shapes={"x": dims}, strict=False)
     except Exception as exc:  # noqa: BLE001 - any tracing failure: say which model and why
