@@ -17,9 +17,10 @@ import platform
 import resource
 import sys
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
@@ -207,7 +208,7 @@ def matmul_ceiling(device: torch.device, precision: str, size: int | None = None
     gen = torch.Generator(device="cpu").manual_seed(0)
     a = torch.randn(size, size, generator=gen).to(device=device, dtype=dtype)
     b = torch.randn(size, size, generator=gen).to(device=device, dtype=dtype)
-    timing = time_call(lambda: a @ b, device, warmup=3 if device.type == "cuda" else 1, repeat=repeat)
+    timing = time_call(lambda: a @ b, device, warmup=3 if device.type == "cuda" else 1, repeat=repeat)  # noqa: F821
     flops = 2.0 * size**3
     del a, b
     return {

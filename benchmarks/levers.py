@@ -10,7 +10,7 @@ Both act on a built model.
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import common  # noqa: F401  (makes restorekit importable from a checkout)
 import torch

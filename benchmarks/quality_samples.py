@@ -17,8 +17,9 @@ import argparse
 import sys
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -29,10 +30,14 @@ DEFAULT_MODELS = ("baselines/restormer", "dino_ir")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--tiny", action="store_true", help="tiny models on the CPU, 48 px patches")
     parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), help="recipes whose model and loss train")
-    parser.add_argument("--tasks", default=",".join(short_runs.FIVE_TASKS), help="comma-separated tasks (default: all five)")
+    parser.add_argument(
+        "--tasks", default=",".join(short_runs.FIVE_TASKS), help="comma-separated tasks (default: all five)"
+    )
     short_runs.add_run_arguments(parser, "quality_samples", "training steps per model (default: 1200 tiny, 5000 full)")
     return parser.parse_args(argv)
 

@@ -39,10 +39,16 @@ from restorekit import probe  # noqa: E402
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--backbone", action="append", default=[], metavar="SPEC",
-                        help="backbone name or YAML mapping (repeatable)")
-    parser.add_argument("--body", action="append", default=[], metavar="SPEC",
-                        help="restoration body whose encoder to probe (repeatable)")
+    parser.add_argument(
+        "--backbone", action="append", default=[], metavar="SPEC", help="backbone name or YAML mapping (repeatable)"
+    )
+    parser.add_argument(
+        "--body",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="restoration body whose encoder to probe (repeatable)",
+    )
     parser.add_argument("--layers", help="backbone blocks, comma-separated (default: about five)")
     parser.add_argument("--images", help="comma-separated scikit-image samples or files")
     parser.add_argument("--size", type=int, default=224, help="square crop size (0: native)")
@@ -74,8 +80,7 @@ def main(argv: list[str] | None = None) -> int:
 
     results = []
     for kind, spec in extractors:
-        result = probe.probe_spec(kind, spec, images, degradations, layers=layers,
-                                  seed=args.seed, device=device)
+        result = probe.probe_spec(kind, spec, images, degradations, layers=layers, seed=args.seed, device=device)
         for note in result.notes:
             print(f"note ({result.extractor}): {note}")
         print(result.table(), end="\n\n")
@@ -83,16 +88,21 @@ def main(argv: list[str] | None = None) -> int:
 
     folder = out_dir(args.out)
     csv_path, png_path = probe.write_outputs(
-        results, folder, stem="robustness_probe",
-        title=f"feature robustness: {len(images)} images, seed {args.seed}")
+        results, folder, stem="robustness_probe", title=f"feature robustness: {len(images)} images, seed {args.seed}"
+    )
     summary = {
         "environment": environment(device, "fp32"),
         "images": names,
         "size": args.size,
         "seed": args.seed,
         "results": [
-            {"extractor": r.extractor, "layers": r.layers, "degradations": r.degradations,
-             "mean_cosine": r.mean().round(6).tolist(), "notes": r.notes}
+            {
+                "extractor": r.extractor,
+                "layers": r.layers,
+                "degradations": r.degradations,
+                "mean_cosine": r.mean().round(6).tolist(),
+                "notes": r.notes,
+            }
             for r in results
         ],
     }

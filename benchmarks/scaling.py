@@ -28,8 +28,9 @@ from __future__ import annotations
 import argparse
 import gc
 import sys
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -143,8 +144,11 @@ def measure_flops(args: argparse.Namespace, sizes: Sequence[int], rows: list[dic
                          "body_peak_mib": body_counts[size]["peak_mib"],
                          "ratio": measured["gmacs"] / body_counts[size]["gmacs"],
                          "tokens": guide_tokens(spec, size)})  # fmt: skip
-            print(f"  flops vit_{backbone} stride {stride} {rule:8s} {size:5d} px: "
-                  f"{rows[-1]['ratio']:.3f}x the body, {measured['peak_mib']:,.0f} MiB counted", flush=True)
+            print(
+                f"  flops vit_{backbone} stride {stride} {rule:8s} {size:5d} px: "
+                f"{rows[-1]['ratio']:.3f}x the body, {measured['peak_mib']:,.0f} MiB counted",
+                flush=True,
+            )
         del model
         gc.collect()
         save()
@@ -166,8 +170,11 @@ def measure_time(args: argparse.Namespace, device: torch.device, sizes: Sequence
             rows.append({"kind": "time", "backbone": f"vit_{backbone}" + (" (tiny)" if tiny else ""),
                          "rule": rule, "stride": stride, "size": size, **measured,
                          "body_ms": body_ms[size]["ms"], "time_ratio": measured["ms"] / body_ms[size]["ms"]})  # fmt: skip
-            print(f"  time vit_{backbone} stride {stride} {rule:8s} {size:5d} px: {measured['ms']:.1f} ms, "
-                  f"{rows[-1]['time_ratio']:.2f}x the body", flush=True)
+            print(
+                f"  time vit_{backbone} stride {stride} {rule:8s} {size:5d} px: {measured['ms']:.1f} ms, "
+                f"{rows[-1]['time_ratio']:.2f}x the body",
+                flush=True,
+            )
         del model
         gc.collect()
         save()
@@ -180,8 +187,11 @@ def evaluate_targets(rows: Sequence[Mapping[str, Any]], rule: str, tiny: bool) -
     """The three FLOP targets for ViT-B under ``rule``; ``n/a`` without the sizes they need."""
 
     def ratios(stride: int) -> dict[int, float]:
-        return {r["size"]: r["ratio"] for r in rows
-                if r["kind"] == "flops" and r["backbone"] == "vit_b" and r["rule"] == rule and r["stride"] == stride}
+        return {
+            r["size"]: r["ratio"]
+            for r in rows
+            if r["kind"] == "flops" and r["backbone"] == "vit_b" and r["rule"] == rule and r["stride"] == stride
+        }
 
     eight, sixteen = ratios(8), ratios(16)
     growth = eight[4096] / eight[512] if {512, 4096} <= set(eight) else None
@@ -301,8 +311,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sizes", default="all", help="all (256..4096), small (64,128) or pixels, comma-separated")
     parser.add_argument("--tiny", action="store_true", help="tiny configs for the FLOPs too (seconds; for tests)")
     parser.add_argument("--device", default="cpu", help="where to time: cpu (tiny configs) or cuda (full size)")
-    parser.add_argument("--time-max", type=int, default=1024,
-                        help="largest size timed on the CPU (default 1024); a GPU times every size")
+    parser.add_argument(
+        "--time-max",
+        type=int,
+        default=1024,
+        help="largest size timed on the CPU (default 1024); a GPU times every size",
+    )
     parser.add_argument("--no-time", action="store_true", help="FLOPs and counted memory only")
     parser.add_argument("--backbones", default="s,b", help="DINOv2 sizes (default s,b)")
     parser.add_argument("--repeat", type=int, default=3, help="timed calls on the CPU, median reported")

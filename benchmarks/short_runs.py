@@ -5,13 +5,12 @@ the task-count experiment and the quality comparison on the photographs share th
 from __future__ import annotations
 
 import argparse
-
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import common  # noqa: F401  (makes restorekit importable from a checkout)
-
 
 # The five tasks of the paper's Figure 1, as synthetic degradations of the photographs.
 FIVE_TASKS: dict[str, Any] = {
@@ -27,7 +26,9 @@ def add_run_arguments(parser: argparse.ArgumentParser, default_name: str, iterat
     """The options every short-run benchmark shares (budget, device, output)."""
     parser.add_argument("--iterations", type=int, help=iterations_help)
     parser.add_argument("--batch-size", type=int, help="default 4 tiny, 8 full")
-    parser.add_argument("--patch-size", type=int, help="default 32 tiny (quality_samples: 48), 128 full (photographs only)")
+    parser.add_argument(
+        "--patch-size", type=int, help="default 32 tiny (quality_samples: 48), 128 full (photographs only)"
+    )
     parser.add_argument("--eval-size", type=int, help="long side of the test photographs (default 96 tiny, 256 full)")
     parser.add_argument("--lr", type=float, help="default 2e-3 tiny, 2e-4 full")
     parser.add_argument("--backbone-weights", help="weights file for DINO-IR's backbone (default: random init)")
@@ -115,8 +116,12 @@ class Budget:
 
 
 def train_and_evaluate(
-    name: str, model_spec: Mapping[str, Any], loss_spec: Any, data_cfg: Mapping[str, Any],
-    budget: Budget, run_dir: Path,
+    name: str,
+    model_spec: Mapping[str, Any],
+    loss_spec: Any,
+    data_cfg: Mapping[str, Any],
+    budget: Budget,
+    run_dir: Path,
 ) -> dict[str, Any]:
     """Train through the engine's loop (``restorekit.engine.train.train``) and score the
     final weights per task: ``{"tasks": {task: {"psnr_in", "psnr", ...}}, "mean": ...}``."""

@@ -33,9 +33,10 @@ import sys
 import time
 import traceback
 import warnings
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -60,7 +61,7 @@ class Levers:
     no_dpc_reuse: bool = False  # DPC runs its own backbone pass on the input (loss not bound)
     backbone_bf16: bool = False  # the backbone's own bf16 knob (unset, it follows the caller's autocast)
 
-    def label(self, base: "Levers") -> str:
+    def label(self, base: Levers) -> str:
         changed = [name for name in LEVERS if getattr(self, name) != getattr(base, name)]
         on = [name for name in LEVERS if getattr(self, name)]
         if not changed:
@@ -172,8 +173,7 @@ def measure_meta(name: str, setting: Setting, levers: Levers) -> dict[str, Any]:
     row: dict[str, Any] = {"recipe": name, "model_type": model_spec.get("type"), "body": bench.body_type(model_spec)}
     with warnings.catch_warnings(), torch.device("meta"):
         warnings.filterwarnings("ignore", message=".*randomly initialised.*")
-        model, loss_fn = bench.build_model_and_loss(model_spec, loss_spec, device="meta",
-                                                    bind=not levers.no_dpc_reuse)
+        model, loss_fn = bench.build_model_and_loss(model_spec, loss_spec, device="meta", bind=not levers.no_dpc_reuse)
     if levers.grad_checkpoint:
         row["checkpointed_blocks"] = lever_tools.enable_grad_checkpointing(model)
     row["params_trainable"], row["params_frozen"] = count_params(model)
@@ -325,14 +325,22 @@ def evaluate_targets(rows: Sequence[Mapping[str, Any]], env: Mapping[str, Any]) 
         if strip(spec_a) != strip(spec_b):
             note = f"body configs differ: dino_ir {strip(spec_a)} vs {body['recipe']} {strip(spec_b)}"
     train_ratio = dino["train"]["step_ms"] / body["train"]["step_ms"] if dino and body else None
-    add("dino_ir training step / body alone", train_ratio, TRAIN_RATIO_LIMIT, "<=",
-        note or ("" if train_ratio else why))
+    add(
+        "dino_ir training step / body alone", train_ratio, TRAIN_RATIO_LIMIT, "<=", note or ("" if train_ratio else why)
+    )
     infer_ratio = (dino["infer"]["ms_per_image"] / body["infer"]["ms_per_image"]
                    if dino and body and "infer" in dino and "infer" in body else None)  # fmt: skip
-    add(f"dino_ir inference / body alone ({dino['infer']['size'] if dino and 'infer' in dino else 512} px)",
-        infer_ratio, INFER_RATIO_LIMIT, "<=", note or ("" if infer_ratio else why))
-    hopper = env.get("device_type") == "cuda" and env.get("precision") == "bf16" and any(
-        chip in str(env.get("device", "")) for chip in ("H100", "H200")
+    add(
+        f"dino_ir inference / body alone ({dino['infer']['size'] if dino and 'infer' in dino else 512} px)",
+        infer_ratio,
+        INFER_RATIO_LIMIT,
+        "<=",
+        note or ("" if infer_ratio else why),
+    )
+    hopper = (
+        env.get("device_type") == "cuda"
+        and env.get("precision") == "bf16"
+        and any(chip in str(env.get("device", "")) for chip in ("H100", "H200"))
     )
     body_row = body or next((r for r in ok if r.get("model_type") in ("restormer", "promptir")), None)
     fraction = body_row["train"]["matmul_fraction"] if body_row and hopper else None
@@ -383,7 +391,7 @@ def lever_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         if ref is None or row is ref or "error" in row:
             continue
 
-        def delta(section: str, key: str) -> float | None:
+        def delta(section: str, key: str, ref: dict = ref, row: dict = row) -> float | None:
             a, b = ref.get(section, {}).get(key), row.get(section, {}).get(key)
             return None if a in (None, 0) or b is None else 100.0 * (b - a) / a
 
@@ -460,31 +468,53 @@ def render(result: Mapping[str, Any]) -> str:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--recipes", nargs="+", help="recipe names (default: dino_ir, ablations, baselines)")
     parser.add_argument("--tiny", action="store_true", help="tiny configs on the CPU (train 32 px, inference 64 px)")
     parser.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:1 (default: auto; cpu with --tiny)")
-    parser.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
-                        help="auto: bf16 autocast on CUDA, fp32 on the CPU (the engine's convention)")
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "bf16", "fp32"],
+        help="auto: bf16 autocast on CUDA, fp32 on the CPU (the engine's convention)",
+    )
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
     parser.add_argument("--channels-last", action="store_true", help="channels_last weights and inputs")
     parser.add_argument("--sdpa", action="store_true", help="channel attention through scaled_dot_product_attention")
     parser.add_argument("--grad-checkpoint", action="store_true", help="recompute transformer blocks in backward")
-    parser.add_argument("--no-dpc-reuse", action="store_true",
-                        help="do not bind the loss: DPC runs its own backbone pass on the input")
+    parser.add_argument(
+        "--no-dpc-reuse", action="store_true", help="do not bind the loss: DPC runs its own backbone pass on the input"
+    )
     parser.add_argument("--backbone-bf16", action="store_true", help="the frozen backbone's bf16 knob (CUDA)")
     parser.add_argument("--levers", default="", help=f"also measure each lever toggled alone: {','.join(LEVERS)}")
-    parser.add_argument("--loop", type=int, default=0, metavar="N",
-                        help="time N training steps back to back (it/s) instead of the median step; no inference")
-    parser.add_argument("--meta", action="store_true",
-                        help="parameters and FLOPs only, on the meta device (full size on any machine, no timing)")
-    parser.add_argument("-o", "--override", action="append", metavar="KEY=VALUE",
-                        help="recipe override for every recipe but the baselines (e.g. model.guide_stride=16)")
+    parser.add_argument(
+        "--loop",
+        type=int,
+        default=0,
+        metavar="N",
+        help="time N training steps back to back (it/s) instead of the median step; no inference",
+    )
+    parser.add_argument(
+        "--meta",
+        action="store_true",
+        help="parameters and FLOPs only, on the meta device (full size on any machine, no timing)",
+    )
+    parser.add_argument(
+        "-o",
+        "--override",
+        action="append",
+        metavar="KEY=VALUE",
+        help="recipe override for every recipe but the baselines (e.g. model.guide_stride=16)",
+    )
     parser.add_argument("--train-batch", type=int, help="default 8 (tiny: 2)")
     parser.add_argument("--train-size", type=int, help="default 128 (tiny: 32)")
     parser.add_argument("--infer-size", type=int, help="default 512 (tiny: 64)")
     parser.add_argument("--warmup", type=int, help="untimed calls first (default: 5 on CUDA, 2 tiny, 1 on the CPU)")
-    parser.add_argument("--repeat", type=int, help="timed calls, median reported (default: 20 on CUDA, 5 tiny, 3 on the CPU)")
+    parser.add_argument(
+        "--repeat", type=int, help="timed calls, median reported (default: 20 on CUDA, 5 tiny, 3 on the CPU)"
+    )
     parser.add_argument("--matmul-size", type=int, help="side of the matmul ceiling (8192 on CUDA, 1024 on the CPU)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: 1 with --tiny, else torch's)")
     parser.add_argument("--out", help="results folder (default benchmarks/out)")
@@ -571,8 +601,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows.append(row)
             summary = table_row(row)
             if args.meta and "error" not in row:
-                print(f"{recipe} [{variant}]: {summary['tflop_step']:.3g} TFLOP/step, "
-                      f"{summary['gmacs']:.4g} GMACs at {setting.infer_size} px", flush=True)
+                print(
+                    f"{recipe} [{variant}]: {summary['tflop_step']:.3g} TFLOP/step, "
+                    f"{summary['gmacs']:.4g} GMACs at {setting.infer_size} px",
+                    flush=True,
+                )
             else:
                 print(f"{recipe} [{variant}]: " + ("ERROR " + row["error"] if "error" in row else
                       f"train {summary['train_ms']:.1f} ms/step, peak {summary['train_peak']:.0f} MiB"

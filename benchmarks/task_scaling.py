@@ -25,8 +25,9 @@ import argparse
 import sys
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -37,10 +38,14 @@ DEFAULT_MODELS = ("baselines/restormer", "dino_ir")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--tiny", action="store_true", help="tiny models on the CPU, 32 px patches")
     parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), help="recipes whose model and loss train")
-    parser.add_argument("--data-recipe", help="recipe (name or path) whose data section to use instead of the photographs")
+    parser.add_argument(
+        "--data-recipe", help="recipe (name or path) whose data section to use instead of the photographs"
+    )
     parser.add_argument("--tasks", help="comma-separated tasks in the order they are added (default: all, in order)")
     parser.add_argument("--max-tasks", type=int, help="stop after this many tasks (default: all)")
     short_runs.add_run_arguments(parser, "task_scaling", "training steps per run (default: 600 tiny, 20000 full)")
@@ -89,8 +94,10 @@ def render(result: Mapping[str, Any]) -> str:
         f"seed {budget['seed']}; data: {result['data']}; device: {result['device']}.",
     ]
     if result["tiny"]:
-        lines.append("Tiny models and a randomly initialised tiny DINOv2: this exercises the experiment; "
-                     "it says nothing about the paper's numbers.")
+        lines.append(
+            "Tiny models and a randomly initialised tiny DINOv2: this exercises the experiment; "
+            "it says nothing about the paper's numbers."
+        )
     cols = [("model", "model"), ("tasks", "n")] + [(t, t, "{:.2f}") for t in tasks] + [("mean", "mean", "{:.2f}")]
     table = []
     for row in result["rows"]:
@@ -173,7 +180,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     specs = {}
     for recipe in args.models:
         model_spec, loss_spec = bench.model_and_loss_specs(recipe, args.tiny)
-        specs[bench.short_name(recipe)] = (short_runs.with_backbone_weights(model_spec, args.backbone_weights)[0], loss_spec)
+        specs[bench.short_name(recipe)] = (
+            short_runs.with_backbone_weights(model_spec, args.backbone_weights)[0],
+            loss_spec,
+        )
     keep = folder / f"{name}_runs" if args.keep_runs else None
     rows: list[dict[str, Any]] = []
     input_psnr: dict[str, float] = {}

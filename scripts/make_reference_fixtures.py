@@ -109,12 +109,18 @@ TINY_OFFICIAL = {**TINY, "ffn_expansion_factor": 2.66}
 # untouched. At the default size the edited file builds the same state-dict shapes as
 # the original (checked by check_patches_keep_default_shapes).
 PROMPTIR_WIDTHS: tuple[tuple[str, str], ...] = (
-    ("PromptGenBlock(prompt_dim=64,prompt_len=5,prompt_size = 64,lin_dim = 96)",
-     "PromptGenBlock(prompt_dim=TINY['p1'],prompt_len=TINY['n'],prompt_size=TINY['s1'],lin_dim=dim*2)"),
-    ("PromptGenBlock(prompt_dim=128,prompt_len=5,prompt_size = 32,lin_dim = 192)",
-     "PromptGenBlock(prompt_dim=TINY['p2'],prompt_len=TINY['n'],prompt_size=TINY['s2'],lin_dim=dim*4)"),
-    ("PromptGenBlock(prompt_dim=320,prompt_len=5,prompt_size = 16,lin_dim = 384)",
-     "PromptGenBlock(prompt_dim=TINY['p3'],prompt_len=TINY['n'],prompt_size=TINY['s3'],lin_dim=dim*8)"),
+    (
+        "PromptGenBlock(prompt_dim=64,prompt_len=5,prompt_size = 64,lin_dim = 96)",
+        "PromptGenBlock(prompt_dim=TINY['p1'],prompt_len=TINY['n'],prompt_size=TINY['s1'],lin_dim=dim*2)",
+    ),
+    (
+        "PromptGenBlock(prompt_dim=128,prompt_len=5,prompt_size = 32,lin_dim = 192)",
+        "PromptGenBlock(prompt_dim=TINY['p2'],prompt_len=TINY['n'],prompt_size=TINY['s2'],lin_dim=dim*4)",
+    ),
+    (
+        "PromptGenBlock(prompt_dim=320,prompt_len=5,prompt_size = 16,lin_dim = 384)",
+        "PromptGenBlock(prompt_dim=TINY['p3'],prompt_len=TINY['n'],prompt_size=TINY['s3'],lin_dim=dim*8)",
+    ),
     ("nn.Conv2d(64,64,kernel_size=1,bias=bias)", "nn.Conv2d(TINY['p1'],TINY['p1'],kernel_size=1,bias=bias)"),
     ("nn.Conv2d(128,128,kernel_size=1,bias=bias)", "nn.Conv2d(TINY['p2'],TINY['p2'],kernel_size=1,bias=bias)"),
     ("nn.Conv2d(320,256,kernel_size=1,bias=bias)", "nn.Conv2d(TINY['p3'],2*TINY['p2'],kernel_size=1,bias=bias)"),
@@ -136,11 +142,26 @@ PROMPTIR_TINY = {"p1": 4, "p2": 8, "p3": 20, "s1": 8, "s2": 4, "s3": 4, "n": 3} 
 ADAIR_TINY = {"dim": 8, "num_blocks": [1, 1, 1, 1], "heads": [1, 2, 4, 8], "num_refinement_blocks": 1}
 # MoCE-IR at its released structure (4 experts of spread ranks, top 1, constant depth),
 # dim 8 (the smallest for 'spread' ranks dim/8 .. dim); two blocks at decoder level 2.
-MOCE_TINY = {"dim": 8, "num_blocks": [1, 1, 1, 1], "num_dec_blocks": [1, 2, 1], "heads": [1, 2, 4, 8],
-             "num_refinement_blocks": 1}
-MOCE_OFFICIAL = {**MOCE_TINY, "levels": 4, "ffn_expansion_factor": 2, "rank": 2, "num_experts": 4, "topk": 1,
-                 "rank_type": "spread", "depth_type": "constant", "stage_depth": [1, 1, 1],
-                 "with_complexity": False, "complexity_scale": "max"}  # the released recipe's arguments
+MOCE_TINY = {
+    "dim": 8,
+    "num_blocks": [1, 1, 1, 1],
+    "num_dec_blocks": [1, 2, 1],
+    "heads": [1, 2, 4, 8],
+    "num_refinement_blocks": 1,
+}
+MOCE_OFFICIAL = {
+    **MOCE_TINY,
+    "levels": 4,
+    "ffn_expansion_factor": 2,
+    "rank": 2,
+    "num_experts": 4,
+    "topk": 1,
+    "rank_type": "spread",
+    "depth_type": "constant",
+    "stage_depth": [1, 1, 1],
+    "with_complexity": False,
+    "complexity_scale": "max",
+}  # the released recipe's arguments
 # The official router adds noise of std noise_std to its logits at inference too; zero
 # makes the official output deterministic, as the body's routing_noise_at_eval: false.
 MOCE_NO_ROUTING_NOISE = (("RoutingFunction", "noise_std", 0.0),)
@@ -148,46 +169,85 @@ MOCE_NO_ROUTING_NOISE = (("RoutingFunction", "noise_std", 0.0),)
 REFERENCES: tuple[Reference, ...] = (
     Reference(
         name="restormer",
-        repo="swz30/Restormer", module_file="basicsr/models/archs/restormer_arch.py", class_name="Restormer",
+        repo="swz30/Restormer",
+        module_file="basicsr/models/archs/restormer_arch.py",
+        class_name="Restormer",
         official_kwargs=dict(TINY_OFFICIAL),
         body={"type": "restormer", **TINY},
-        release=basicsr_pth, release_file="restormer.pth",
+        release=basicsr_pth,
+        release_file="restormer.pth",
     ),
     Reference(  # every other knob of the official constructor, in one model
         name="restormer_dual_pixel_bias_free",
-        repo="swz30/Restormer", module_file="basicsr/models/archs/restormer_arch.py", class_name="Restormer",
-        official_kwargs={**TINY_OFFICIAL, "inp_channels": 6, "dual_pixel_task": True,
-                         "LayerNorm_type": "BiasFree", "bias": True},
-        body={"type": "restormer", **TINY, "in_channels": 6, "dual_pixel_task": True,
-              "layernorm_type": "BiasFree", "bias": True},
-        release=basicsr_pth, release_file="dual_pixel_defocus_deblurring.pth", in_channels=6, seed=1,
+        repo="swz30/Restormer",
+        module_file="basicsr/models/archs/restormer_arch.py",
+        class_name="Restormer",
+        official_kwargs={
+            **TINY_OFFICIAL,
+            "inp_channels": 6,
+            "dual_pixel_task": True,
+            "LayerNorm_type": "BiasFree",
+            "bias": True,
+        },
+        body={
+            "type": "restormer",
+            **TINY,
+            "in_channels": 6,
+            "dual_pixel_task": True,
+            "layernorm_type": "BiasFree",
+            "bias": True,
+        },
+        release=basicsr_pth,
+        release_file="dual_pixel_defocus_deblurring.pth",
+        in_channels=6,
+        seed=1,
     ),
     Reference(
         name="promptir",
-        repo="va1shn9v/PromptIR", module_file="net/model.py", class_name="PromptIR",
+        repo="va1shn9v/PromptIR",
+        module_file="net/model.py",
+        class_name="PromptIR",
         official_kwargs={**TINY_OFFICIAL, "decoder": True},
-        body={"type": "promptir", **TINY,
-              "prompt_dims": [PROMPTIR_TINY[k] for k in ("p1", "p2", "p3")],
-              "prompt_sizes": [PROMPTIR_TINY[k] for k in ("s1", "s2", "s3")],
-              "prompt_len": PROMPTIR_TINY["n"]},
-        release=lightning_ckpt, release_file="promptir_model.ckpt", seed=2,
-        patches=PROMPTIR_WIDTHS, tiny_globals=PROMPTIR_TINY,
-        default_globals=PROMPTIR_DEFAULT_SIZE, default_kwargs={"decoder": True},
+        body={
+            "type": "promptir",
+            **TINY,
+            "prompt_dims": [PROMPTIR_TINY[k] for k in ("p1", "p2", "p3")],
+            "prompt_sizes": [PROMPTIR_TINY[k] for k in ("s1", "s2", "s3")],
+            "prompt_len": PROMPTIR_TINY["n"],
+        },
+        release=lightning_ckpt,
+        release_file="promptir_model.ckpt",
+        seed=2,
+        patches=PROMPTIR_WIDTHS,
+        tiny_globals=PROMPTIR_TINY,
+        default_globals=PROMPTIR_DEFAULT_SIZE,
+        default_kwargs={"decoder": True},
     ),
     Reference(
         name="adair",
-        repo="c-yn/AdaIR", module_file="net/model.py", class_name="AdaIR",
+        repo="c-yn/AdaIR",
+        module_file="net/model.py",
+        class_name="AdaIR",
         official_kwargs={**ADAIR_TINY, "ffn_expansion_factor": 2.66, "decoder": True},
         body={"type": "adair", **ADAIR_TINY},
-        release=lightning_ckpt, release_file="adair5d.ckpt", seed=12, weights_dtype=torch.float16,
+        release=lightning_ckpt,
+        release_file="adair5d.ckpt",
+        seed=12,
+        weights_dtype=torch.float16,
     ),
     Reference(
         name="moce_ir",
-        repo="eduardzamfir/MoCE-IR", module_file="src/net/moce_ir.py", class_name="MoCEIR",
+        repo="eduardzamfir/MoCE-IR",
+        module_file="src/net/moce_ir.py",
+        class_name="MoCEIR",
         official_kwargs=MOCE_OFFICIAL,
         body={"type": "moce_ir", **MOCE_TINY, "routing_noise_at_eval": False},
-        release=lightning_ckpt, release_file="last.ckpt", seed=20, weights_dtype=torch.float16,
-        attributes=MOCE_NO_ROUTING_NOISE, one_image_at_a_time=True,
+        release=lightning_ckpt,
+        release_file="last.ckpt",
+        seed=20,
+        weights_dtype=torch.float16,
+        attributes=MOCE_NO_ROUTING_NOISE,
+        one_image_at_a_time=True,
     ),
 )
 
@@ -198,8 +258,10 @@ def patched_source(path: Path, patches: tuple[tuple[str, str], ...]) -> str:
     for old, new in patches:
         count = text.count(old)
         if count != 1:
-            raise SystemExit(f"{path}: the edit {old!r} matches {count} times (expected once); "
-                             f"the official file changed, review PROMPTIR_WIDTHS")
+            raise SystemExit(
+                f"{path}: the edit {old!r} matches {count} times (expected once); "
+                f"the official file changed, review PROMPTIR_WIDTHS"
+            )
         text = text.replace(old, new)
     return text
 
@@ -303,13 +365,27 @@ def make(ref: Reference, checkout: Path, out_dir: Path, scratch: Path) -> Path:
     metadata = {
         "body": json.dumps(ref.body),
         "release_file": ref.release_file,
-        "official": json.dumps({"repo": ref.repo, "commit": commit_of(checkout), "file": ref.module_file,
-                                "class": ref.class_name, "kwargs": ref.official_kwargs,
-                                "width_edits": len(ref.patches), "attributes": ref.attributes,
-                                "one_image_at_a_time": ref.one_image_at_a_time}),
-        "made_with": json.dumps({"script": "scripts/make_reference_fixtures.py", "seed": ref.seed,
-                                 "perturbation": PERTURBATION, "torch": torch.__version__,
-                                 "weights_dtype": str(ref.weights_dtype).removeprefix("torch.")}),
+        "official": json.dumps(
+            {
+                "repo": ref.repo,
+                "commit": commit_of(checkout),
+                "file": ref.module_file,
+                "class": ref.class_name,
+                "kwargs": ref.official_kwargs,
+                "width_edits": len(ref.patches),
+                "attributes": ref.attributes,
+                "one_image_at_a_time": ref.one_image_at_a_time,
+            }
+        ),
+        "made_with": json.dumps(
+            {
+                "script": "scripts/make_reference_fixtures.py",
+                "seed": ref.seed,
+                "perturbation": PERTURBATION,
+                "torch": torch.__version__,
+                "weights_dtype": str(ref.weights_dtype).removeprefix("torch."),
+            }
+        ),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{ref.name}.safetensors"
@@ -329,8 +405,13 @@ def parse_checkouts(values: list[str]) -> dict[str, Path]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkout", action="append", default=[], metavar="OWNER/NAME=PATH",
-                        help="a checkout of an official repository (repeat for each)")
+    parser.add_argument(
+        "--checkout",
+        action="append",
+        default=[],
+        metavar="OWNER/NAME=PATH",
+        help="a checkout of an official repository (repeat for each)",
+    )
     parser.add_argument("--only", action="append", default=[], metavar="NAME", help="fixtures to make")
     parser.add_argument("--out", type=Path, default=FIXTURES)
     args = parser.parse_args(argv)
@@ -347,8 +428,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"skip {ref.name}: no --checkout {ref.repo}=PATH", file=sys.stderr)
                 continue
             path = make(ref, checkouts[ref.repo], args.out, Path(scratch))
-            print(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path} "
-                  f"({path.stat().st_size / 1024:.0f} KiB)")
+            print(
+                f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path} "
+                f"({path.stat().st_size / 1024:.0f} KiB)"
+            )
             made += 1
     return 0 if made else 1
 

@@ -8,7 +8,8 @@ global batch), so the engine is tested against the contract, not one dataset.
 from __future__ import annotations
 
 import random
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,8 +50,10 @@ class LocalConvNet(nn.Module):
         super().__init__()
         self.noise = noise
         self.body = nn.Sequential(
-            nn.Conv2d(3, width, 3, padding=1), nn.GELU(),
-            nn.Conv2d(width, width, 3, padding=1), nn.GELU(),
+            nn.Conv2d(3, width, 3, padding=1),
+            nn.GELU(),
+            nn.Conv2d(width, width, 3, padding=1),
+            nn.GELU(),
             nn.Conv2d(width, 3, 3, padding=1),
         )
         self.guide = FrozenGuide() if frozen_guide else None
@@ -196,4 +199,3 @@ def run_until(trainer: Any, step: int) -> None:
     except Interrupted:
         return
     raise AssertionError(f"the run ended before step {step}")
-

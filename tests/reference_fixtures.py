@@ -58,7 +58,7 @@ def read_reference(name: str) -> Reference:
         meta = handle.metadata()
         tensors = {key: handle.get_tensor(key) for key in handle.keys()}
     release = {
-        k[len(RELEASE_PREFIX):]: v.float() if v.dtype == torch.float16 else v
+        k[len(RELEASE_PREFIX) :]: v.float() if v.dtype == torch.float16 else v
         for k, v in tensors.items()
         if k.startswith(RELEASE_PREFIX)
     }

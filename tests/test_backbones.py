@@ -32,7 +32,7 @@ def tiny_dinov2(**kwargs) -> DINOv2Backbone:
     return DINOv2Backbone(size=size, img_size=56, model_kwargs=model_kwargs, **kwargs)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def shared_dinov2() -> DINOv2Backbone:
     torch.manual_seed(0)
     return tiny_dinov2()
@@ -59,7 +59,9 @@ def save_state(state: dict[str, torch.Tensor], path) -> None:
         torch.save(state, str(path))
 
 
-def dinov2_release_layout(timm_state: dict[str, torch.Tensor], registers: bool, swiglu: bool) -> dict[str, torch.Tensor]:
+def dinov2_release_layout(
+    timm_state: dict[str, torch.Tensor], registers: bool, swiglu: bool
+) -> dict[str, torch.Tensor]:
     """A timm DINOv2 state dict rewritten the way Meta's release files are laid out
     (``dinov2_vit*14*_pretrain.pth``): ``mask_token``, ``register_tokens``, class
     position inside ``pos_embed`` for register models, SwiGLU ``w12``/``w3``."""
@@ -97,8 +99,11 @@ def test_dinov2_map_shapes(batch: int, height: int, width: int, grid) -> None:
 
 
 @settings(max_examples=8, deadline=None)
-@given(height=st.integers(8, 100), width=st.integers(8, 100),
-       grid=st.one_of(st.none(), st.tuples(st.integers(1, 6), st.integers(1, 6))))
+@given(
+    height=st.integers(8, 100),
+    width=st.integers(8, 100),
+    grid=st.one_of(st.none(), st.tuples(st.integers(1, 6), st.integers(1, 6))),
+)
 def test_clip_map_shapes(height: int, width: int, grid) -> None:
     backbone = shared_clip()
     maps = backbone(torch.rand(1, 3, height, width), [1], grid=grid)
@@ -106,7 +111,7 @@ def test_clip_map_shapes(height: int, width: int, grid) -> None:
     assert maps[1].shape == (1, 32, *expected)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def shared_clip() -> CLIPBackbone:
     torch.manual_seed(0)
     return tiny_clip()
@@ -210,8 +215,10 @@ def test_dinov2_names_and_bad_size() -> None:
 
 def test_built_through_the_registry() -> None:
     dino = restorekit.build("backbone", {"type": "dinov2", "size": "s", "img_size": 56, "model_kwargs": TINY})
-    timm_bb = restorekit.build("backbone", {"type": "timm", "model_name": "vit_small_patch14_reg4_dinov2",
-                                            "img_size": 56, "model_kwargs": TINY})
+    timm_bb = restorekit.build(
+        "backbone",
+        {"type": "timm", "model_name": "vit_small_patch14_reg4_dinov2", "img_size": 56, "model_kwargs": TINY},
+    )
     clip = restorekit.build("backbone", {"type": "clip", "vision_cfg": TINY_CLIP})
     assert isinstance(dino, DINOv2Backbone) and isinstance(timm_bb, TimmBackbone) and isinstance(clip, CLIPBackbone)
     assert timm_bb(torch.rand(1, 3, 28, 28), [0])[0].shape == (1, 32, 2, 2)  # register tokens dropped
@@ -280,7 +287,8 @@ def test_unset_dtype_inherits_the_callers_autocast(amp_device: str) -> None:
 
 # -- weights -------------------------------------------------------------------------------
 @pytest.mark.parametrize(
-    "size,registers", [("s", False), ("s", True), ("g", False), ("g", True)],
+    "size,registers",
+    [("s", False), ("s", True), ("g", False), ("g", True)],
     ids=["vits", "vits-reg4", "vitg-swiglu", "vitg-swiglu-reg4"],
 )
 def test_timm_and_release_files_load_to_identical_features(tmp_path, size: str, registers: bool) -> None:
@@ -376,7 +384,9 @@ def test_hub_tag_loads_from_the_local_cache_offline(empty_hub_cache) -> None:
     x = torch.rand(1, 3, 28, 28)
     torch.testing.assert_close(loaded(x, [2])[2], source(x, [2])[2], rtol=0, atol=0)
     assert loaded.weights_record()["weights"] == "vit_small_patch14_dinov2.lvd142m"
-    assert loaded.weights_record()["sha256"] == hashlib.sha256((snapshot / "model.safetensors").read_bytes()).hexdigest()
+    assert (
+        loaded.weights_record()["sha256"] == hashlib.sha256((snapshot / "model.safetensors").read_bytes()).hexdigest()
+    )
 
 
 def test_unknown_tags_list_the_known_ones() -> None:
@@ -399,7 +409,8 @@ def test_open_clip_checkpoint_round_trip(tmp_path) -> None:
     save_state(clip_model.visual.state_dict(), tower_only)
     x = torch.rand(2, 3, 64, 64)
     normalised = (x - torch.tensor(open_clip.OPENAI_DATASET_MEAN).view(1, 3, 1, 1)) / torch.tensor(
-        open_clip.OPENAI_DATASET_STD).view(1, 3, 1, 1)
+        open_clip.OPENAI_DATASET_STD
+    ).view(1, 3, 1, 1)
     with torch.no_grad():
         expected = clip_model.visual.forward_intermediates(normalised, indices=[0, 1], intermediates_only=True)
     for path in (full, tower_only):

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import torch
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from restorekit.tiny import DINO_IR_LAYERS
-from hypothesis import strategies as st
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "benchmarks"
@@ -221,8 +221,12 @@ def test_tiny_specs_of_every_recipe_build_with_the_same_parts():
         assert trainable < 2_000_000, f"{name}: tiny model has {trainable:,} parameters"
         if spec["type"] == "dino_ir":
             full = recipe["model"]
-            assert type(model.backbone).__name__ == {"dinov2": "DINOv2Backbone", "clip": "CLIPBackbone",
-                                                     "timm": "TimmBackbone"}[full["backbone"]["type"]]
+            assert (
+                type(model.backbone).__name__
+                == {"dinov2": "DINOv2Backbone", "clip": "CLIPBackbone", "timm": "TimmBackbone"}[
+                    full["backbone"]["type"]
+                ]
+            )
             assert model.backbone.num_layers > max(spec.get("layers", DINO_IR_LAYERS))
             assert model.layers == list(full.get("layers", DINO_IR_LAYERS))
             frozen = sum(p.numel() for p in model.backbone.parameters())
@@ -370,7 +374,8 @@ def test_scaling_tiny_writes_flop_ratios_per_rule_targets_and_the_plot(tmp_path)
     assert budget < min(whole, windowed) and windowed != whole
     assert all(r["peak_mib"] > 0 and r["ratio"] > 1 for r in flops.values())
     assert {(r["rule"], r["size"]) for r in result["rows"] if r["kind"] == "time"} == {
-        (rule, size) for rule in ("global", "windowed", "budget") for size in (64, 128)}
+        (rule, size) for rule in ("global", "windowed", "budget") for size in (64, 128)
+    }
     assert [t["status"] for t in result["targets"]] == ["n/a"] * 3 and "stride 8, windowed" in proc.stdout
 
 
@@ -424,8 +429,16 @@ def test_benchmarks_build_and_step_through_the_engine() -> None:
     assert bench.forward_loss is step.forward_loss
     speed = _load("speed")
     model, loss = bench.build_model_and_loss({"type": "restormer", **bench.TINY["body"]["restormer"]}, None)
-    setting = speed.Setting(device=torch.device("cpu"), precision="fp32", tiny=True, train_batch=1, train_size=16,
-                            infer_size=16, warmup=0, repeat=1)
+    setting = speed.Setting(
+        device=torch.device("cpu"),
+        precision="fp32",
+        tiny=True,
+        train_batch=1,
+        train_size=16,
+        infer_size=16,
+        warmup=0,
+        repeat=1,
+    )
     train_step = speed.TrainStep(model, loss, setting, speed.Levers())
     assert type(train_step.optimizer) is torch.optim.AdamW  # the engine's default optimizer, from its registry
     assert train_step.optimizer.defaults["weight_decay"] == 0.01

@@ -135,12 +135,12 @@ def test_channel_attention_matches_per_head_softmax_over_channels():
     assert out.shape == (b, cq, h, w)
     for n in range(b):
         for head in range(heads):
-            qs = q[n, head * 3:(head + 1) * 3].reshape(3, -1)
-            ks = k[n, head * 2:(head + 1) * 2].reshape(2, -1)
-            vs = v[n, head * 2:(head + 1) * 2].reshape(2, -1)
+            qs = q[n, head * 3 : (head + 1) * 3].reshape(3, -1)
+            ks = k[n, head * 2 : (head + 1) * 2].reshape(2, -1)
+            vs = v[n, head * 2 : (head + 1) * 2].reshape(2, -1)
             qs, ks = qs / qs.norm(dim=1, keepdim=True), ks / ks.norm(dim=1, keepdim=True)
             attn = torch.softmax(qs @ ks.T * temp[head, 0, 0], dim=1)
-            torch.testing.assert_close(out[n, head * 3:(head + 1) * 3].reshape(3, -1), attn @ vs)
+            torch.testing.assert_close(out[n, head * 3 : (head + 1) * 3].reshape(3, -1), attn @ vs)
 
 
 # -- any input size ----------------------------------------------------------------------

@@ -38,8 +38,9 @@ def test_save_load_round_trip(tmp_path: Path, name):
     torch.save(source.state_dict(), path)
     fresh = make(name, seed=1)
     assert not torch.equal(outputs(fresh), outputs(source))
-    loaded = build("body", {"type": name, **TINY, **(TINY_PROMPTS if name == "promptir" else {}),
-                            "weights": str(path)}).eval()
+    loaded = build(
+        "body", {"type": name, **TINY, **(TINY_PROMPTS if name == "promptir" else {}), "weights": str(path)}
+    ).eval()
     assert torch.equal(outputs(loaded), outputs(source))
 
 
@@ -162,7 +163,10 @@ def test_restormer_weights_in_promptir_name_file_architecture_and_keys(tmp_path:
 def test_other_width_reports_shapes(tmp_path: Path):
     path = tmp_path / "wide.pth"
     torch.save(make("restormer", seed=0, ffn_expansion_factor=3.0).state_dict(), path)
-    with pytest.raises(CheckpointError, match=r"wide\.pth.*restormer.*ffn\.project_in\.weight: file \(48, 8, 1, 1\) vs model \(42, 8, 1, 1\)"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"wide\.pth.*restormer.*ffn\.project_in\.weight: file \(48, 8, 1, 1\) vs model \(42, 8, 1, 1\)",
+    ):
         make("restormer", seed=0).load_weights(path)
 
 

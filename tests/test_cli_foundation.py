@@ -13,8 +13,9 @@ import pytest
 
 def run_cli(*args, cwd=None):
     env = {**os.environ, "RESTOREKIT_DISABLE_PLUGINS": "1"}
-    return subprocess.run([sys.executable, "-m", "restorekit", *args], capture_output=True,
-                          text=True, env=env, cwd=cwd, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "restorekit", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300
+    )
 
 
 def test_import_restorekit_is_light():

@@ -15,17 +15,17 @@ from typing import Any
 
 import pytest
 import torch
+from plugin_dists import write_dist
+from test_datasets import make_protocol_root, tiny
 from torch import nn
 
 import restorekit
-from plugin_dists import write_dist
 from restorekit import contracts
 from restorekit.catalog import BUILTINS
 from restorekit.errors import BuildError
 from restorekit.frozen import trainable_state_dict
 from restorekit.registry import KINDS, refresh_plugins, registry
 from restorekit.tiny import BUILD_CONTEXT, TINY, tiny_model_spec
-from test_datasets import make_protocol_root, tiny
 
 BUILTIN_PARTS = [(kind, name) for kind in KINDS for name in BUILTINS.get(kind, {})]
 
@@ -199,11 +199,22 @@ def check_logger(build: Any, tmp_path: Path) -> None:
     part = build(run_dir=tmp_path)
     assert isinstance(part, contracts.RunLogger)
     part.add_text("recipe", "model: {type: restormer}\ntrain: {iterations: 2}")
-    part.write({"step": 1, "loss": 0.5, "loss_avg": 0.5, "lr": 1e-3, "grad_norm": float("nan"),
-                "terms": {"l1": 0.5}, "it_s": 3.0, "skipped_total": 0})
+    part.write(
+        {
+            "step": 1,
+            "loss": 0.5,
+            "loss_avg": 0.5,
+            "lr": 1e-3,
+            "grad_norm": float("nan"),
+            "terms": {"l1": 0.5},
+            "it_s": 3.0,
+            "skipped_total": 0,
+        }
+    )
     part.write({"step": 1, "event": "nonfinite_skip", "loss": float("nan"), "grad_norm": 1.0, "in_a_row": 1})
-    part.write({"step": 2, "event": "validation", "tasks": {"noise": {"psnr": 30.0, "psnr_in": 20.0}},
-                "mean": {"psnr": 30.0}})
+    part.write(
+        {"step": 2, "event": "validation", "tasks": {"noise": {"psnr": 30.0, "psnr_in": 20.0}}, "mean": {"psnr": 30.0}}
+    )
     if part.takes_images:
         part.add_images(2, {"val/noise/0": torch.rand(3, 8, 24)})
     part.close()
@@ -340,7 +351,9 @@ def test_an_installed_plugin_keeps_the_same_contracts(contract_plugin: Path, kin
 
 
 def test_a_plugin_backbone_without_the_frozen_contract_is_refused_by_name(contract_plugin: Path) -> None:
-    with pytest.raises(BuildError, match=r"backbone: Frozenless does not keep the backbone contract \(missing: .*frozen"):
+    with pytest.raises(
+        BuildError, match=r"backbone: Frozenless does not keep the backbone contract \(missing: .*frozen"
+    ):
         restorekit.build_model(tiny_model_spec({"type": "dino_ir", "backbone": {"type": "frozenless"},
                                                 "layers": [0, 1]}))  # fmt: skip
 
@@ -373,6 +386,7 @@ def test_plugin_parts_drive_training_end_to_end(contract_plugin: Path, tmp_path:
     import json
 
     import engine_fakes
+
     from restorekit.engine import checkpoint as ckpt
     from restorekit.engine.train import train
 

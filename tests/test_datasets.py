@@ -84,7 +84,12 @@ def _png16_with_every_filter(array: np.ndarray, colour_type: int) -> bytes:
         return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body) & 0xFFFFFFFF)
 
     header = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"".join(lines))) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"".join(lines)))
+        + chunk(b"IEND", b"")
+    )
 
 
 @pytest.mark.parametrize("channels, colour_type", [(3, 2), (4, 6), (2, 4)])
@@ -170,8 +175,17 @@ def test_synthetic_is_deterministic_per_index(tmp_path):
 def test_samples_split_is_fixed_and_disjoint():
     assert set(TRAIN_IMAGES).isdisjoint(TEST_IMAGES)
     assert set(TRAIN_IMAGES) | set(TEST_IMAGES) == set(SAMPLE_IMAGES)
-    for name in ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "retina",
-                 "immunohistochemistry", "motorcycle_left", "camera"):
+    for name in (
+        "astronaut",
+        "coffee",
+        "chelsea",
+        "rocket",
+        "hubble_deep_field",
+        "retina",
+        "immunohistochemistry",
+        "motorcycle_left",
+        "camera",
+    ):
         assert name in SAMPLE_IMAGES
     test = SamplesDataset(degradation={"type": "haze"}, split="test", max_size=64)
     assert test.names == list(TEST_IMAGES) and test.task == "haze"
@@ -246,11 +260,17 @@ def test_protocol_layouts_pair_and_count(protocol_root, caplog):
     assert sots["lq"].shape == sots["gt"].shape == (3, 12, 16), "the clean border is centre-cropped"
 
     deblur = DeblurDataset(split="train", root=root)
-    assert deblur.names == ["GOPR0372_07_00/000000", "GOPR0372_07_00/000001",
-                            "GOPR0374_11_00/000000", "GOPR0374_11_00/000001"]
+    assert deblur.names == [
+        "GOPR0372_07_00/000000",
+        "GOPR0372_07_00/000001",
+        "GOPR0374_11_00/000000",
+        "GOPR0374_11_00/000001",
+    ]
     lowlight = LowLightDataset(split="train", root=root)
     item = lowlight[1]
-    assert item["task"] == "lowlight" and torch.equal(item["gt"], read_image(protocol_root / "lowlight/train/high/1.png"))
+    assert item["task"] == "lowlight" and torch.equal(
+        item["gt"], read_image(protocol_root / "lowlight/train/high/1.png")
+    )
 
 
 def test_denoise_test_noise_is_fixed(protocol_root):
@@ -280,13 +300,15 @@ def test_protocol_errors_name_the_folder(protocol_root, tmp_path):
 
 # -- recipe data sections ---------------------------------------------------------------
 def test_eval_sets_and_limit(protocol_root):
-    sets = build_eval_sets({
-        "root": str(protocol_root),
-        "val": {
-            "derain": {"dataset": {"type": "derain", "split": "test"}, "limit": 1},
-            "denoise_25": {"dataset": {"type": "denoise", "split": "test", "sigma": 25}},
-        },
-    })
+    sets = build_eval_sets(
+        {
+            "root": str(protocol_root),
+            "val": {
+                "derain": {"dataset": {"type": "derain", "split": "test"}, "limit": 1},
+                "denoise_25": {"dataset": {"type": "denoise", "split": "test", "sigma": 25}},
+            },
+        }
+    )
     assert list(sets) == ["derain", "denoise_25"]
     assert len(sets["derain"]) == 1 and len(sets["denoise_25"]) == 2
     assert sets["denoise_25"][0]["task"] == "denoise_25"

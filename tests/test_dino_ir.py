@@ -3,26 +3,28 @@
 from __future__ import annotations
 
 import dataclasses
-
 import warnings
 
 import pytest
 import torch
+from tiny_dino_ir import tiny_dino_ir
 
 import restorekit.models.dino_ir as dino_ir_module
 from restorekit import build, build_model
 from restorekit.adapters.dino_restore import DinoRestoreAdapter
+from restorekit.contracts import ModelAux, sum_terms
+from restorekit.engine.parts import loss_type
+from restorekit.engine.step import forward_loss
 from restorekit.errors import BuildError
 from restorekit.frozen import frozen_records, trainable_state_dict
 from restorekit.fusion.concat import ConcatFusion
 from restorekit.fusion.msf import MultiLayerSemanticFusion
-from restorekit.contracts import ModelAux, sum_terms
-from restorekit.engine.parts import loss_type
-from restorekit.engine.step import forward_loss
 from restorekit.tiny import TINY, tiny_backbone_spec
-from tiny_dino_ir import tiny_dino_ir
 
-LOSS = {"type": "weighted_sum", "terms": [{"type": "l1", "weight": 1.0}, {"type": "dpc", "weight": 0.1, "layers": [1, 3]}]}
+LOSS = {
+    "type": "weighted_sum",
+    "terms": [{"type": "l1", "weight": 1.0}, {"type": "dpc", "weight": 0.1, "layers": [1, 3]}],
+}
 
 
 def _perturb_zero_init(model) -> None:
@@ -46,8 +48,11 @@ def test_build_model_gives_the_defaults() -> None:
     assert model.fusion.num_experts == 4 and model.fusion.top_k == 4 and model.fusion.out_channels == 384
     assert list(model.adapters) == ["latent", "decoder3", "decoder2"]
     widths = {p: (a.fusion_type, a.query, a.heads, a.adaption.proj.out_channels) for p, a in model.adapters.items()}
-    assert widths == {"latent": ("attention", "guide", 8, 384), "decoder3": ("attention", "guide", 4, 192),
-                      "decoder2": ("attention", "guide", 2, 96)}
+    assert widths == {
+        "latent": ("attention", "guide", 8, 384),
+        "decoder3": ("attention", "guide", 4, 192),
+        "decoder2": ("attention", "guide", 2, 96),
+    }
     body_params = sum(p.numel() for p in model.body.parameters())
     assert body_params == 26_126_644  # the official Restormer
     assert all(not p.requires_grad for p in model.backbone.parameters())
@@ -99,15 +104,22 @@ def test_gradients_reach_every_trainable_parameter_and_never_the_backbone() -> N
     def grads() -> dict[str, bool]:
         model.zero_grad(set_to_none=True)
         forward_loss(model, model, loss, lq, gt).total.backward()
-        return {n: p.grad is not None and bool(p.grad.abs().sum() > 0) for n, p in model.named_parameters()
-                if p.requires_grad}
+        return {
+            n: p.grad is not None and bool(p.grad.abs().sum() > 0)
+            for n, p in model.named_parameters()
+            if p.requires_grad
+        }
 
     assert all(p.grad is None for p in model.backbone.parameters())
     at_init = grads()
     # At init only the zero-initialised projections (and the body) can learn: everything
     # upstream of a zero layer gets an exactly zero gradient.
-    zero = {f"adapters.{p}.{n}" for p, a in model.adapters.items() for n, _ in a.named_parameters()
-            if n.startswith("project_out")}
+    zero = {
+        f"adapters.{p}.{n}"
+        for p, a in model.adapters.items()
+        for n, _ in a.named_parameters()
+        if n.startswith("project_out")
+    }
     upstream = [n for n in at_init if n.startswith(("fusion.", "adapters.")) and n not in zero]
     assert all(at_init[n] for n in zero) and not any(at_init[n] for n in upstream)
     assert all(v for n, v in at_init.items() if n.startswith("body."))
@@ -115,8 +127,11 @@ def test_gradients_reach_every_trainable_parameter_and_never_the_backbone() -> N
     after = grads()
     # With top_k=2 an expert no sample picked has gate 0: its own weights get no gradient.
     picked = (model.fusion.last_gate > 0).any(dim=0)
-    missing = [n for n, ok in after.items() if not ok
-               and not (n.startswith("fusion.experts.") and not picked[int(n.split(".")[2])])]
+    missing = [
+        n
+        for n, ok in after.items()
+        if not ok and not (n.startswith("fusion.experts.") and not picked[int(n.split(".")[2])])
+    ]
     assert missing == []
     assert all(p.grad is None for p in model.backbone.parameters())
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny_dino_ir import tiny_dino_ir
 
 from restorekit import build
 from restorekit.errors import BuildError
 from restorekit.losses.dpc import DPCLoss, feature_distance
 from restorekit.tiny import tiny_backbone_spec
-from tiny_dino_ir import tiny_dino_ir
 
 TINY_BACKBONE = tiny_backbone_spec({"type": "dinov2", "size": "s"}, depth=4)
 

@@ -22,12 +22,34 @@ BASELINE = ROOT / "recipes" / "demo" / "restormer_tiny.yaml"
 VENV_BIN = Path(sys.executable).parent
 
 # The demo recipes, shrunk: same parts and data, a few seconds of work.
-DATA = ["-o", "data.patch_size=32", "-o", "train.batch_size=2", "-o", "train.threads=1",
-        "-o", "train.progress=false", "-o", "train.log_every=1", "-o", "train.schedule.warmup_iters=2"]
+DATA = [
+    "-o",
+    "data.patch_size=32",
+    "-o",
+    "train.batch_size=2",
+    "-o",
+    "train.threads=1",
+    "-o",
+    "train.progress=false",
+    "-o",
+    "train.log_every=1",
+    "-o",
+    "train.schedule.warmup_iters=2",
+]
 for _task in ("noise", "rain", "haze"):
     DATA += ["-o", f"data.val.{_task}.dataset.max_size=48", "-o", f"data.train.{_task}.dataset.max_size=96"]
-SMALL_DINO_IR = ["-o", "model.body.dim=8", "-o", "model.body.heads=[1,1,2,2]", "-o", "model.fusion_channels=16",
-                 "-o", "model.backbone.model_kwargs.embed_dim=32", "-o", "model.adapter.head_channels=8"]
+SMALL_DINO_IR = [
+    "-o",
+    "model.body.dim=8",
+    "-o",
+    "model.body.heads=[1,1,2,2]",
+    "-o",
+    "model.fusion_channels=16",
+    "-o",
+    "model.backbone.model_kwargs.embed_dim=32",
+    "-o",
+    "model.adapter.head_channels=8",
+]
 SMALL_RESTORMER = ["-o", "model.dim=8", "-o", "model.heads=[1,1,2,2]"]
 TINY = SMALL_DINO_IR + DATA
 TINY_BASELINE = SMALL_RESTORMER + DATA
@@ -38,8 +60,14 @@ def env() -> dict[str, str]:
 
 
 def cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "restorekit", *args], capture_output=True, text=True,
-                          env=env(), cwd=ROOT, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "restorekit", *args],
+        capture_output=True,
+        text=True,
+        env=env(),
+        cwd=ROOT,
+        timeout=timeout,
+    )
 
 
 def records(run_dir: Path) -> list[dict]:
@@ -57,8 +85,9 @@ def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
 def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
     """The demo recipe for 6 iterations, evaluated at the end as the demo does."""
     out = tmp_path_factory.mktemp("demo") / "run"
-    proc = cli("train", str(DEMO), *TINY, "-o", "train.iterations=6", "-o", "train.ckpt_every=3",
-               "-o", f"train.out_dir={out}")
+    proc = cli(
+        "train", str(DEMO), *TINY, "-o", "train.iterations=6", "-o", "train.ckpt_every=3", "-o", f"train.out_dir={out}"
+    )
     return out, proc
 
 
@@ -79,8 +108,19 @@ def test_demo_recipe_trains_evaluates_and_draws_a_grid(demo_run) -> None:
 
 def test_eval_command_reports_tables(demo_run, tmp_path: Path) -> None:
     run_dir, _ = demo_run
-    proc = cli("eval", str(DEMO), "--weights", str(run_dir), *TINY, "-o", "eval.crop_multiple=0",
-               "--report", str(tmp_path / "rep"), "--save-outputs", str(tmp_path / "img"))
+    proc = cli(
+        "eval",
+        str(DEMO),
+        "--weights",
+        str(run_dir),
+        *TINY,
+        "-o",
+        "eval.crop_multiple=0",
+        "--report",
+        str(tmp_path / "rep"),
+        "--save-outputs",
+        str(tmp_path / "img"),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "protocol: full image" in proc.stdout and "| haze | 3 |" in proc.stdout
     report = json.loads((tmp_path / "rep" / "eval.json").read_text())
@@ -133,9 +173,20 @@ def test_sigkill_at_a_random_moment_then_resume_is_bitwise_identical(tmp_path: P
     """Kill -9 twice at random moments, each after the (resumed) run wrote a new checkpoint;
     the resumed run ends with the same bytes as an uninterrupted one (CPU, one thread,
     deterministic algorithms)."""
-    args = [str(BASELINE), *TINY_BASELINE, "-o", "train.iterations=40", "-o", "train.ckpt_every=4",
-            "-o", "train.keep_last=2",
-            "-o", "train.deterministic=true", "-o", "eval.after_train=false"]
+    args = [
+        str(BASELINE),
+        *TINY_BASELINE,
+        "-o",
+        "train.iterations=40",
+        "-o",
+        "train.ckpt_every=4",
+        "-o",
+        "train.keep_last=2",
+        "-o",
+        "train.deterministic=true",
+        "-o",
+        "eval.after_train=false",
+    ]
     full = cli("train", *args, "-o", f"train.out_dir={tmp_path / 'full'}")
     assert full.returncode == 0, full.stderr[-3000:]
     cut = tmp_path / "cut"
@@ -144,9 +195,13 @@ def test_sigkill_at_a_random_moment_then_resume_is_bitwise_identical(tmp_path: P
     kills: list[tuple[int, int]] = []  # (checkpoint the run started from, newest when killed)
     for _ in range(2):
         started_from = newest_checkpoint(cut)
-        proc = subprocess.Popen([sys.executable, "-m", "restorekit", "train", *args, "-o", f"train.out_dir={cut}",
-                                 "--resume", "auto"], env=env(), cwd=ROOT,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "restorekit", "train", *args, "-o", f"train.out_dir={cut}", "--resume", "auto"],
+            env=env(),
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.time() + 120
         # Progress first: this run has written a checkpoint past the one it started from.
         while time.time() < deadline and proc.poll() is None and newest_checkpoint(cut) <= started_from:
@@ -172,15 +227,42 @@ def test_sigkill_at_a_random_moment_then_resume_is_bitwise_identical(tmp_path: P
 def test_torchrun_gloo_two_processes_match_one(tmp_path: Path) -> None:
     """Global batch 4: two gloo ranks, each accumulating two micro-batches of 1 (gradients
     all-reduced once per step), give the loss trajectory of one process of 4."""
-    args = [str(BASELINE), *TINY_BASELINE, "-o", "train.batch_size=4", "-o", "train.iterations=5",
-            "-o", "train.ckpt_every=5",
-            "-o", "eval.after_train=false", "-o", "train.device=cpu"]
+    args = [
+        str(BASELINE),
+        *TINY_BASELINE,
+        "-o",
+        "train.batch_size=4",
+        "-o",
+        "train.iterations=5",
+        "-o",
+        "train.ckpt_every=5",
+        "-o",
+        "eval.after_train=false",
+        "-o",
+        "train.device=cpu",
+    ]
     one = cli("train", *args, "-o", f"train.out_dir={tmp_path / 'one'}")
     assert one.returncode == 0, one.stderr[-3000:]
     two = subprocess.run(
-        [str(VENV_BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", "-m", "restorekit", "train", *args,
-         "-o", "train.accumulate=2", "-o", f"train.out_dir={tmp_path / 'two'}"],
-        capture_output=True, text=True, env=env(), cwd=ROOT, timeout=300,
+        [
+            str(VENV_BIN / "torchrun"),
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "restorekit",
+            "train",
+            *args,
+            "-o",
+            "train.accumulate=2",
+            "-o",
+            f"train.out_dir={tmp_path / 'two'}",
+        ],
+        capture_output=True,
+        text=True,
+        env=env(),
+        cwd=ROOT,
+        timeout=300,
     )
     assert two.returncode == 0, two.stderr[-3000:]
     info = json.loads((tmp_path / "two" / "run.json").read_text())

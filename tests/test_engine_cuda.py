@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+import engine_fakes
 import pytest
 import torch
 
-import engine_fakes
 from restorekit.engine import checkpoint as ckpt
 from restorekit.engine.train import Trainer, train
 
@@ -18,13 +18,26 @@ pytestmark = [
     pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine"),
 ]
 
-TINY_RESTORMER = {"type": "restormer", "dim": 16, "num_blocks": [1, 1, 1, 1], "heads": [1, 2, 4, 8],
-                  "num_refinement_blocks": 1}
+TINY_RESTORMER = {
+    "type": "restormer",
+    "dim": 16,
+    "num_blocks": [1, 1, 1, 1],
+    "heads": [1, 2, 4, 8],
+    "num_refinement_blocks": 1,
+}
 
 
 def recipe(out: Path, **train_keys: Any) -> dict:
-    keys = {"iterations": 30, "batch_size": 8, "ckpt_every": 10, "log_every": 1, "lr": 1e-3,
-            "out_dir": str(out), "progress": False, "device": "cuda"}
+    keys = {
+        "iterations": 30,
+        "batch_size": 8,
+        "ckpt_every": 10,
+        "log_every": 1,
+        "lr": 1e-3,
+        "out_dir": str(out),
+        "progress": False,
+        "device": "cuda",
+    }
     keys.update(train_keys)
     return {"name": "cuda-test", "model": dict(TINY_RESTORMER), "loss": {"type": "l1"}, "train": keys}
 
@@ -96,8 +109,10 @@ def dino_ir_with_dpc() -> tuple[dict, dict]:
     """A tiny DINO-IR and L1 + DPC: the loss runs the backbone on the output, with gradients."""
     from restorekit.tiny import tiny_loss_spec, tiny_model_spec
 
-    loss = {"type": "weighted_sum", "terms": [{"type": "l1", "weight": 1.0}, {"type": "dpc", "weight": 0.1,
-                                                                             "layers": [0, 1]}]}
+    loss = {
+        "type": "weighted_sum",
+        "terms": [{"type": "l1", "weight": 1.0}, {"type": "dpc", "weight": 0.1, "layers": [0, 1]}],
+    }
     return tiny_model_spec({"type": "dino_ir", "layers": [0, 1]}, loss), tiny_loss_spec(loss)
 
 
@@ -123,8 +138,9 @@ def test_a_training_step_reads_the_device_once(tmp_path: Path) -> None:
     """The NaN guard's flags are the step's only host read; steps between log lines add none."""
     import warnings
 
-    trainer = Trainer(recipe(tmp_path / "run", iterations=6, log_every=100, ckpt_every=100, ema_decay=0.99),
-                      stream=stream())
+    trainer = Trainer(
+        recipe(tmp_path / "run", iterations=6, log_every=100, ckpt_every=100, ema_decay=0.99), stream=stream()
+    )
     counts: list[tuple[int, int]] = []
     original = trainer._step
 

@@ -16,8 +16,13 @@ from restorekit.engine.step import forward_loss
 from restorekit.recipes import load_recipe
 
 DEMO = Path(__file__).resolve().parents[1] / "recipes" / "demo" / "dino_ir_tiny.yaml"
-SMALLER = ["model.body.dim=8", "model.body.heads=[1,1,2,2]", "model.fusion_channels=16",
-           "model.backbone.model_kwargs.embed_dim=32", "model.adapter.head_channels=8"]
+SMALLER = [
+    "model.body.dim=8",
+    "model.body.heads=[1,1,2,2]",
+    "model.fusion_channels=16",
+    "model.backbone.model_kwargs.embed_dim=32",
+    "model.adapter.head_channels=8",
+]
 OPTIONS = [arg for override in SMALLER for arg in ("-o", override)]
 
 
@@ -59,24 +64,53 @@ def test_the_dry_run_counts_what_a_real_step_runs(no_gpu_no_pixels: None) -> Non
 
 
 @pytest.mark.filterwarnings("ignore:.*randomly initialised")
-def test_the_command_prints_the_plan_and_exits_0(no_gpu_no_pixels: None, capsys: pytest.CaptureFixture,
-                                                 tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_command_prints_the_plan_and_exits_0(
+    no_gpu_no_pixels: None, capsys: pytest.CaptureFixture, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
-    code = main(["train", str(DEMO), *OPTIONS, "--dry-run", "--world-size", "2", "-o", "train.batch_size=8",
-                 "-o", "train.accumulate=2"])
+    code = main(
+        [
+            "train",
+            str(DEMO),
+            *OPTIONS,
+            "--dry-run",
+            "--world-size",
+            "2",
+            "-o",
+            "train.batch_size=8",
+            "-o",
+            "train.accumulate=2",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0, out
     assert "global batch 8 = 2 process(es) x accumulate 2 x micro-batch 2, patches of 48 px" in out
-    for line in ("backbone", "per micro-step (2 x 48 px)", "whole run (2,000 steps)", "DDP gradient buckets",
-                 "activations kept for backward", "33.3% of samples"):
+    for line in (
+        "backbone",
+        "per micro-step (2 x 48 px)",
+        "whole run (2,000 steps)",
+        "DDP gradient buckets",
+        "activations kept for backward",
+        "33.3% of samples",
+    ):
         assert line in out, line
     assert not list(tmp_path.iterdir())  # nothing written: no run folder
 
 
 @pytest.mark.filterwarnings("ignore:.*randomly initialised")
 def test_a_missing_dataset_is_listed_and_fails_the_dry_run(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    code = main(["train", str(DEMO), *OPTIONS, "--dry-run", "-o", f"data.root={tmp_path}",
-                 "-o", "data.train.rain.dataset={type: derain, split: train}"])
+    code = main(
+        [
+            "train",
+            str(DEMO),
+            *OPTIONS,
+            "--dry-run",
+            "-o",
+            f"data.root={tmp_path}",
+            "-o",
+            "data.train.rain.dataset={type: derain, split: train}",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 1
     assert "rain: ERROR: data.train.rain: derain train folder not found" in out

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import engine_fakes
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-import engine_fakes
 from restorekit.engine.config import EvalConfig
 from restorekit.engine.evaluate import evaluate, unique_output_names
 from restorekit.engine.infer import ImageRestoreError, plan_outputs, restore_files
@@ -57,10 +57,13 @@ def test_folder_restore_refuses_an_unwritable_format_before_writing_anything(tmp
     assert not out.exists()  # nothing written, not even the folder
 
 
-@pytest.mark.parametrize("kind, suffix, problem", [
-    ("rgba", ".jpg", "JPEG has no alpha channel"),
-    ("gray16", ".jpg", "16-bit images can be written as PNG or TIFF, not .jpg"),
-])
+@pytest.mark.parametrize(
+    "kind, suffix, problem",
+    [
+        ("rgba", ".jpg", "JPEG has no alpha channel"),
+        ("gray16", ".jpg", "16-bit images can be written as PNG or TIFF, not .jpg"),
+    ],
+)
 def test_file_restore_names_the_output_once(tmp_path: Path, kind: str, suffix: str, problem: str) -> None:
     files = _images(tmp_path / "in")
     target = tmp_path / f"out{suffix}"
@@ -115,8 +118,9 @@ def test_save_outputs_keeps_subfolders_and_never_overwrites(tmp_path: Path, list
 
     names = ["a/img", "b/img", "img", "img"]
     dataset = NamedSet(names, listed=listed)
-    evaluate(Identity(), {"noise": dataset}, EvalConfig(crop_multiple=0), torch.device("cpu"),
-             save_dir=tmp_path / "saved")
+    evaluate(
+        Identity(), {"noise": dataset}, EvalConfig(crop_multiple=0), torch.device("cpu"), save_dir=tmp_path / "saved"
+    )
     saved = sorted(p.relative_to(tmp_path / "saved").as_posix() for p in (tmp_path / "saved").rglob("*.png"))
     assert saved == ["noise/a/img.png", "noise/b/img.png", "noise/img-3.png", "noise/img.png"]
     for rel, item in zip(["a/img", "b/img", "img", "img-3"], dataset.items):  # each holds its own image
@@ -130,10 +134,24 @@ def test_output_names_stay_inside_the_task_folder() -> None:
 
 # -- 4: --no-ema on a run folder says the best step was chosen by the EMA's score ------
 def _run(out: Path, **train_keys: Any) -> Path:
-    keys = {"iterations": 4, "batch_size": 2, "ckpt_every": 100, "val_every": 2, "log_every": 1, "lr": 1e-3,
-            "out_dir": str(out), "progress": False, "deterministic": True, **train_keys}
-    recipe = {"name": "engine-test", "model": {"type": "engine_test_convnet"},
-              "loss": {"type": "engine_test_nan"}, "train": keys}
+    keys = {
+        "iterations": 4,
+        "batch_size": 2,
+        "ckpt_every": 100,
+        "val_every": 2,
+        "log_every": 1,
+        "lr": 1e-3,
+        "out_dir": str(out),
+        "progress": False,
+        "deterministic": True,
+        **train_keys,
+    }
+    recipe = {
+        "name": "engine-test",
+        "model": {"type": "engine_test_convnet"},
+        "loss": {"type": "engine_test_nan"},
+        "train": keys,
+    }
     eval_sets = {"noise": engine_fakes.FakeEvalSet(count=1, size=16)}
     return train(recipe, stream=engine_fakes.FakeStream(2, patch=16), eval_sets=eval_sets).run_dir
 

@@ -6,12 +6,12 @@ import json
 import math
 from pathlib import Path
 
+import engine_fakes
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import engine_fakes
 from restorekit.engine import checkpoint as ckpt
 from restorekit.engine.config import EvalConfig, TrainConfig, build_schedule, eval_config, train_config
 from restorekit.engine.distributed import per_rank_batch
@@ -43,14 +43,20 @@ def test_train_section_defaults_and_values() -> None:
         ({"compile": "yes"}, "train.compile must be true or false"),
         ({"amp": "fp8"}, "train.amp must be one of 'auto', 'bf16', 'fp16', 'off'"),
         ({"accumulate": 0}, "train.accumulate must be >= 1"),
-        ({"batch_size": 6, "accumulate": 4}, r"train.batch_size \(6\) is the global batch and must be divisible by "
-                                             r"train.accumulate \(4\)"),
+        (
+            {"batch_size": 6, "accumulate": 4},
+            r"train.batch_size \(6\) is the global batch and must be divisible by "
+            r"train.accumulate \(4\)",
+        ),
         ({"loggers": "tensorboard"}, "train.loggers must be a list"),
         ({"loggers": ["jsnl"]}, r"train.loggers\[0\]: unknown logger 'jsnl'; did you mean 'jsonl'"),
         ({"loggers": [{"type": "tensorboard", "flush_sec": 3}]}, r"train.loggers\[0\]: .*'flush_sec' -> 'flush_secs'"),
         ({"loggers": ["jsonl", "jsonl"]}, r"train.loggers names \['jsonl'\] twice"),
         ({"optimizer": {"betas": [0.9]}}, "train.optimizer: adamw: betas must be two numbers"),
-        ({"optimizer": {"type": "adamx"}}, "train.optimizer: unknown optimizer 'adamx'; did you mean 'adam' or 'adamw'"),
+        (
+            {"optimizer": {"type": "adamx"}},
+            "train.optimizer: unknown optimizer 'adamx'; did you mean 'adam' or 'adamw'",
+        ),
         ({"optimizer": {"weight_decai": 0}}, "train.optimizer: .*'weight_decai' -> 'weight_decay'"),
         ({"optimizer": 3}, "train.optimizer must be a name or a mapping"),
         ({"iterations": 0}, "train.iterations must be >= 1"),
@@ -85,8 +91,7 @@ def test_global_batch_must_divide() -> None:
 
 # -- schedule -----------------------------------------------------------------------
 @settings(max_examples=60, deadline=None)
-@given(warmup=st.integers(0, 50), extra=st.integers(1, 300), base=st.floats(1e-5, 1e-2),
-       ratio=st.floats(0.0, 1.0))
+@given(warmup=st.integers(0, 50), extra=st.integers(1, 300), base=st.floats(1e-5, 1e-2), ratio=st.floats(0.0, 1.0))
 def test_schedule_warmup_then_cosine(warmup: int, extra: int, base: float, ratio: float) -> None:
     """Warmup ends at lr on its last step, the cosine ends at min_lr on the last step, monotone."""
     total = max(warmup + extra, 2)  # warmup < total, as the recipe check asks; one step is lr
@@ -101,7 +106,7 @@ def test_schedule_warmup_then_cosine(warmup: int, extra: int, base: float, ratio
     else:
         assert rates[0] == base
     assert rates[-1] == low  # min_lr, exactly, at the last training step (index total - 1)
-    decay = rates[max(warmup - 1, 0):]
+    decay = rates[max(warmup - 1, 0) :]
     assert all(b <= a for a, b in zip(decay, decay[1:]))  # monotone decay
     assert all(low <= r <= base for r in decay)
     if len(decay) > 2 and ratio < 0.5:
@@ -219,7 +224,9 @@ def test_load_weights_names_file_and_mismatch(tmp_path: Path) -> None:
     state = {k: v.clone() for k, v in model.state_dict().items()}
     state["extra.weight"] = torch.zeros(1)
     save_file(state, str(file))
-    with pytest.raises(CheckpointError, match=r"w.safetensors does not fit the model: 1 unexpected key\(s\) \(first: extra.weight\)"):
+    with pytest.raises(
+        CheckpointError, match=r"w.safetensors does not fit the model: 1 unexpected key\(s\) \(first: extra.weight\)"
+    ):
         ckpt.load_weights(model, file)
     with pytest.raises(CheckpointError, match="no such file"):
         ckpt.resolve_weights(tmp_path / "missing")
@@ -234,10 +241,10 @@ def test_tiles_cover_and_windows_partition(size: int, tile: int, overlap_frac: f
     covered = torch.zeros(size, dtype=torch.bool)
     total = torch.zeros(size, dtype=torch.float64)
     length = min(tile, size)
-    for i, s in enumerate(starts):
-        covered[s:s + length] = True
+    for s in starts:
+        covered[s : s + length] = True
         w = tile_window(1, length, False, False, s > 0, s + length < size, overlap)[0]
-        total[s:s + length] += w
+        total[s : s + length] += w
         guard = overlap // 4
         if s > 0:
             assert torch.all(w[:guard] == 0)  # no weight near a shared edge
@@ -266,8 +273,9 @@ def test_tiled_restormer_within_tolerance() -> None:
     from restorekit import build_model
 
     torch.manual_seed(0)
-    model = build_model({"type": "restormer", "dim": 8, "num_blocks": [1, 1, 1, 1],
-                         "heads": [1, 1, 2, 2], "num_refinement_blocks": 1}).eval()
+    model = build_model(
+        {"type": "restormer", "dim": 8, "num_blocks": [1, 1, 1, 1], "heads": [1, 1, 2, 2], "num_refinement_blocks": 1}
+    ).eval()
     image = torch.rand(1, 3, 72, 88)
     whole = restore_tensor(model, image)
     tiled = restore_tensor(model, image, tile=48, overlap=24)
@@ -289,7 +297,7 @@ def test_center_crop_to_a_multiple(h: int, w: int, multiple: int) -> None:
         return
     assert out.shape[-2] == h - h % multiple and out.shape[-1] == w - w % multiple
     top, left = (h % multiple) // 2, (w % multiple) // 2  # PromptIR's crop_img offsets
-    assert torch.equal(out, image[:, top:top + out.shape[-2], left:left + out.shape[-1]])
+    assert torch.equal(out, image[:, top : top + out.shape[-2], left : left + out.shape[-1]])
 
 
 def test_evaluate_tiled_equals_whole_and_states_its_protocol() -> None:

@@ -8,16 +8,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import engine_fakes
 import pytest
 import torch
 import torch.distributed as dist
+from test_engine_train import final_tensors, recipe, records
 
-import engine_fakes
 from restorekit.engine import checkpoint as ckpt
 from restorekit.engine.scaler import LossScaling
 from restorekit.engine.train import Trainer, train
 from restorekit.errors import RecipeError
-from test_engine_train import final_tensors, recipe, records
 
 engine_fakes.register()
 
@@ -74,8 +74,9 @@ def test_ddp_all_reduces_gradients_once_per_optimizer_step(tmp_path: Path) -> No
     no_sync(), so the communication hook fires once per optimizer step, not once per micro-step."""
     from torch.nn.parallel import DistributedDataParallel
 
-    trainer = Trainer(recipe(tmp_path / "run", iterations=3, ckpt_every=3, accumulate=4),
-                      stream=engine_fakes.FakeStream(4))
+    trainer = Trainer(
+        recipe(tmp_path / "run", iterations=3, ckpt_every=3, accumulate=4), stream=engine_fakes.FakeStream(4)
+    )
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
     try:
         ddp = DistributedDataParallel(trainer.model)
@@ -99,8 +100,7 @@ def test_ddp_all_reduces_gradients_once_per_optimizer_step(tmp_path: Path) -> No
 # -- precision and the NaN guard --------------------------------------------------------------
 def test_fp16_is_refused_on_the_cpu_with_a_clear_message(tmp_path: Path) -> None:
     with pytest.raises(RecipeError, match=r"my.yaml: train.amp=fp16 .* needs a CUDA device; this run is on cpu"):
-        Trainer(recipe(tmp_path / "run", amp="fp16", device="cpu"), source="my.yaml",
-                stream=engine_fakes.FakeStream(4))
+        Trainer(recipe(tmp_path / "run", amp="fp16", device="cpu"), source="my.yaml", stream=engine_fakes.FakeStream(4))
 
 
 def test_fp16_autocast_reaches_evaluation_and_inference() -> None:
@@ -116,8 +116,9 @@ def test_fp16_autocast_reaches_evaluation_and_inference() -> None:
 def scaled_trainer(rec: dict, init_scale: float) -> Trainer:
     """A CPU trainer with a real GradScaler (CPU fp32 here; the engine uses it for CUDA fp16)."""
     trainer = Trainer(rec, stream=engine_fakes.FakeStream(4))
-    trainer.scaling = LossScaling(True, torch.device("cpu"),
-                                  scaler=torch.amp.GradScaler("cpu", init_scale=init_scale, growth_interval=1000))
+    trainer.scaling = LossScaling(
+        True, torch.device("cpu"), scaler=torch.amp.GradScaler("cpu", init_scale=init_scale, growth_interval=1000)
+    )
     return trainer
 
 
@@ -137,10 +138,18 @@ def test_a_scaler_overflow_is_skipped_without_counting_as_divergence(tmp_path: P
     result = trainer.run()  # three overflows in a row do not reach max_nonfinite = 2
     events = [r for r in records(result.run_dir) if "event" in r]
     assert [(r["step"], r["event"]) for r in events] == [
-        (3, "scaler_skip"), (4, "scaler_skip"), (5, "scaler_skip"), (8, "nonfinite_skip")]
+        (3, "scaler_skip"),
+        (4, "scaler_skip"),
+        (5, "scaler_skip"),
+        (8, "nonfinite_skip"),
+    ]
     assert [r["scale"] for r in events[:3]] == [2.0**15, 2.0**14, 2.0**13]  # lowered at each overflow
     assert result.skipped_steps == 1  # only the NaN loss is a divergence
-    assert torch.equal(weights[1], weights[2]) and torch.equal(weights[1], weights[4]) and torch.equal(weights[6], weights[7])
+    assert (
+        torch.equal(weights[1], weights[2])
+        and torch.equal(weights[1], weights[4])
+        and torch.equal(weights[6], weights[7])
+    )
     assert not torch.equal(weights[4], weights[5])
     state = ckpt.load_checkpoint(ckpt.list_checkpoints(result.run_dir)[-1][1]).state
     assert state["loss_scaler"]["scale"] == trainer.scaling.current_scale() == 2.0**12  # saved for resume
@@ -178,8 +187,12 @@ def test_step_results_stay_tensors_and_log_lines_average_the_window(tmp_path: Pa
 
     trainer._step = spy  # type: ignore[method-assign]
     trainer.run()
-    assert all(isinstance(r.loss, torch.Tensor) and isinstance(r.grad_norm, torch.Tensor)
-               and all(isinstance(t, torch.Tensor) for t in r.terms.values()) for r in seen)
+    assert all(
+        isinstance(r.loss, torch.Tensor)
+        and isinstance(r.grad_norm, torch.Tensor)
+        and all(isinstance(t, torch.Tensor) for t in r.terms.values())
+        for r in seen
+    )
     lines = [r for r in records(tmp_path / "run") if "event" not in r]
     assert [r["step"] for r in lines] == [5, 10]
     step_losses = [float(r.loss) for r in seen]
@@ -193,13 +206,29 @@ def test_step_results_stay_tensors_and_log_lines_average_the_window(tmp_path: Pa
 def test_tensorboard_gets_losses_rates_validation_grids_and_the_recipe(tmp_path: Path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    rec = recipe(tmp_path / "run", iterations=8, log_every=2, val_every=4, ckpt_every=100,
-                 loggers=["jsonl", {"type": "tensorboard", "flush_secs": 1}])
+    rec = recipe(
+        tmp_path / "run",
+        iterations=8,
+        log_every=2,
+        val_every=4,
+        ckpt_every=100,
+        loggers=["jsonl", {"type": "tensorboard", "flush_secs": 1}],
+    )
     train(rec, stream=engine_fakes.FakeStream(4), eval_sets={"noise": engine_fakes.FakeEvalSet(count=2)})
     events = EventAccumulator(str(tmp_path / "run" / "tensorboard"), size_guidance={"images": 0}).Reload()
     tags = events.Tags()
-    for tag in ("train/loss", "train/loss_avg", "train/lr", "train/grad_norm", "train/it_s",
-                "train/terms/engine_test_nan", "val/noise/psnr", "val/noise/ssim", "val/noise/psnr_in", "val/mean/psnr"):
+    for tag in (
+        "train/loss",
+        "train/loss_avg",
+        "train/lr",
+        "train/grad_norm",
+        "train/it_s",
+        "train/terms/engine_test_nan",
+        "val/noise/psnr",
+        "val/noise/ssim",
+        "val/noise/psnr_in",
+        "val/mean/psnr",
+    ):
         assert tag in tags["scalars"], (tag, tags["scalars"])
     logged = [r for r in records(tmp_path / "run") if "event" not in r]
     assert [e.step for e in events.Scalars("train/loss")] == [r["step"] for r in logged] == [2, 4, 6, 8]
@@ -217,8 +246,11 @@ def test_asking_for_tensorboard_without_the_package_names_the_extra(monkeypatch:
     from restorekit.engine.config import train_config
 
     monkeypatch.setitem(sys.modules, "tensorboard", None)  # as if it were not installed
-    with pytest.raises(RecipeError, match=r"my.yaml: train.loggers\[1\]: the tensorboard logger needs the optional "
-                                          r"package 'tensorboard': pip install 'restorekit\[tensorboard\]'"):
+    with pytest.raises(
+        RecipeError,
+        match=r"my.yaml: train.loggers\[1\]: the tensorboard logger needs the optional "
+        r"package 'tensorboard': pip install 'restorekit\[tensorboard\]'",
+    ):
         train_config({"train": {"loggers": ["jsonl", "tensorboard"]}}, "my.yaml")
 
 

@@ -27,8 +27,9 @@ TORCHRUN = Path(sys.executable).parent / "torchrun"
 def launch(out: Path, *phases: str, processes: int = 1) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "RESTOREKIT_DISABLE_PLUGINS": "1"}
     prefix = [str(TORCHRUN), "--standalone", "--nproc_per_node", str(processes)] if processes > 1 else [sys.executable]
-    done = subprocess.run([*prefix, str(DRIVER), str(out), *phases], capture_output=True, text=True, env=env,
-                          timeout=300)
+    done = subprocess.run(
+        [*prefix, str(DRIVER), str(out), *phases], capture_output=True, text=True, env=env, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-4000:]
 
 

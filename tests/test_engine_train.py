@@ -6,12 +6,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+import engine_fakes
 import pytest
 import torch
+from plugin_dists import write_dist
 from safetensors.torch import load_file
 
-import engine_fakes
-from plugin_dists import write_dist
 from restorekit.contracts import ModelAux
 from restorekit.engine import checkpoint as ckpt
 from restorekit.engine.train import Trainer, TrainingDiverged, train
@@ -22,11 +22,24 @@ engine_fakes.register()
 
 
 def recipe(out: Path, **train_keys: Any) -> dict:
-    keys = {"iterations": 12, "batch_size": 4, "ckpt_every": 4, "log_every": 1, "schedule": {"warmup_iters": 2},
-            "lr": 1e-3, "out_dir": str(out), "progress": False, "deterministic": True}
+    keys = {
+        "iterations": 12,
+        "batch_size": 4,
+        "ckpt_every": 4,
+        "log_every": 1,
+        "schedule": {"warmup_iters": 2},
+        "lr": 1e-3,
+        "out_dir": str(out),
+        "progress": False,
+        "deterministic": True,
+    }
     keys.update(train_keys)
-    return {"name": "engine-test", "model": {"type": "engine_test_convnet"},
-            "loss": {"type": "engine_test_nan"}, "train": keys}
+    return {
+        "name": "engine-test",
+        "model": {"type": "engine_test_convnet"},
+        "loss": {"type": "engine_test_nan"},
+        "train": keys,
+    }
 
 
 def run(rec: dict, **kwargs: Any):
@@ -63,8 +76,13 @@ def test_a_few_iterations_write_a_complete_run_folder(tmp_path: Path) -> None:
 
 def test_run_json_records_every_plugin_by_name_and_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     site = tmp_path / "site"
-    write_dist(site, "rk-recorded", "4.5.6", {"restorekit.fusions": {"recorded": "rkt_recorded:Part"}},
-               {"rkt_recorded.py": "class Part:\n    pass\n"})
+    write_dist(
+        site,
+        "rk-recorded",
+        "4.5.6",
+        {"restorekit.fusions": {"recorded": "rkt_recorded:Part"}},
+        {"rkt_recorded.py": "class Part:\n    pass\n"},
+    )
     monkeypatch.syspath_prepend(str(site))
     result = run(recipe(tmp_path / "run", iterations=2, schedule={"warmup_iters": 1}))
     plugins = json.loads((result.run_dir / "run.json").read_text())["versions"]["plugins"]
@@ -206,7 +224,9 @@ def test_resume_auto_continues_only_this_recipes_own_folders(tmp_path: Path, mon
     assert "name: exp-lr2" in (other / "recipe.yaml").read_text()
 
 
-def test_a_checkpoint_named_from_inside_its_folder_resumes_its_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_checkpoint_named_from_inside_its_folder_resumes_its_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     run(recipe(tmp_path / "run", iterations=4))
     monkeypatch.chdir(tmp_path / "run" / "checkpoints")
     resumed = run(recipe(tmp_path / "run", iterations=8), resume="ckpt-00000004")
@@ -232,7 +252,9 @@ def test_resuming_with_a_changed_model_names_the_checkpoint_and_the_tensor(tmp_p
     run(recipe(tmp_path / "run", iterations=4))
     wider = recipe(tmp_path / "run", iterations=8)
     wider["model"] = {"type": "engine_test_convnet", "width": 16}
-    with pytest.raises(CheckpointError, match=r"ckpt-00000004 does not fit the recipe's model: .*shape mismatch.*body\.0\.weight"):
+    with pytest.raises(
+        CheckpointError, match=r"ckpt-00000004 does not fit the recipe's model: .*shape mismatch.*body\.0\.weight"
+    ):
         run(wider, resume="auto")
     assert [s for s, _ in ckpt.list_checkpoints(tmp_path / "run")] == [4]  # nothing set aside
 

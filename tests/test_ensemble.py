@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import engine_fakes
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-import engine_fakes
 from restorekit.engine.ensemble import SelfEnsemble, inverse, transform
 from restorekit.engine.infer import restore_tensor
 

@@ -69,10 +69,19 @@ def test_export_command_with_released_weights(tmp_path: Path, capsys: pytest.Cap
     model = tiny("restormer")
     torch.save({"params": model.state_dict()}, tmp_path / "restormer.pth")
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(yaml.safe_dump({"name": "tiny/restormer", "model": {"type": "restormer",
-                                                                          **TINY["model"]["restormer"]}}))
-    args = ["export", str(recipe), "--weights", str(tmp_path / "restormer.pth"), "--format", "torch_export",
-            "--output", str(tmp_path / "out.pt2")]
+    recipe.write_text(
+        yaml.safe_dump({"name": "tiny/restormer", "model": {"type": "restormer", **TINY["model"]["restormer"]}})
+    )
+    args = [
+        "export",
+        str(recipe),
+        "--weights",
+        str(tmp_path / "restormer.pth"),
+        "--format",
+        "torch_export",
+        "--output",
+        str(tmp_path / "out.pt2"),
+    ]
     assert main(args) == 0
     assert "dynamic height and width" in capsys.readouterr().out
     assert main(args) == 2  # the output exists: refused without --overwrite

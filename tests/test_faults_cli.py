@@ -17,10 +17,26 @@ from test_engine_cli import BASELINE, ROOT, TINY_BASELINE, env, records
 
 def test_sigterm_finishes_the_step_writes_a_checkpoint_and_exits_143(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    args = [str(BASELINE), *TINY_BASELINE, "-o", "train.iterations=100000", "-o", "train.ckpt_every=100000",
-            "-o", "eval.after_train=false", "-o", f"train.out_dir={run_dir}"]
-    proc = subprocess.Popen([sys.executable, "-m", "restorekit", "train", *args], env=env(), cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    args = [
+        str(BASELINE),
+        *TINY_BASELINE,
+        "-o",
+        "train.iterations=100000",
+        "-o",
+        "train.ckpt_every=100000",
+        "-o",
+        "eval.after_train=false",
+        "-o",
+        f"train.out_dir={run_dir}",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "restorekit", "train", *args],
+        env=env(),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.time() + 180
         while proc.poll() is None and time.time() < deadline:

@@ -14,11 +14,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import engine_fakes
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-import engine_fakes
 from restorekit.engine import checkpoint as ckpt
 from restorekit.engine.config import EvalConfig
 from restorekit.engine.evaluate import NonFiniteOutputError, evaluate
@@ -33,11 +33,24 @@ engine_fakes.register()
 
 
 def recipe(out: Path, **train_keys: Any) -> dict:
-    keys = {"iterations": 8, "batch_size": 2, "ckpt_every": 4, "log_every": 1, "lr": 1e-3, "out_dir": str(out),
-            "progress": False, "deterministic": True, "schedule": {"warmup_iters": 1}}
+    keys = {
+        "iterations": 8,
+        "batch_size": 2,
+        "ckpt_every": 4,
+        "log_every": 1,
+        "lr": 1e-3,
+        "out_dir": str(out),
+        "progress": False,
+        "deterministic": True,
+        "schedule": {"warmup_iters": 1},
+    }
     keys.update(train_keys)
-    return {"name": "faults", "model": {"type": "engine_test_convnet"}, "loss": {"type": "engine_test_nan"},
-            "train": keys}
+    return {
+        "name": "faults",
+        "model": {"type": "engine_test_convnet"},
+        "loss": {"type": "engine_test_nan"},
+        "train": keys,
+    }
 
 
 def run(rec: dict, **kwargs: Any):
@@ -57,7 +70,9 @@ def test_restore_and_eval_refuse_weights_holding_nan_naming_the_tensor(tmp_path:
     state = {k: v.clone() for k, v in model.state_dict().items()}
     state["body.2.bias"][1] = float("nan")
     save_file(state, str(tmp_path / "w.safetensors"))
-    with pytest.raises(CheckpointError, match=r"w.safetensors holds NaN or infinite values in 1 tensor\(s\): body.2.bias"):
+    with pytest.raises(
+        CheckpointError, match=r"w.safetensors holds NaN or infinite values in 1 tensor\(s\): body.2.bias"
+    ):
         load_model_for_inference({"model": {"type": "engine_test_convnet"}}, tmp_path / "w.safetensors")
 
 
@@ -66,8 +81,9 @@ def test_a_nan_output_is_never_written_nor_scored(tmp_path: Path) -> None:
 
     write_image(tmp_path / "in.png", torch.rand(3, 8, 8))
     with pytest.raises(ImageRestoreError, match=r"INPUT .*in.png: the model's output holds NaN .*(192 of 192 values)"):
-        restore_files(NaNOut(), [(tmp_path / "in.png", tmp_path / "out.png")], tile=None, overlap=0,
-                      device=torch.device("cpu"))
+        restore_files(
+            NaNOut(), [(tmp_path / "in.png", tmp_path / "out.png")], tile=None, overlap=0, device=torch.device("cpu")
+        )
     assert not (tmp_path / "out.png").exists()
     sets = {"noise": engine_fakes.FakeEvalSet(count=1, size=16)}
     with pytest.raises(NonFiniteOutputError, match=r"eval task 'noise', image 'img0' \(16x16\): the model's output"):
@@ -128,7 +144,9 @@ def _refuse_checkpoint_writes(monkeypatch: pytest.MonkeyPatch, code: int, step: 
         monkeypatch.setattr(os, "mkdir", read_only)
 
 
-@pytest.mark.parametrize("code, reason", [(errno.ENOSPC, "No space left on device"), (errno.EACCES, "Permission denied")])
+@pytest.mark.parametrize(
+    "code, reason", [(errno.ENOSPC, "No space left on device"), (errno.EACCES, "Permission denied")]
+)
 def test_a_write_error_while_checkpointing_is_one_clear_error_and_resume_works_after(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int, reason: str
 ) -> None:
@@ -159,8 +177,10 @@ def test_the_command_line_reports_other_disk_errors_without_a_traceback(monkeypa
 
 
 # -- 1: one trainer per run folder ----------------------------------------------------------
-HOLD = ("import sys, time; from pathlib import Path; from restorekit.engine.run_lock import RunLock; "
-        "RunLock.acquire(Path(sys.argv[1])); print('held', flush=True); time.sleep(120)")
+HOLD = (
+    "import sys, time; from pathlib import Path; from restorekit.engine.run_lock import RunLock; "
+    "RunLock.acquire(Path(sys.argv[1])); print('held', flush=True); time.sleep(120)"
+)
 
 
 @pytest.fixture
@@ -182,8 +202,11 @@ def test_a_held_run_folder_is_refused_naming_the_holder_and_a_dead_holder_is_tak
 ) -> None:
     proc, folder = holder
     rec = recipe(folder, iterations=4)
-    with pytest.raises(RunFolderBusy, match=rf"run folder {folder} is in use by another training run: "
-                                            rf"pid {proc.pid} on {platform.node()}, started 20"):
+    with pytest.raises(
+        RunFolderBusy,
+        match=rf"run folder {folder} is in use by another training run: "
+        rf"pid {proc.pid} on {platform.node()}, started 20",
+    ):
         run(rec)
     with pytest.raises(RunFolderBusy, match=f"pid {proc.pid}"):
         run(rec, resume="auto")
@@ -239,8 +262,10 @@ def test_a_signal_checkpoints_the_current_step_and_resume_is_exact(tmp_path: Pat
         trainer.run()
     where = tmp_path / "cut" / "checkpoints" / "ckpt-00000006"
     assert info.value.exit_code == code
-    assert str(info.value) == (f"stopped by {signal.Signals(signum).name} at step 6 of 10; checkpoint {where} "
-                               f"written; continue with --resume auto")
+    assert str(info.value) == (
+        f"stopped by {signal.Signals(signum).name} at step 6 of 10; checkpoint {where} "
+        f"written; continue with --resume auto"
+    )
     assert [s for s, _ in ckpt.list_checkpoints(tmp_path / "cut")] == [6]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
     resumed = run(rec, resume="auto")

@@ -8,17 +8,19 @@ import shutil
 import stat
 import subprocess
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, Mapping, Optional, Sequence
+from typing import Any, Literal, Optional
 
+import engine_fakes
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 from PIL import Image
-
-import engine_fakes
 from plugin_dists import write_dist
+
 from restorekit.building import build
 from restorekit.cli import main
 from restorekit.errors import BuildError, RecipeError
@@ -43,26 +45,65 @@ def test_the_command_line_reports_a_wrong_value_type_without_a_traceback(capsys:
     assert code == 2 and "dim: expected int, got str ('sixteen')" in err and "Traceback" not in err
 
 
-def _factory(count: int, rate: float, name: str, flag: bool, sizes: Sequence[int], pair: tuple[int, int],
-             knobs: Mapping[str, float], mode: Literal["a", "b"], maybe: Optional[int], spec: Any,
-             loose: int = None) -> None:  # type: ignore[assignment]
+def _factory(
+    count: int,
+    rate: float,
+    name: str,
+    flag: bool,
+    sizes: Sequence[int],
+    pair: tuple[int, int],
+    knobs: Mapping[str, float],
+    mode: Literal["a", "b"],
+    maybe: Optional[int],
+    spec: Any,
+    loose: int = None,
+) -> None:  # type: ignore[assignment]
     """Annotations as parts write them (``loose`` is annotated int but defaults to None)."""
 
 
-GOOD = {"count": 3, "rate": 2, "name": "x", "flag": True, "sizes": [1, 2], "pair": [1, 2], "knobs": {"a": 1.5},
-        "mode": "b", "maybe": None, "spec": {"type": "anything"}, "loose": None}
+GOOD = {
+    "count": 3,
+    "rate": 2,
+    "name": "x",
+    "flag": True,
+    "sizes": [1, 2],
+    "pair": [1, 2],
+    "knobs": {"a": 1.5},
+    "mode": "b",
+    "maybe": None,
+    "spec": {"type": "anything"},
+    "loose": None,
+}
 
 
 def test_valid_values_pass_and_each_clear_mismatch_is_named() -> None:
     assert type_mismatches(_factory, GOOD) == []
-    bad = {"count": "3", "rate": "fast", "name": 1, "flag": "yes", "sizes": "12", "pair": [1, 2, 3],
-           "knobs": {"a": "b"}, "mode": "c", "maybe": 1.5}
+    bad = {
+        "count": "3",
+        "rate": "fast",
+        "name": 1,
+        "flag": "yes",
+        "sizes": "12",
+        "pair": [1, 2, 3],
+        "knobs": {"a": "b"},
+        "mode": "c",
+        "maybe": 1.5,
+    }
     assert [p.split(":")[0] for p in type_mismatches(_factory, bad)] == list(bad)
     assert type_mismatches(_factory, {"count": True}) == ["count: expected int, got bool (True)"]
 
 
-@given(st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(), st.lists(st.integers()),
-                 st.dictionaries(st.text(), st.integers())))
+@given(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(),
+        st.floats(),
+        st.text(),
+        st.lists(st.integers()),
+        st.dictionaries(st.text(), st.integers()),
+    )
+)
 def test_any_and_unknown_classes_accept_every_value(value: Any) -> None:
     assert fits(value, Any) is True
     assert fits(value, BuildError) in (True, None)  # a class a spec may stand for: never a clear mismatch
@@ -70,8 +111,9 @@ def test_any_and_unknown_classes_accept_every_value(value: Any) -> None:
 
 # -- 12: --tile errors name --tile ------------------------------------------------------
 def test_a_negative_tile_is_reported_as_a_tile_error(tmp_path, capsys: pytest.CaptureFixture) -> None:
-    code = main(["restore", str(tmp_path / "in.png"), str(tmp_path / "out.png"), "--weights", str(tmp_path),
-                 "--tile", "-5"])
+    code = main(
+        ["restore", str(tmp_path / "in.png"), str(tmp_path / "out.png"), "--weights", str(tmp_path), "--tile", "-5"]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "--tile must be >= 0" in err and "--overlap" not in err
 
@@ -80,16 +122,22 @@ def test_a_negative_tile_is_reported_as_a_tile_error(tmp_path, capsys: pytest.Ca
 def _cli(*args: str, path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": f"{path}{os.pathsep}{SRC}"}
     env.pop("RESTOREKIT_DISABLE_PLUGINS", None)
-    return subprocess.run([sys.executable, "-m", "restorekit", *args], capture_output=True, text=True, env=env,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "restorekit", *args], capture_output=True, text=True, env=env, timeout=120
+    )
 
 
 def test_a_plugin_calling_sys_exit_at_import_is_contained(plugin_path) -> None:
     from restorekit.errors import ComponentLoadError
     from restorekit.registry import registry
 
-    write_dist(plugin_path, "rk-exits", "0.2", {"restorekit.losses": {"quits": "rkt_exits:Loss"}},
-               {"rkt_exits.py": "import sys\nsys.exit(3)\n"})
+    write_dist(
+        plugin_path,
+        "rk-exits",
+        "0.2",
+        {"restorekit.losses": {"quits": "rkt_exits:Loss"}},
+        {"rkt_exits.py": "import sys\nsys.exit(3)\n"},
+    )
     with pytest.raises(ComponentLoadError, match=r"loss 'quits' from plugin rk-exits==0.2 .*SystemExit: 3"):
         build("loss", "quits")
     assert [e.name for e in registry("loss").check_all()] == ["quits"]
@@ -101,10 +149,17 @@ def test_recipe_plugins_are_listed_without_import_and_a_missing_package_is_repor
     from restorekit.recipe_plugins import recipe_plugins
     from restorekit.recipes import find_recipe, list_recipes
 
-    write_dist(plugin_path, "rk-recipes", "1.0", {"restorekit.recipes": {"mine": "rkt_recipes.recipes"}},
-               {"rkt_recipes/__init__.py": "raise SystemExit('imported!')\n",
-                "rkt_recipes/recipes/__init__.py": "",
-                "rkt_recipes/recipes/plugged.yaml": "name: plugged\nmodel: {type: restormer}\n"})
+    write_dist(
+        plugin_path,
+        "rk-recipes",
+        "1.0",
+        {"restorekit.recipes": {"mine": "rkt_recipes.recipes"}},
+        {
+            "rkt_recipes/__init__.py": "raise SystemExit('imported!')\n",
+            "rkt_recipes/recipes/__init__.py": "",
+            "rkt_recipes/recipes/plugged.yaml": "name: plugged\nmodel: {type: restormer}\n",
+        },
+    )
     write_dist(plugin_path, "rk-gone", "0.1", {"restorekit.recipes": {"gone": "rkt_not_installed.recipes"}})
     assert list_recipes()["plugged"] == "rk-recipes==1.0"
     assert find_recipe("plugged") == (plugin_path / "rkt_recipes" / "recipes" / "plugged.yaml").resolve()
@@ -125,19 +180,26 @@ def _bad_images(folder: Path) -> dict[str, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     good = folder / "good.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(good)
-    files = {"good": good, "truncated": folder / "truncated.png", "text": folder / "text.png",
-             "empty": folder / "empty.png"}
+    files = {
+        "good": good,
+        "truncated": folder / "truncated.png",
+        "text": folder / "text.png",
+        "empty": folder / "empty.png",
+    }
     files["truncated"].write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     files["text"].write_text("not an image\n")
     files["empty"].write_bytes(b"")
     return files
 
 
-@pytest.mark.parametrize("kind, reason", [
-    ("truncated", "damaged or unsupported image data (OSError: image file is truncated"),
-    ("text", "not an image: its content is no image format Pillow knows"),
-    ("empty", "the file is empty (0 bytes)"),
-])
+@pytest.mark.parametrize(
+    "kind, reason",
+    [
+        ("truncated", "damaged or unsupported image data (OSError: image file is truncated"),
+        ("text", "not an image: its content is no image format Pillow knows"),
+        ("empty", "the file is empty (0 bytes)"),
+    ],
+)
 def test_an_unreadable_image_is_an_error_naming_the_file_and_the_reason(tmp_path: Path, kind: str, reason: str) -> None:
     from restorekit.data.image_io import ImageReadError, load_image
 
@@ -155,12 +217,16 @@ def _paired_recipe(tmp_path: Path) -> Path:
         shutil.copy(bad["good"], tmp_path / "pairs" / "gt" / path.name)
     recipe = tmp_path / "r.yaml"
     spec = f"{{dataset: {{type: paired_folder, path: {tmp_path / 'pairs'}}}}}"
-    recipe.write_text(f"name: faulty\nmodel: {{type: engine_test_convnet}}\nloss: {{type: l1}}\n"
-                      f"data:\n  patch_size: 16\n  train:\n    pairs: {spec}\n  val:\n    pairs: {spec}\n")
+    recipe.write_text(
+        f"name: faulty\nmodel: {{type: engine_test_convnet}}\nloss: {{type: l1}}\n"
+        f"data:\n  patch_size: 16\n  train:\n    pairs: {spec}\n  val:\n    pairs: {spec}\n"
+    )
     return recipe
 
 
-def test_data_check_decodes_every_image_and_reports_all_bad_files(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_data_check_decodes_every_image_and_reports_all_bad_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     recipe = _paired_recipe(tmp_path)
     code = main(["data", "check", str(recipe), "--no-progress"])
     out = capsys.readouterr().out
@@ -196,11 +262,15 @@ def test_an_image_smaller_than_the_ssim_window_is_an_error_naming_it_and_its_siz
     from restorekit.errors import DataError
 
     tiny = [{"lq": torch.rand(3, *size), "gt": torch.rand(3, *size), "task": "noise", "name": "speck"}]
-    with pytest.raises(DataError, match=rf"eval task 'noise', image 'speck' \({size[0]}x{size[1]}\): ssim: .*"
-                                        r"smaller than the 7x7 window; remove the image, or leave that metric out"):
+    with pytest.raises(
+        DataError,
+        match=rf"eval task 'noise', image 'speck' \({size[0]}x{size[1]}\): ssim: .*"
+        r"smaller than the 7x7 window; remove the image, or leave that metric out",
+    ):
         evaluate(torch.nn.Identity(), {"noise": tiny}, EvalConfig(crop_multiple=0), torch.device("cpu"))
-    scores = evaluate(torch.nn.Identity(), {"noise": tiny}, EvalConfig(crop_multiple=0, metrics=["psnr"]),
-                      torch.device("cpu"))
+    scores = evaluate(
+        torch.nn.Identity(), {"noise": tiny}, EvalConfig(crop_multiple=0, metrics=["psnr"]), torch.device("cpu")
+    )
     assert scores["tasks"]["noise"]["images"] == 1  # PSNR alone scores it
 
 
@@ -230,8 +300,13 @@ def test_written_images_follow_the_umask(tmp_path: Path) -> None:
     try:
         write_image(tmp_path / "a.png", torch.rand(3, 5, 5))
         write_image(tmp_path / "deep.png", torch.rand(3, 5, 5), bit_depth=16)
-        restore_files(torch.nn.Identity(), [(tmp_path / "a.png", tmp_path / "out" / "b.png")], tile=None,
-                      overlap=0, device=torch.device("cpu"))
+        restore_files(
+            torch.nn.Identity(),
+            [(tmp_path / "a.png", tmp_path / "out" / "b.png")],
+            tile=None,
+            overlap=0,
+            device=torch.device("cpu"),
+        )
         os.umask(0o027)
         write_image(tmp_path / "c.tif", torch.rand(3, 5, 5))
     finally:

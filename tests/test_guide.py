@@ -9,6 +9,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tiny_dino_ir import tiny_dino_ir
 from torch import nn
 
 from restorekit import build
@@ -17,7 +18,6 @@ from restorekit.backbones.guide import GuidePass, budget_grid, window_spans, win
 from restorekit.errors import BuildError
 from restorekit.losses.dpc import DPCLoss
 from restorekit.tiny import tiny_backbone_spec
-from tiny_dino_ir import tiny_dino_ir
 
 
 class PatchLocal(FeatureBackbone):
@@ -77,21 +77,28 @@ def test_blending_weights_are_a_partition_of_unity(length, window, data) -> None
     weights = window_weights(spans, length)
     total = torch.zeros(length, dtype=torch.float64)
     for (start, size), weight in zip(spans, weights):
-        total[start:start + size] += weight
+        total[start : start + size] += weight
     assert (weights > 0).all()
     torch.testing.assert_close(total, torch.ones_like(total), rtol=0, atol=1e-12)
 
 
 @settings(max_examples=25, deadline=None)
-@given(h=st.integers(1, 200), w=st.integers(1, 200), window=st.integers(2, 9), data=st.data(),
-       grid=st.sampled_from(["stride", "native"]))
+@given(
+    h=st.integers(1, 200),
+    w=st.integers(1, 200),
+    window=st.integers(2, 9),
+    data=st.data(),
+    grid=st.sampled_from(["stride", "native"]),
+)
 def test_windows_reproduce_a_local_backbone_exactly_at_odd_sizes(h, w, window, data, grid) -> None:
     torch.manual_seed(0)
     backbone = PatchLocal()
     x = torch.rand(2, 3, h, w)
     overlap = data.draw(st.integers(0, window - 1))
     whole = GuidePass(grid=grid, rule="global", pad_multiple=8)(backbone, x, [0, 1])
-    windowed = GuidePass(grid=grid, rule="windowed", window=window, overlap=overlap, pad_multiple=8)(backbone, x, [0, 1])
+    windowed = GuidePass(grid=grid, rule="windowed", window=window, overlap=overlap, pad_multiple=8)(
+        backbone, x, [0, 1]
+    )
     for layer in (0, 1):
         assert windowed[layer].shape == whole[layer].shape
         torch.testing.assert_close(windowed[layer], whole[layer], rtol=1e-5, atol=1e-5)
@@ -179,13 +186,16 @@ def test_odd_sizes_keep_the_guide_on_the_body_grid() -> None:
     assert aux.guide.shape[-2:] == (math.ceil(40 / 8), math.ceil(56 / 8))
 
 
-@pytest.mark.parametrize(("knobs", "key"), [
-    ({"guide_pass": "tiles"}, "guide_pass"),
-    ({"guide_window": 0}, "guide_window"),
-    ({"guide_overlap": -1}, "guide_overlap"),
-    ({"guide_window": 4, "guide_overlap": 4}, "guide_overlap"),
-    ({"guide_grid": "auto"}, "guide_grid"),
-])
+@pytest.mark.parametrize(
+    ("knobs", "key"),
+    [
+        ({"guide_pass": "tiles"}, "guide_pass"),
+        ({"guide_window": 0}, "guide_window"),
+        ({"guide_overlap": -1}, "guide_overlap"),
+        ({"guide_window": 4, "guide_overlap": 4}, "guide_overlap"),
+        ({"guide_grid": "auto"}, "guide_grid"),
+    ],
+)
 def test_bad_knobs_name_the_key(knobs, key) -> None:
     with pytest.raises(BuildError, match=f"dino_ir: {key}"):
         tiny_dino_ir(**knobs)

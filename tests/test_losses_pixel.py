@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from restorekit.contracts import as_terms, collect_aux_losses, sum_terms
-
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from restorekit import build
+from restorekit.contracts import as_terms, collect_aux_losses, sum_terms
 from restorekit.errors import BuildError
 from restorekit.losses.pixel import CharbonnierLoss, L1Loss, MSELoss, WeightedSumLoss
 
@@ -30,8 +29,13 @@ def test_pixel_losses_match_their_formulas(seed, eps) -> None:
 
 
 def test_weighted_sum_returns_each_weighted_term_by_name() -> None:
-    loss = build("loss", {"type": "weighted_sum", "terms": [
-        {"type": "l1", "weight": 1.0}, {"type": "mse", "weight": 0.5}, {"type": "l1", "weight": 2.0}]})
+    loss = build(
+        "loss",
+        {
+            "type": "weighted_sum",
+            "terms": [{"type": "l1", "weight": 1.0}, {"type": "mse", "weight": 0.5}, {"type": "l1", "weight": 2.0}],
+        },
+    )
     a, b = torch.rand(2, 3, 4, 4), torch.rand(2, 3, 4, 4)
     terms = loss(a, b)
     l1, mse = (a - b).abs().mean(), (a - b).pow(2).mean()

@@ -7,18 +7,26 @@ import logging
 
 import pytest
 import torch
+from tiny_dino_ir import tiny_dino_ir
 from torch import nn
 
 from restorekit.commands import restore as restore_command
 from restorekit.engine import memory
 from restorekit.engine.infer import restore_files, restore_tensor
-from tiny_dino_ir import tiny_dino_ir
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("8G", 8 * 2**30), ("8GiB", 8 * 2**30), ("512m", 512 * 2**20), ("1.5g", int(1.5 * 2**30)),
-    ("100", 100), ("2T", 2 * 2**40), (" 64 MB ", 64 * 2**20),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("8G", 8 * 2**30),
+        ("8GiB", 8 * 2**30),
+        ("512m", 512 * 2**20),
+        ("1.5g", int(1.5 * 2**30)),
+        ("100", 100),
+        ("2T", 2 * 2**40),
+        (" 64 MB ", 64 * 2**20),
+    ],
+)
 def test_memory_sizes_parse(text, expected) -> None:
     assert memory.parse_memory(text) == expected
 
@@ -31,12 +39,13 @@ def test_bad_memory_sizes_name_the_option(text) -> None:
 
 def test_live_bytes_count_storages_once_and_free_them() -> None:
     def work() -> torch.Tensor:
-        a = torch.empty(1000)              # 4000 bytes
-        view = a.view(10, 100)             # a view: no new bytes
-        b = view + 1                       # 4000 more: peak 8000
+        a = torch.empty(1000)  # 4000 bytes
+        view = a.view(10, 100)  # a view: no new bytes
+        b = view + 1  # 4000 more: peak 8000
         del a, view
-        c = b * 2                          # a freed: 8000 again (b, c)
-        return c.double()                  # + 8000: peak 16000
+        c = b * 2  # a freed: 8000 again (b, c)
+        return c.double()  # + 8000: peak 16000
+
     assert memory.peak_bytes(work) == 16000
 
 
@@ -118,8 +127,14 @@ def test_resident_memory_is_the_process_rss_in_bytes() -> None:
 
 def test_restore_progress_reports_every_tile() -> None:
     seen = []
-    restore_tensor(lambda x: x, torch.rand(1, 3, 100, 70), tile=48, overlap=8, tile_batch=2,
-                   progress=lambda done, total: seen.append((done, total)))
+    restore_tensor(
+        lambda x: x,
+        torch.rand(1, 3, 100, 70),
+        tile=48,
+        overlap=8,
+        tile_batch=2,
+        progress=lambda done, total: seen.append((done, total)),
+    )
     assert seen[0] == (0, 6) and seen[-1] == (6, 6) and len(seen) == 4
 
 

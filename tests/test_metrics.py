@@ -147,5 +147,8 @@ def test_other_integer_dtypes_are_rejected():
 def test_metric_spec_with_a_misspelled_keyword_is_an_error():
     from restorekit.errors import BuildError
 
-    with pytest.raises(BuildError, match=r"'gausian'; did you mean 'gausian' -> 'gaussian'\? accepted: pred, target, crop_border, gaussian"):
+    with pytest.raises(
+        BuildError,
+        match=r"'gausian'; did you mean 'gausian' -> 'gaussian'\? accepted: pred, target, crop_border, gaussian",
+    ):
         build("metric", {"type": "ssim", "gausian": True})

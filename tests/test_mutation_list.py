@@ -30,9 +30,15 @@ def test_every_mutation_finds_its_snippet_and_its_tests() -> None:
 def test_the_audited_mutations_and_every_claim_are_covered() -> None:
     check = load_mutation_check()
     names = {m.name for m in check.MUTATIONS}
-    audited = {"restormer-skip-concat-order", "gdfn-gate-value-swap", "promptir-prompt3-concat-order",
-               "resume-skips-rng-state", "run-json-records-no-plugins", "merge-type-without-base-type-replaces",
-               "merge-switch-leaks-nested-mappings"}  # the survivors of issue 18's audit
+    audited = {
+        "restormer-skip-concat-order",
+        "gdfn-gate-value-swap",
+        "promptir-prompt3-concat-order",
+        "resume-skips-rng-state",
+        "run-json-records-no-plugins",
+        "merge-type-without-base-type-replaces",
+        "merge-switch-leaks-nested-mappings",
+    }  # the survivors of issue 18's audit
     assert audited <= names
     assert {m.claim for m in check.MUTATIONS} == set(check.CLAIMS)
 

@@ -8,8 +8,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from plugin_dists import write_dist
+
 from restorekit.building import build
 from restorekit.errors import AmbiguousComponentError, ComponentLoadError, UnknownComponentError
 from restorekit.listing import list_components
@@ -30,8 +30,9 @@ GOOD = textwrap.dedent(
 
 
 def test_good_plugin_listed_without_import_then_built(plugin_path):
-    write_dist(plugin_path, "rk-good", "1.2.3", {"restorekit.fusions": {"stamp": "rkt_good:Stamp"}},
-               {"rkt_good.py": GOOD})
+    write_dist(
+        plugin_path, "rk-good", "1.2.3", {"restorekit.fusions": {"stamp": "rkt_good:Stamp"}}, {"rkt_good.py": GOOD}
+    )
     rows = {r.name: r for r in list_components("fusion")}
     assert rows["stamp"].source == "rk-good==1.2.3" and rows["stamp"].status == "lazy"
     assert "rkt_good" not in sys.modules  # listing imported nothing
@@ -41,12 +42,22 @@ def test_good_plugin_listed_without_import_then_built(plugin_path):
 
 
 def test_broken_plugin_never_breaks_listing_or_other_parts(plugin_path):
-    write_dist(plugin_path, "rk-broken", "0.1", {"restorekit.fusions": {
-        "crash": "rkt_broken:Thing", "noattr": "rkt_fine:Missing", "notmodule": "rkt_fine:CONSTANT"}},
-        {"rkt_broken.py": "raise RuntimeError('boom at import')\n",
-         "rkt_fine.py": "CONSTANT = 3\n"})
-    write_dist(plugin_path, "rk-good", "1.0", {"restorekit.fusions": {"stamp": "rkt_good:Stamp"}},
-               {"rkt_good.py": GOOD})
+    write_dist(
+        plugin_path,
+        "rk-broken",
+        "0.1",
+        {
+            "restorekit.fusions": {
+                "crash": "rkt_broken:Thing",
+                "noattr": "rkt_fine:Missing",
+                "notmodule": "rkt_fine:CONSTANT",
+            }
+        },
+        {"rkt_broken.py": "raise RuntimeError('boom at import')\n", "rkt_fine.py": "CONSTANT = 3\n"},
+    )
+    write_dist(
+        plugin_path, "rk-good", "1.0", {"restorekit.fusions": {"stamp": "rkt_good:Stamp"}}, {"rkt_good.py": GOOD}
+    )
     names = {r.name for r in list_components("fusion")}
     assert {"crash", "noattr", "notmodule", "msf"} <= names
     with pytest.raises(ComponentLoadError) as err:
@@ -66,15 +77,21 @@ def test_broken_plugin_never_breaks_listing_or_other_parts(plugin_path):
 
 
 def test_wrong_kind_class_is_reported(plugin_path):
-    write_dist(plugin_path, "rk-wrong", "2.0", {"restorekit.fusions": {"plain": "rkt_wrong:Plain"}},
-               {"rkt_wrong.py": "class Plain:\n    pass\n"})
+    write_dist(
+        plugin_path,
+        "rk-wrong",
+        "2.0",
+        {"restorekit.fusions": {"plain": "rkt_wrong:Plain"}},
+        {"rkt_wrong.py": "class Plain:\n    pass\n"},
+    )
     with pytest.raises(ComponentLoadError, match="not a torch.nn.Module"):
         registry("fusion").get("plain")
 
 
 def test_plugin_never_replaces_a_builtin(plugin_path):
-    write_dist(plugin_path, "rk-shadow", "1.0", {"restorekit.fusions": {"msf": "rkt_shadow:Stamp"}},
-               {"rkt_shadow.py": GOOD})
+    write_dist(
+        plugin_path, "rk-shadow", "1.0", {"restorekit.fusions": {"msf": "rkt_shadow:Stamp"}}, {"rkt_shadow.py": GOOD}
+    )
     with pytest.warns(UserWarning, match="reachable as 'rk-shadow/msf'"):
         entries = {e.name: e for e in registry("fusion").entries()}
     assert entries["msf"].source == "builtin"
@@ -85,8 +102,7 @@ def test_plugin_never_replaces_a_builtin(plugin_path):
 def test_two_plugins_claiming_one_name_is_ambiguous(plugin_path):
     for dist in ("rk-one", "rk-two"):
         mod = dist.replace("-", "_").replace("rk_", "rkt_")
-        write_dist(plugin_path, dist, "1.0", {"restorekit.fusions": {"same": f"{mod}:Stamp"}},
-                   {f"{mod}.py": GOOD})
+        write_dist(plugin_path, dist, "1.0", {"restorekit.fusions": {"same": f"{mod}:Stamp"}}, {f"{mod}.py": GOOD})
     with pytest.raises(AmbiguousComponentError) as err:
         registry("fusion").get("same")
     assert "rk-one==1.0" in str(err.value) and "rk-two==1.0" in str(err.value)
@@ -95,10 +111,12 @@ def test_two_plugins_claiming_one_name_is_ambiguous(plugin_path):
 
 
 def test_disable_switch(plugin_path, monkeypatch):
-    write_dist(plugin_path, "rk-good", "1.0", {"restorekit.fusions": {"stamp": "rkt_good:Stamp"}},
-               {"rkt_good.py": GOOD})
-    write_dist(plugin_path, "rk-other", "1.0", {"restorekit.fusions": {"other": "rkt_other:Stamp"}},
-               {"rkt_other.py": GOOD})
+    write_dist(
+        plugin_path, "rk-good", "1.0", {"restorekit.fusions": {"stamp": "rkt_good:Stamp"}}, {"rkt_good.py": GOOD}
+    )
+    write_dist(
+        plugin_path, "rk-other", "1.0", {"restorekit.fusions": {"other": "rkt_other:Stamp"}}, {"rkt_other.py": GOOD}
+    )
     assert "stamp" in registry("fusion")
     monkeypatch.setenv("RESTOREKIT_DISABLE_PLUGINS", "1")
     assert "stamp" not in registry("fusion") and "other" not in registry("fusion")
@@ -111,15 +129,22 @@ def run_cli(*args, env_extra=None, cwd=None):
     import os
 
     env = {**os.environ, **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "restorekit", *args], capture_output=True,
-                          text=True, env=env, cwd=cwd, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "restorekit", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300
+    )
 
 
 def test_plugins_command_and_check(plugin_path):
-    write_dist(plugin_path, "rk-good", "1.0", {"restorekit.fusions": {"stamp": "rkt_good:Stamp"}},
-               {"rkt_good.py": GOOD})
-    write_dist(plugin_path, "rk-broken", "0.1", {"restorekit.losses": {"crash": "rkt_broken:X"}},
-               {"rkt_broken.py": "raise ImportError('missing dependency foo')\n"})
+    write_dist(
+        plugin_path, "rk-good", "1.0", {"restorekit.fusions": {"stamp": "rkt_good:Stamp"}}, {"rkt_good.py": GOOD}
+    )
+    write_dist(
+        plugin_path,
+        "rk-broken",
+        "0.1",
+        {"restorekit.losses": {"crash": "rkt_broken:X"}},
+        {"rkt_broken.py": "raise ImportError('missing dependency foo')\n"},
+    )
     env = {"PYTHONPATH": str(plugin_path)}
     listing = run_cli("plugins", env_extra=env)
     assert listing.returncode == 0, listing.stderr
@@ -135,9 +160,21 @@ def test_example_plugin_package_installs_and_works(tmp_path):
     """The real packaging path: pip builds and installs examples/restorekit-film."""
     target = tmp_path / "site"
     pip = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--target", str(target), str(REPO / "examples" / "restorekit-film")],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(REPO / "examples" / "restorekit-film"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert pip.returncode == 0, pip.stderr
     env = {"PYTHONPATH": str(target)}
@@ -157,8 +194,9 @@ def test_example_plugin_package_installs_and_works(tmp_path):
     )
     import os
 
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env={**os.environ, **env}, timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, **env}, timeout=300
+    )
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "(2, 3, 5, 6)"
 

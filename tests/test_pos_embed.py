@@ -62,7 +62,7 @@ def meta_forward(backbone: DINOv2Backbone, x: torch.Tensor, layers: list[int], r
     for index, block in enumerate(model.blocks[: max(layers) + 1]):
         tokens = block(tokens)
         if index in layers:
-            maps = tokens[:, model.num_prefix_tokens:]
+            maps = tokens[:, model.num_prefix_tokens :]
             out[index] = maps.reshape(len(x), rows, cols, -1).permute(0, 3, 1, 2)
     return out
 

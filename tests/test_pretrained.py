@@ -9,11 +9,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import engine_fakes
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-import engine_fakes
 import restorekit
 from restorekit.cli import main
 from restorekit.engine.loading import load_model_for_inference, recipe_for_weights
@@ -43,8 +43,11 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
                   "log_every": 1, "progress": False, "schedule": {"type": "constant"}},
         "published": {"Paper": {"citation": "Someone 2024, Table 1", "tasks": {"noise": {"psnr": 25.0}}}},
     }  # fmt: skip
-    run = train(recipe, stream=engine_fakes.FakeStream(2, patch=16),
-                eval_sets={"noise": engine_fakes.FakeEvalSet(count=1, size=24)}).run_dir
+    run = train(
+        recipe,
+        stream=engine_fakes.FakeStream(2, patch=16),
+        eval_sets={"noise": engine_fakes.FakeEvalSet(count=1, size=24)},
+    ).run_dir
     package = restorekit.save_pretrained(run, root / "package", license="apache-2.0")
     return {"run": run, "package": package, "backbone": files[0], "other_backbone": files[1], "root": root}
 
@@ -57,8 +60,13 @@ def outputs(model: torch.nn.Module) -> torch.Tensor:
 
 def test_package_holds_recipe_trainable_weights_card_and_records_the_frozen_backbone(trained) -> None:
     package = trained["package"]
-    assert sorted(p.name for p in package.iterdir()) == ["README.md", "eval.json", "model.safetensors",
-                                                         "recipe.yaml", "restorekit.json"]
+    assert sorted(p.name for p in package.iterdir()) == [
+        "README.md",
+        "eval.json",
+        "model.safetensors",
+        "recipe.yaml",
+        "restorekit.json",
+    ]
     weights = load_file(str(package / "model.safetensors"))
     assert weights and not any(k.startswith("backbone.") for k in weights)  # never copied
     manifest = json.loads((package / "restorekit.json").read_text())
@@ -80,19 +88,26 @@ def test_from_pretrained_and_build_model_give_the_trained_model(trained) -> None
     loaded = restorekit.from_pretrained(trained["package"])
     assert not loaded.training
     torch.testing.assert_close(outputs(loaded), outputs(reference), rtol=0, atol=0)
-    torch.testing.assert_close(outputs(restorekit.build_model(str(trained["package"]))), outputs(reference),
-                               rtol=0, atol=0)
+    torch.testing.assert_close(
+        outputs(restorekit.build_model(str(trained["package"]))), outputs(reference), rtol=0, atol=0
+    )
     again = restorekit.save_pretrained(loaded, trained["root"] / "again")  # a model remembers its recipe
     first, second = (load_file(str(p / "model.safetensors")) for p in (trained["package"], again))
     assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
 
 
 def test_frozen_backbone_is_checked_against_its_sha256(trained) -> None:
-    with pytest.raises(CheckpointError, match=r"frozen part 'backbone' loaded .*backbone1.*sha256 .* but the "
-                                              r"model was trained with .*backbone0"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"frozen part 'backbone' loaded .*backbone1.*sha256 .* but the "
+        r"model was trained with .*backbone0",
+    ):
         restorekit.from_pretrained(trained["package"], backbone={"weights": str(trained["other_backbone"])})
-    with pytest.raises(CheckpointError, match=r"randomly initialised; pass the file: "
-                                              r"from_pretrained\(\.\.\., backbone=\{'weights': PATH\}\)"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"randomly initialised; pass the file: "
+        r"from_pretrained\(\.\.\., backbone=\{'weights': PATH\}\)",
+    ):
         restorekit.from_pretrained(trained["package"], backbone={"weights": None})
     moved = trained["root"] / "moved.safetensors"  # the same weights somewhere else are fine
     shutil.copy(trained["backbone"], moved)
@@ -108,8 +123,10 @@ def test_package_command_and_restore_from_a_package_folder(trained, tmp_path: Pa
     assert json.loads((target / "restorekit.json").read_text())["weights"]["ema"] is False
     assert main(["package", str(trained["run"]), str(target)]) == 2  # exists: refused without --overwrite
     write_image(tmp_path / "in.png", torch.rand(3, 18, 26))
-    assert main(["restore", str(tmp_path / "in.png"), str(tmp_path / "out.png"),
-                 "--weights", str(trained["package"])]) == 0  # no --recipe: the package has it
+    assert (
+        main(["restore", str(tmp_path / "in.png"), str(tmp_path / "out.png"), "--weights", str(trained["package"])])
+        == 0
+    )  # no --recipe: the package has it
     assert (tmp_path / "out.png").is_file()
 
 
@@ -163,11 +180,13 @@ def test_push_then_load_by_hub_id(trained, hub: FakeHubApi, capsys: pytest.Captu
     assert main(["push", str(trained["run"]), "me/tiny-dino-ir", "--private", "--license", "mit"]) == 0
     assert "pushed to https://hub.example/me/tiny-dino-ir" in capsys.readouterr().out
     assert hub.created == [("me/tiny-dino-ir", True)]
-    assert hub.uploads == [("me/tiny-dino-ir", ["README.md", "eval.json", "model.safetensors", "recipe.yaml",
-                                                "restorekit.json"])]
+    assert hub.uploads == [
+        ("me/tiny-dino-ir", ["README.md", "eval.json", "model.safetensors", "recipe.yaml", "restorekit.json"])
+    ]
     from_hub = restorekit.from_pretrained("me/tiny-dino-ir")
-    torch.testing.assert_close(outputs(from_hub), outputs(restorekit.from_pretrained(trained["package"])),
-                               rtol=0, atol=0)
+    torch.testing.assert_close(
+        outputs(from_hub), outputs(restorekit.from_pretrained(trained["package"])), rtol=0, atol=0
+    )
     model, _, _ = load_model_for_inference(recipe_for_weights("hf:me/tiny-dino-ir", None), "hf:me/tiny-dino-ir")
     torch.testing.assert_close(outputs(model), outputs(from_hub), rtol=0, atol=0)
     with pytest.raises(CheckpointError, match="could not download pretrained package 'me/missing'.*Not Found"):

@@ -19,10 +19,19 @@ from restorekit.cli import main
 from restorekit.errors import BuildError, RecipeError, RestorekitError
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_DINOV2 = {"type": "dinov2", "size": "s", "img_size": 56,
-               "model_kwargs": {"depth": 3, "embed_dim": 32, "num_heads": 2}}
-TINY_RESTORMER = {"type": "restormer", "dim": 8, "num_blocks": [1, 1, 1, 1], "heads": [1, 1, 1, 1],
-                  "num_refinement_blocks": 1}
+TINY_DINOV2 = {
+    "type": "dinov2",
+    "size": "s",
+    "img_size": 56,
+    "model_kwargs": {"depth": 3, "embed_dim": 32, "num_heads": 2},
+}
+TINY_RESTORMER = {
+    "type": "restormer",
+    "dim": 8,
+    "num_blocks": [1, 1, 1, 1],
+    "heads": [1, 1, 1, 1],
+    "num_refinement_blocks": 1,
+}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -106,7 +115,14 @@ def test_parsing_specs_and_lists() -> None:
     with pytest.raises(BuildError, match="--layers"):
         probe.parse_int_list("a,b", "--layers")
     assert [label for label, _ in probe.build_degradations(None)] == [
-        "noise sigma=15", "noise sigma=25", "noise sigma=50", "rain", "haze", "motion_blur", "low_light"]
+        "noise sigma=15",
+        "noise sigma=25",
+        "noise sigma=50",
+        "rain",
+        "haze",
+        "motion_blur",
+        "low_light",
+    ]
 
 
 def test_images_by_name_or_file(tmp_path) -> None:
@@ -124,8 +140,25 @@ def test_images_by_name_or_file(tmp_path) -> None:
 
 def test_cli_probe(tmp_path, capsys) -> None:
     spec = "{type: dinov2, size: s, img_size: 56, model_kwargs: {depth: 2, embed_dim: 32, num_heads: 2}}"
-    rc = main(["probe", "--backbone", spec, "--layers", "0,1", "--images", "astronaut,rocket", "--size", "42",
-               "--degradations", "identity,motion_blur", "--out", str(tmp_path), "--device", "cpu"])
+    rc = main(
+        [
+            "probe",
+            "--backbone",
+            spec,
+            "--layers",
+            "0,1",
+            "--images",
+            "astronaut,rocket",
+            "--size",
+            "42",
+            "--degradations",
+            "identity,motion_blur",
+            "--out",
+            str(tmp_path),
+            "--device",
+            "cpu",
+        ]
+    )
     assert rc == 0
     out = capsys.readouterr().out
     assert "mean cosine similarity" in out and "motion_blur" in out
@@ -136,8 +169,25 @@ def test_cli_probe(tmp_path, capsys) -> None:
 
 
 def test_cli_probe_errors_are_clean(tmp_path, capsys) -> None:
-    rc = main(["probe", "--backbone", json.dumps(TINY_DINOV2), "--layers", "0,99", "--images", "astronaut",
-               "--size", "28", "--degradations", "identity", "--out", str(tmp_path), "--device", "cpu"])
+    rc = main(
+        [
+            "probe",
+            "--backbone",
+            json.dumps(TINY_DINOV2),
+            "--layers",
+            "0,99",
+            "--images",
+            "astronaut",
+            "--size",
+            "28",
+            "--degradations",
+            "identity",
+            "--out",
+            str(tmp_path),
+            "--device",
+            "cpu",
+        ]
+    )
     assert rc == 2 and "layer 99" in capsys.readouterr().err
     assert main(["probe", "--body", "restormer", "--layers", "0"]) == 2
     assert "--layers does not apply to a body" in capsys.readouterr().err
@@ -147,9 +197,27 @@ def test_benchmark_script_tiny(tmp_path, capsys) -> None:
     spec = importlib.util.spec_from_file_location("robustness_probe", REPO / "benchmarks" / "robustness_probe.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    rc = module.main(["--tiny", "--backbone", "dinov2", "--backbone", "clip", "--body", "restormer",
-                      "--images", "astronaut", "--size", "32", "--degradations", "identity,noise",
-                      "--out", str(tmp_path), "--device", "cpu"])
+    rc = module.main(
+        [
+            "--tiny",
+            "--backbone",
+            "dinov2",
+            "--backbone",
+            "clip",
+            "--body",
+            "restormer",
+            "--images",
+            "astronaut",
+            "--size",
+            "32",
+            "--degradations",
+            "identity,noise",
+            "--out",
+            str(tmp_path),
+            "--device",
+            "cpu",
+        ]
+    )
     assert rc == 0
     rows = read_rows(tmp_path / "robustness_probe.csv")
     assert len({r["extractor"] for r in rows}) == 3
@@ -174,9 +242,29 @@ def test_compare_rules_is_one_where_the_grid_fits_a_window_and_measures_the_chan
 
 
 def test_cli_probe_compares_rules(tmp_path, capsys) -> None:
-    rc = main(["probe", "--backbone", json.dumps(TINY_DINOV2), "--compare-rules", "windowed,budget",
-               "--guide-window", "4", "--guide-overlap", "1", "--layers", "0,1", "--images", "astronaut",
-               "--size", "48", "--out", str(tmp_path), "--device", "cpu"])
+    rc = main(
+        [
+            "probe",
+            "--backbone",
+            json.dumps(TINY_DINOV2),
+            "--compare-rules",
+            "windowed,budget",
+            "--guide-window",
+            "4",
+            "--guide-overlap",
+            "1",
+            "--layers",
+            "0,1",
+            "--images",
+            "astronaut",
+            "--size",
+            "48",
+            "--out",
+            str(tmp_path),
+            "--device",
+            "cpu",
+        ]
+    )
     assert rc == 0
     assert "rule vs global pass" in capsys.readouterr().out
     rows = read_rows(tmp_path / "probe.csv")

@@ -53,8 +53,12 @@ def test_malformed_published_sections_name_the_key(override: str, message: str) 
 
 
 def test_tables_show_measured_published_and_the_difference() -> None:
-    result = {"tasks": {"derain": {"images": 2, "psnr_in": 20.0, "psnr": 37.0, "ssim_in": 0.5, "ssim": 0.95},
-                        "other": {"images": 1, "psnr_in": 10.0, "psnr": 11.0, "ssim_in": 0.1, "ssim": 0.2}}}
+    result = {
+        "tasks": {
+            "derain": {"images": 2, "psnr_in": 20.0, "psnr": 37.0, "ssim_in": 0.5, "ssim": 0.95},
+            "other": {"images": 1, "psnr_in": 10.0, "psnr": 11.0, "ssim_in": 0.1, "ssim": 0.2},
+        }
+    }
     published = {"PromptIR": {"citation": "the paper", "tasks": {"derain": {"psnr": 36.37, "ssim": 0.972},
                                                                  "dehaze": {"psnr": 30.58}}},
                  "Elsewhere": {"citation": "x", "tasks": {"lowlight": {"psnr": 20.0}}}}  # fmt: skip
@@ -90,8 +94,9 @@ def test_eval_prints_published_beside_measured(tmp_path: Path, capsys: pytest.Ca
     model = build_model({"type": "restormer", **TINY["model"]["restormer"]})
     weights = tmp_path / "w.safetensors"
     save_file({k: v.contiguous() for k, v in trainable_state_dict(model).items()}, str(weights))
-    code = main(["eval", str(recipe), "--weights", str(weights), "--report", str(tmp_path / "rep"),
-                 "-o", "eval.max_images=1"])
+    code = main(
+        ["eval", str(recipe), "--weights", str(weights), "--report", str(tmp_path / "rep"), "-o", "eval.max_images=1"]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert "published: Paper (A. Author, 2024, Table 2)" in out

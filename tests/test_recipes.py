@@ -21,8 +21,13 @@ from restorekit.recipes import (
 
 # -- strategies for recipe-like trees ------------------------------------------------
 keys = st.sampled_from(["a", "b", "c", "lr", "dim", "layers"])
-scalars = st.one_of(st.integers(-5, 5), st.floats(allow_nan=False, allow_infinity=False, width=32),
-                    st.booleans(), st.text(max_size=4), st.none())
+scalars = st.one_of(
+    st.integers(-5, 5),
+    st.floats(allow_nan=False, allow_infinity=False, width=32),
+    st.booleans(),
+    st.text(max_size=4),
+    st.none(),
+)
 types = st.sampled_from(["msf", "concat", "film"])
 
 
@@ -136,8 +141,12 @@ def test_what_an_override_does_not_name_keeps_its_value(base, override):
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(keys, max_size=3), st.dictionaries(keys, trees(), min_size=1, max_size=4), types,
-       st.dictionaries(keys, trees(), max_size=3))
+@given(
+    st.lists(keys, max_size=3),
+    st.dictionaries(keys, trees(), min_size=1, max_size=4),
+    types,
+    st.dictionaries(keys, trees(), max_size=3),
+)
 def test_a_type_where_the_base_has_none_merges_and_keeps_the_base(path, base_node, new_type, kwargs):
     """Not a switch: a base node without ``type`` (a spec relying on the default part)."""
     override = {"type": new_type, **kwargs}
@@ -149,9 +158,14 @@ def test_a_type_where_the_base_has_none_merges_and_keeps_the_base(path, base_nod
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.lists(keys, max_size=3), types, types, st.dictionaries(keys, trees(), max_size=3),
-       st.dictionaries(keys, st.dictionaries(keys, trees(), min_size=1, max_size=3), min_size=1, max_size=3),
-       st.dictionaries(keys, trees(), max_size=3))
+@given(
+    st.lists(keys, max_size=3),
+    types,
+    types,
+    st.dictionaries(keys, trees(), max_size=3),
+    st.dictionaries(keys, st.dictionaries(keys, trees(), min_size=1, max_size=3), min_size=1, max_size=3),
+    st.dictionaries(keys, trees(), max_size=3),
+)
 def test_a_type_switch_at_any_depth_leaks_no_nested_mapping_of_the_old_part(path, t1, t2, old_kw, old_maps, new_kw):
     assume(t1 != t2)
     old = {**old_kw, **old_maps, "type": t1}  # at least one value of the old part is a mapping
@@ -200,9 +214,14 @@ def write(path: Path, text: str) -> Path:
 
 
 def test_base_inheritance_relative_to_the_file(tmp_path):
-    write(tmp_path / "base.yaml", "model:\n  type: dino_ir\n  fusion: {type: msf, experts: 4}\ntrain: {lr: 2e-4, iterations: 10}\n")
-    child = write(tmp_path / "sub" / "child.yaml",
-                  "base: ../base.yaml\nmodel:\n  fusion: {type: concat}\ntrain: {iterations: 20}\n")
+    write(
+        tmp_path / "base.yaml",
+        "model:\n  type: dino_ir\n  fusion: {type: msf, experts: 4}\ntrain: {lr: 2e-4, iterations: 10}\n",
+    )
+    child = write(
+        tmp_path / "sub" / "child.yaml",
+        "base: ../base.yaml\nmodel:\n  fusion: {type: concat}\ntrain: {iterations: 20}\n",
+    )
     recipe = load_recipe(child)
     assert recipe == {
         "model": {"type": "dino_ir", "fusion": {"type": "concat"}},

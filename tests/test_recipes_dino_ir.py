@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from restorekit import build, build_model
+from restorekit.contracts import sparse_gradient_prefixes
 from restorekit.data.build import check_data_config, task_entries
 from restorekit.engine.config import eval_config, train_config
-from restorekit.recipes import load_recipe, recipe_diff
-from restorekit.contracts import sparse_gradient_prefixes
 from restorekit.engine.parts import build_model_and_loss
 from restorekit.engine.step import forward_loss
+from restorekit.recipes import load_recipe, recipe_diff
 from restorekit.tiny import tiny_loss_spec, tiny_model_spec
 
 pytestmark = pytest.mark.filterwarnings("ignore:dino_ir. the .* backbone is randomly initialised")
@@ -51,8 +51,14 @@ OWN_SCHEDULES = {
 
 
 def test_the_recipe_set_is_complete() -> None:
-    expected = {"dino_ir", "dino_ir_5task", "baselines/restormer", "baselines/promptir", *ABLATION_CHANGES,
-                *OWN_SCHEDULES}
+    expected = {
+        "dino_ir",
+        "dino_ir_5task",
+        "baselines/restormer",
+        "baselines/promptir",
+        *ABLATION_CHANGES,
+        *OWN_SCHEDULES,
+    }
     assert expected == set(RECIPES)
 
 

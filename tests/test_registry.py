@@ -32,16 +32,35 @@ def widget():
 
 def test_every_kind_has_a_registry():
     assert set(KINDS) == {
-        "backbone", "fusion", "adapter", "body", "model", "loss", "metric", "optimizer", "schedule",
-        "logger", "degradation", "dataset",
+        "backbone",
+        "fusion",
+        "adapter",
+        "body",
+        "model",
+        "loss",
+        "metric",
+        "optimizer",
+        "schedule",
+        "logger",
+        "degradation",
+        "dataset",
     }
     for kind in KINDS:
         assert registry(kind).kind == kind
     groups = {registry(kind).group for kind in KINDS}
     assert groups == {
-        "restorekit.backbones", "restorekit.fusions", "restorekit.adapters", "restorekit.bodies",
-        "restorekit.models", "restorekit.losses", "restorekit.metrics", "restorekit.optimizers",
-        "restorekit.schedules", "restorekit.loggers", "restorekit.degradations", "restorekit.datasets",
+        "restorekit.backbones",
+        "restorekit.fusions",
+        "restorekit.adapters",
+        "restorekit.bodies",
+        "restorekit.models",
+        "restorekit.losses",
+        "restorekit.metrics",
+        "restorekit.optimizers",
+        "restorekit.schedules",
+        "restorekit.loggers",
+        "restorekit.degradations",
+        "restorekit.datasets",
     }
 
 

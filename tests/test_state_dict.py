@@ -50,7 +50,9 @@ def test_files_restorekit_wrote_are_read_as_written(tmp_path: Path) -> None:
 
 def test_misfits_name_the_file_the_architecture_and_the_keys() -> None:
     with pytest.raises(CheckpointError) as info:
-        check_fit({"a": torch.zeros(2), "c": torch.zeros(1)}, {"a": torch.zeros(3), "d": torch.zeros(1)}, "f.pth", "net")
+        check_fit(
+            {"a": torch.zeros(2), "c": torch.zeros(1)}, {"a": torch.zeros(3), "d": torch.zeros(1)}, "f.pth", "net"
+        )
     text = str(info.value)
     assert text.startswith("f.pth does not fit net: 1 missing key(s) (first: c); 1 unexpected key(s) (first: d)")
     assert "a: file (3,) vs model (2,)" in text

@@ -31,8 +31,16 @@ class Pairs(torch.utils.data.Dataset):
 
 def stream(batch_size: int = 4, world_size: int = 1, rank: int = 0, num_workers: int = 0, **kw) -> TrainStream:
     tasks = [TaskSource("a", Pairs(3, seed=1), 1.0), TaskSource("b", Pairs(5, seed=2), 2.0)]
-    return TrainStream(tasks, batch_size=batch_size, seed=7, rank=rank, world_size=world_size,
-                       patch_size=kw.pop("patch_size", 8), num_workers=num_workers, **kw)
+    return TrainStream(
+        tasks,
+        batch_size=batch_size,
+        seed=7,
+        rank=rank,
+        world_size=world_size,
+        patch_size=kw.pop("patch_size", 8),
+        num_workers=num_workers,
+        **kw,
+    )
 
 
 def equal(x: dict, y: dict) -> bool:
@@ -108,7 +116,10 @@ def test_build_train_stream_repeat_weight_and_synthetic(tmp_path, caplog):
         "root": str(tmp_path),
         "patch_size": 8,
         "train": {
-            "noise": {"dataset": {"type": "synthetic", "path": "one", "degradation": {"type": "noise", "sigma": 50}}, "repeat": 6},
+            "noise": {
+                "dataset": {"type": "synthetic", "path": "one", "degradation": {"type": "noise", "sigma": 50}},
+                "repeat": 6,
+            },
             "haze": {"dataset": {"type": "synthetic", "path": "two", "degradation": "haze"}},
         },
     }
@@ -125,7 +136,9 @@ def test_build_train_stream_repeat_weight_and_synthetic(tmp_path, caplog):
 def test_build_train_stream_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match=r"data.train.noise: task 'noise' has no images"):
-        build_train_stream({"train": {"noise": {"dataset": {"type": "synthetic", "path": str(tmp_path / "empty")}}}}, 2, 0)
+        build_train_stream(
+            {"train": {"noise": {"dataset": {"type": "synthetic", "path": str(tmp_path / "empty")}}}}, 2, 0
+        )
     write_clean(tmp_path / "c", 1)
     spec = {"type": "synthetic", "path": str(tmp_path / "c")}
     with pytest.raises(RecipeError, match="weight for all or repeat for all"):

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from tiny_dino_ir import tiny_model_spec
 
 from restorekit.cli import main
 from restorekit.data.image_io import load_image, write_image
@@ -16,7 +17,6 @@ from restorekit.engine.sources import resolve_source
 from restorekit.errors import CheckpointError, RecipeError
 from restorekit.recipes import load_recipe
 from restorekit.tiny import TINY
-from tiny_dino_ir import tiny_model_spec
 
 
 def body(name: str, seed: int) -> torch.nn.Module:
@@ -54,8 +54,17 @@ def test_released_files_restore_from_the_cli(tmp_path: Path, name: str) -> None:
     recipe = recipe_file(tmp_path, {"type": name, **TINY["model"][name]})
     image = torch.rand(3, 21, 30)
     write_image(tmp_path / "in.png", image)
-    code = main(["restore", str(tmp_path / "in.png"), str(tmp_path / "out.png"), "--recipe", str(recipe),
-                 "--weights", str(weights)])
+    code = main(
+        [
+            "restore",
+            str(tmp_path / "in.png"),
+            str(tmp_path / "out.png"),
+            "--recipe",
+            str(recipe),
+            "--weights",
+            str(weights),
+        ]
+    )
     assert code == 0
     with torch.no_grad():
         expected = source(load_image(tmp_path / "in.png").rgb[None]).clamp(0, 1)[0]
@@ -66,8 +75,9 @@ def test_released_files_restore_from_the_cli(tmp_path: Path, name: str) -> None:
 def test_the_models_own_weights_need_no_weights_flag(tmp_path: Path) -> None:
     source = body("promptir", seed=0)
     weights = released_file(tmp_path, "promptir", source)
-    recipe = load_recipe(recipe_file(tmp_path, {"type": "promptir", **TINY["model"]["promptir"]}),
-                         [f"model.weights={weights}"])
+    recipe = load_recipe(
+        recipe_file(tmp_path, {"type": "promptir", **TINY["model"]["promptir"]}), [f"model.weights={weights}"]
+    )
     model, file, _ = load_model_for_inference(recipe, None)
     x = torch.rand(1, 3, 16, 24)
     with torch.no_grad():
@@ -89,8 +99,11 @@ def test_released_weights_holding_nan_are_refused(tmp_path: Path) -> None:
     with torch.no_grad():
         source.patch_embed.proj.weight[0, 0, 0, 0] = float("inf")
     weights = released_file(tmp_path, "promptir", source)
-    with pytest.raises(CheckpointError, match=r"promptir.ckpt holds NaN or infinite values in 1 tensor\(s\): "
-                                              r"patch_embed.proj.weight"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"promptir.ckpt holds NaN or infinite values in 1 tensor\(s\): "
+        r"patch_embed.proj.weight",
+    ):
         load_model_for_inference({"model": {"type": "promptir", **TINY["model"]["promptir"]}}, weights)
 
 
@@ -106,8 +119,11 @@ def test_a_restorekit_file_that_does_not_fit_names_file_and_keys(tmp_path: Path)
 
 def test_hub_id_offline_is_a_clear_error_saying_how_to_pass_a_folder(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(CheckpointError, match=r"HF_HUB_OFFLINE is set.*huggingface-cli download someone/dino-ir "
-                                              r"--local-dir DIR.*--weights DIR"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"HF_HUB_OFFLINE is set.*huggingface-cli download someone/dino-ir "
+        r"--local-dir DIR.*--weights DIR",
+    ):
         resolve_source("someone/dino-ir")
     with pytest.raises(CheckpointError, match="no such file or folder"):
         resolve_source(str(tmp_path / "missing.pth"))
@@ -119,10 +135,11 @@ def test_train_weights_start_from_released_weights(tmp_path: Path) -> None:
 
     source = body("restormer", seed=0)
     weights = released_file(tmp_path, "restormer", source)
-    recipe = load_recipe(recipe_file(tmp_path, {"type": "restormer", **TINY["model"]["restormer"]}),
-                         ["train.iterations=2", "train.batch_size=1"])
+    recipe = load_recipe(
+        recipe_file(tmp_path, {"type": "restormer", **TINY["model"]["restormer"]}),
+        ["train.iterations=2", "train.batch_size=1"],
+    )
     recipe["train"]["init_weights"] = str(weights)
     parts = build_training_parts(recipe, train_config(recipe, "test"))
     for key, value in source.state_dict().items():
         torch.testing.assert_close(parts.model.state_dict()[key], value, rtol=0, atol=0)
-

@@ -19,20 +19,36 @@ import os
 import sys
 from pathlib import Path
 
+import engine_fakes
 import torch
 
-import engine_fakes
 from restorekit.engine.train import Trainer
 
 ITERATIONS, STOP_AT = 8, 6
 
 
 def recipe(out: Path, model: dict) -> dict:
-    train = {"iterations": ITERATIONS, "batch_size": 4, "ckpt_every": 4, "val_every": 4, "log_every": 1,
-             "schedule": {"warmup_iters": 2}, "lr": 1e-3, "out_dir": str(out), "progress": False,
-             "deterministic": True, "device": "cpu", "threads": 1}
-    return {"name": "torchrun-test", "model": model, "loss": {"type": "engine_test_nan"}, "train": train,
-            "eval": {"crop_multiple": 8, "grid": False}}
+    train = {
+        "iterations": ITERATIONS,
+        "batch_size": 4,
+        "ckpt_every": 4,
+        "val_every": 4,
+        "log_every": 1,
+        "schedule": {"warmup_iters": 2},
+        "lr": 1e-3,
+        "out_dir": str(out),
+        "progress": False,
+        "deterministic": True,
+        "device": "cpu",
+        "threads": 1,
+    }
+    return {
+        "name": "torchrun-test",
+        "model": model,
+        "loss": {"type": "engine_test_nan"},
+        "train": train,
+        "eval": {"crop_multiple": 8, "grid": False},
+    }
 
 
 def trainer(out: Path, model: dict) -> Trainer:

@@ -5,13 +5,22 @@ open_clip and no plugin.
 """
 
 from restorekit.building import build, build_model, build_part
+from restorekit.listing import list_components
 from restorekit.recipes import load_recipe
 from restorekit.registry import register
-from restorekit.listing import list_components
 
 __version__ = "0.1.0"
-__all__ = ["build", "build_model", "build_part", "load_recipe", "list_components", "register",
-           "save_pretrained", "from_pretrained", "__version__"]
+__all__ = [
+    "build",
+    "build_model",
+    "build_part",
+    "load_recipe",
+    "list_components",
+    "register",
+    "save_pretrained",
+    "from_pretrained",
+    "__version__",
+]
 _LAZY = {"save_pretrained": "restorekit.pretrained", "from_pretrained": "restorekit.pretrained"}
 
 

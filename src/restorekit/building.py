@@ -12,8 +12,9 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+from collections.abc import Collection, Mapping
 from pathlib import Path
-from typing import Any, Collection, Mapping
+from typing import Any
 
 from restorekit.errors import BuildError, RecipeError
 from restorekit.recipes import find_recipe, load_recipe, merge
@@ -40,11 +41,7 @@ def accepted_keywords(factory: Any) -> tuple[list[str], bool]:
         params = inspect.signature(factory).parameters.values()
     except (TypeError, ValueError):
         return [], True
-    names = [
-        p.name
-        for p in params
-        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self"
-    ]
+    names = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self"]
     return names, any(p.kind is p.VAR_KEYWORD for p in params)
 
 

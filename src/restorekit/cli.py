@@ -10,7 +10,7 @@ import argparse
 import errno
 import importlib
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from restorekit.engine.signals import TrainingInterrupted
 from restorekit.errors import RestorekitError
@@ -36,9 +36,7 @@ COMMANDS: dict[str, str] = {
 def make_parser() -> argparse.ArgumentParser:
     from restorekit import __version__
 
-    parser = argparse.ArgumentParser(
-        prog="restorekit", description="Compose, train and run image-restoration models."
-    )
+    parser = argparse.ArgumentParser(prog="restorekit", description="Compose, train and run image-restoration models.")
     parser.add_argument("--version", action="version", version=f"restorekit {__version__}")
     loudness = parser.add_mutually_exclusive_group()
     loudness.add_argument("-v", "--verbose", action="store_true", help="also show debug messages")

@@ -19,8 +19,9 @@ Two ideas are defined here once for the whole library:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -85,8 +86,7 @@ class Backbone(Freezable, Protocol):
     num_layers: int
     patch_size: int
 
-    def __call__(self, x: Tensor, layers: Sequence[int], grid: tuple[int, int] | None = None) -> dict[int, Tensor]:
-        ...
+    def __call__(self, x: Tensor, layers: Sequence[int], grid: tuple[int, int] | None = None) -> dict[int, Tensor]: ...
 
 
 @runtime_checkable
@@ -102,27 +102,23 @@ class Body(Protocol):
     pad_multiple: int
 
     @property
-    def injection_points(self) -> Mapping[str, InjectionPointLike]:
-        ...
+    def injection_points(self) -> Mapping[str, InjectionPointLike]: ...
 
-    def __call__(self, x: Tensor, guidance: Guidance | None = None) -> Tensor:
-        ...
+    def __call__(self, x: Tensor, guidance: Guidance | None = None) -> Tensor: ...
 
 
 @runtime_checkable
 class Fusion(Protocol):
     """L maps ``(B, in_channels, h, w)`` -> one ``(B, out_channels, h, w)``."""
 
-    def __call__(self, feats: Sequence[Tensor]) -> Tensor:
-        ...
+    def __call__(self, feats: Sequence[Tensor]) -> Tensor: ...
 
 
 @runtime_checkable
 class Adapter(Protocol):
     """``(feature, guide) -> feature``: one per injection point; resizes the guide itself."""
 
-    def __call__(self, feature: Tensor, guide: Tensor) -> Tensor:
-        ...
+    def __call__(self, feature: Tensor, guide: Tensor) -> Tensor: ...
 
 
 @runtime_checkable
@@ -170,13 +166,11 @@ class GuidedModel(Protocol):
     """
 
     backbone: nn.Module
-    guide_pass: "GuidePass"
+    guide_pass: GuidePass
 
-    def __call__(self, lq: Tensor, return_aux: bool = False) -> Tensor | tuple[Tensor, "ModelAux"]:
-        ...
+    def __call__(self, lq: Tensor, return_aux: bool = False) -> Tensor | tuple[Tensor, ModelAux]: ...
 
-    def request_backbone_layers(self, layers: Sequence[int]) -> None:
-        ...
+    def request_backbone_layers(self, layers: Sequence[int]) -> None: ...
 
 
 @runtime_checkable
@@ -184,55 +178,47 @@ class Loss(Protocol):
     """``(restored, target, *, lq, aux) -> scalar Tensor or LossTerms``."""
 
     def __call__(
-        self, restored: Tensor, target: Tensor, *, lq: Tensor | None = None, aux: "ModelAux | None" = None
-    ) -> Tensor | LossTerms:
-        ...
+        self, restored: Tensor, target: Tensor, *, lq: Tensor | None = None, aux: ModelAux | None = None
+    ) -> Tensor | LossTerms: ...
 
 
 @runtime_checkable
 class BindsToModel(Protocol):
     """A loss that needs the model it trains (DPC shares the model's backbone)."""
 
-    def bind(self, model: nn.Module) -> None:
-        ...
+    def bind(self, model: nn.Module) -> None: ...
 
 
 @runtime_checkable
 class Metric(Protocol):
     """``metric(pred, target, crop_border=0) -> (B,)`` per image, data range 1."""
 
-    def __call__(self, pred: Tensor, target: Tensor, crop_border: int = 0) -> Tensor:
-        ...
+    def __call__(self, pred: Tensor, target: Tensor, crop_border: int = 0) -> Tensor: ...
 
 
 @runtime_checkable
 class Schedule(Protocol):
     """The learning rate as a pure function of the step (so resume needs only the step)."""
 
-    def __call__(self, step: int) -> float:
-        ...
+    def __call__(self, step: int) -> float: ...
 
-    def state_dict(self) -> dict[str, Any]:
-        ...
+    def state_dict(self) -> dict[str, Any]: ...
 
 
 @runtime_checkable
 class Degradation(Protocol):
     """``(img (3, H, W) or (B, 3, H, W) in [0, 1], rng) -> img`` of the same shape, dtype and range."""
 
-    def __call__(self, img: Any, rng: Any = None) -> Any:
-        ...
+    def __call__(self, img: Any, rng: Any = None) -> Any: ...
 
 
 @runtime_checkable
 class PairDataset(Protocol):
     """Items ``{"lq", "gt", "task", "name"}`` of (3, H, W) images, by index."""
 
-    def __len__(self) -> int:
-        ...
+    def __len__(self) -> int: ...
 
-    def __getitem__(self, index: int) -> Mapping[str, Any]:
-        ...
+    def __getitem__(self, index: int) -> Mapping[str, Any]: ...
 
 
 @runtime_checkable
@@ -246,17 +232,13 @@ class RunLogger(Protocol):
 
     takes_images: bool
 
-    def write(self, record: Mapping[str, Any]) -> None:
-        ...
+    def write(self, record: Mapping[str, Any]) -> None: ...
 
-    def add_images(self, step: int, images: Mapping[str, Tensor]) -> None:
-        ...
+    def add_images(self, step: int, images: Mapping[str, Tensor]) -> None: ...
 
-    def add_text(self, tag: str, text: str) -> None:
-        ...
+    def add_text(self, tag: str, text: str) -> None: ...
 
-    def close(self) -> None:
-        ...
+    def close(self) -> None: ...
 
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -278,7 +260,7 @@ class ModelAux:
     backbone: nn.Module | None = None  # the frozen guidance backbone (shared, never copied)
     lq_features: Mapping[int, Tensor] = field(default_factory=dict)  # its layers on the degraded input
     grid: tuple[int, int] | None = None  # the token grid of that pass (None: the native grid)
-    guide_pass: "GuidePass | None" = None  # the rule of that pass (preparation, grid, windows)
+    guide_pass: GuidePass | None = None  # the rule of that pass (preparation, grid, windows)
     guide: Tensor | None = None  # the fused guide
     gate: Tensor | None = None  # fusion gate weights (B, K), when the fusion has a gate
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 
 class RestorekitError(Exception):
@@ -12,9 +13,7 @@ class RestorekitError(Exception):
 class UnknownComponentError(RestorekitError, KeyError):
     """An unknown part name (or kind), with close matches and failed plugins."""
 
-    def __init__(
-        self, kind: str, name: str, close: Sequence[str] = (), failed: Sequence[Any] = ()
-    ) -> None:
+    def __init__(self, kind: str, name: str, close: Sequence[str] = (), failed: Sequence[Any] = ()) -> None:
         self.kind, self.name, self.close, self.failed = kind, name, list(close), list(failed)
         msg = f"unknown {kind} {name!r}"
         if close:
@@ -27,7 +26,7 @@ class UnknownComponentError(RestorekitError, KeyError):
         super().__init__(msg)
 
     @classmethod
-    def for_kind(cls, kind: str, hint: str) -> "UnknownComponentError":
+    def for_kind(cls, kind: str, hint: str) -> UnknownComponentError:
         err = cls.__new__(cls)
         err.kind, err.name, err.close, err.failed = "kind", kind, [], []
         RestorekitError.__init__(err, f"unknown kind of part {kind!r}{hint}")

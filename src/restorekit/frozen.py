@@ -7,7 +7,8 @@ parameter, and is recorded in checkpoints by name, weights path and sha256
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from torch import nn
 

@@ -25,13 +25,13 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*(@[\w./-]+)?$")
 def is_hub_id(text: str) -> bool:
     """Whether ``text`` reads as a Hub id (``org/name``, ``hf:org/name``, ``org/name@rev``)."""
     text = str(text)
-    return _HUB_ID.match(text[len(HUB_PREFIX):] if text.startswith(HUB_PREFIX) else text) is not None
+    return _HUB_ID.match(text[len(HUB_PREFIX) :] if text.startswith(HUB_PREFIX) else text) is not None
 
 
 def split_hub_id(text: str) -> tuple[str, str | None]:
     """``(repo_id, revision)`` of a Hub id."""
     text = str(text)
-    text = text[len(HUB_PREFIX):] if text.startswith(HUB_PREFIX) else text
+    text = text[len(HUB_PREFIX) :] if text.startswith(HUB_PREFIX) else text
     repo_id, _, revision = text.partition("@")
     return repo_id, revision or None
 
@@ -41,7 +41,9 @@ def hub_api() -> Any:
     try:
         from huggingface_hub import HfApi
     except ImportError as exc:  # pragma: no cover - installed with timm
-        raise CheckpointError("the Hugging Face Hub needs the huggingface_hub package (pip install huggingface_hub)") from exc
+        raise CheckpointError(
+            "the Hugging Face Hub needs the huggingface_hub package (pip install huggingface_hub)"
+        ) from exc
     return HfApi()
 
 
@@ -65,21 +67,28 @@ def download_package(hub_id: str) -> Path:
                 f"pretrained package {repo_id!r} would be downloaded from the Hugging Face Hub, but "
                 f"HF_HUB_OFFLINE is set and it is not in the local cache. {offline_help(repo_id)}"
             ) from exc
-        raise CheckpointError(f"could not download pretrained package {repo_id!r} from the Hub: {first_line(exc)}. "
-                              f"{offline_help(repo_id)}") from exc
+        raise CheckpointError(
+            f"could not download pretrained package {repo_id!r} from the Hub: {first_line(exc)}. "
+            f"{offline_help(repo_id)}"
+        ) from exc
     return Path(folder)
 
 
 def push_package(folder: Path, repo_id: str, *, private: bool = False, message: str | None = None) -> str:
     """Upload a package folder to the Hub repository ``repo_id`` (created if needed); its URL."""
     if hub_offline():
-        raise CheckpointError(f"cannot push to {repo_id!r}: HF_HUB_OFFLINE is set (unset it, and log in "
-                              "with `huggingface-cli login` or HF_TOKEN)")
+        raise CheckpointError(
+            f"cannot push to {repo_id!r}: HF_HUB_OFFLINE is set (unset it, and log in "
+            "with `huggingface-cli login` or HF_TOKEN)"
+        )
     api = hub_api()
     try:
         repo = api.create_repo(repo_id=repo_id, private=private, exist_ok=True)
-        api.upload_folder(repo_id=repo_id, folder_path=str(folder),
-                          commit_message=message or f"restorekit package {Path(folder).name}")
+        api.upload_folder(
+            repo_id=repo_id,
+            folder_path=str(folder),
+            commit_message=message or f"restorekit package {Path(folder).name}",
+        )
     except Exception as exc:  # noqa: BLE001
         raise CheckpointError(f"could not push {folder} to the Hub repository {repo_id!r}: {first_line(exc)}") from exc
     return str(getattr(repo, "url", None) or f"https://huggingface.co/{repo_id}")

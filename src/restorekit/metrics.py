@@ -19,7 +19,8 @@ agree with ``skimage.metrics``:
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -43,9 +44,7 @@ def as_unit_float(x: Any, which: str, name: str = "metric") -> torch.Tensor:
         return x.to(torch.float64)
     dtype = str(x.dtype).removeprefix("torch.")
     if dtype not in _INTEGER_RANGES:
-        raise ValueError(
-            f"{name}: {which} has dtype {dtype}; give floats in [0, 1] or uint8/uint16 images"
-        )
+        raise ValueError(f"{name}: {which} has dtype {dtype}; give floats in [0, 1] or uint8/uint16 images")
     return x.to(torch.float64) / _INTEGER_RANGES[dtype]
 
 

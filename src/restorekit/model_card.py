@@ -9,7 +9,8 @@ and the citations.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 CITATIONS: dict[str, str] = {
     "dino_ir": """@article{lin2023dinoir,
@@ -80,11 +81,15 @@ def _model(manifest: Mapping[str, Any], recipe: Mapping[str, Any]) -> str:
     lines = ["## Model", "", f"* type: `{manifest.get('model_type')}`; recipe: `{recipe.get('name')}` "
              "(the full resolved recipe is `recipe.yaml`)"]  # fmt: skip
     if params:
-        lines.append(f"* parameters: {params.get('trainable', 0):,} trainable (in `model.safetensors`), "
-                     f"{params.get('frozen', 0):,} frozen (not included)")
+        lines.append(
+            f"* parameters: {params.get('trainable', 0):,} trainable (in `model.safetensors`), "
+            f"{params.get('frozen', 0):,} frozen (not included)"
+        )
     if weights.get("checkpoint"):
-        lines.append(f"* weights: {'EMA' if weights.get('ema') else 'raw'} weights of {weights['checkpoint']} "
-                     f"(step {weights.get('step')})")
+        lines.append(
+            f"* weights: {'EMA' if weights.get('ema') else 'raw'} weights of {weights['checkpoint']} "
+            f"(step {weights.get('step')})"
+        )
     frozen = manifest.get("frozen") or {}
     if frozen:
         lines += ["", "Frozen parts are not in this package; each loads from its own source and is checked "
@@ -92,8 +97,9 @@ def _model(manifest: Mapping[str, Any], recipe: Mapping[str, Any]) -> str:
                   "|---|---|---|---|"]  # fmt: skip
         for prefix, record in frozen.items():
             weights_text = record.get("weights") or "random initialisation"
-            lines.append(f"| `{prefix or 'model'}` | {record.get('name')} | {weights_text} | "
-                         f"{record.get('sha256') or '-'} |")
+            lines.append(
+                f"| `{prefix or 'model'}` | {record.get('name')} | {weights_text} | {record.get('sha256') or '-'} |"
+            )
     return "\n".join(lines)
 
 
@@ -109,8 +115,12 @@ def _data(recipe: Mapping[str, Any]) -> str:
     if not rows:
         return ""
     train = recipe.get("train") or {}
-    head = (f"Trained for {train.get('iterations')} iterations, global batch {train.get('batch_size')}, "
-            f"{data.get('patch_size')} px patches." if train else "")
+    head = (
+        f"Trained for {train.get('iterations')} iterations, global batch {train.get('batch_size')}, "
+        f"{data.get('patch_size')} px patches."
+        if train
+        else ""
+    )
     return "\n".join(["## Data", "", head, "", "| split | task | dataset | settings |", "|---|---|---|---|", *rows])
 
 
@@ -125,8 +135,9 @@ def _use(manifest: Mapping[str, Any]) -> str:
 
 def _licence(manifest: Mapping[str, Any]) -> str:
     licence = manifest.get("license")
-    text = licence or ("not stated by whoever packaged these weights; ask them before reuse (the frozen "
-                       "parts keep their own licences)")
+    text = licence or (
+        "not stated by whoever packaged these weights; ask them before reuse (the frozen parts keep their own licences)"
+    )
     return f"## Licence\n\n{text}"
 
 

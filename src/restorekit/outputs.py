@@ -7,8 +7,8 @@ model is built, so a refusal costs nothing and leaves nothing half done.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from restorekit.errors import RestorekitError
 
@@ -21,8 +21,9 @@ def refuse_existing(files: Iterable[Path], option: str) -> None:
     """OutputExistsError naming the files of ``files`` that exist."""
     taken = [str(f) for f in files if f.exists()]
     if taken:
-        raise OutputExistsError(f"{option}: {', '.join(taken)} already exist(s); pass --overwrite to replace, "
-                                "or choose another folder")
+        raise OutputExistsError(
+            f"{option}: {', '.join(taken)} already exist(s); pass --overwrite to replace, or choose another folder"
+        )
 
 
 def refuse_non_empty(folder: Path, option: str) -> None:

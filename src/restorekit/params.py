@@ -17,8 +17,13 @@ def part_rows(model: Any) -> list[tuple[str, int, int]]:
     rows = [(name, *count_params(child)) for name, child in model.named_children()]
     own = list(model.parameters(recurse=False))
     if own:
-        rows.append(("(own)", sum(p.numel() for p in own if p.requires_grad),
-                     sum(p.numel() for p in own if not p.requires_grad)))
+        rows.append(
+            (
+                "(own)",
+                sum(p.numel() for p in own if p.requires_grad),
+                sum(p.numel() for p in own if not p.requires_grad),
+            )
+        )
     return rows
 
 

@@ -23,9 +23,10 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from torch import nn
 
@@ -75,8 +76,10 @@ def read_package(folder: str | os.PathLike[str]) -> Package:
     if not isinstance(manifest, dict) or manifest.get("format") != PACKAGE_FORMAT:
         raise CheckpointError(f"package {folder}: {MANIFEST_FILE} is not a restorekit package manifest")
     if int(manifest.get("version", 0)) > PACKAGE_VERSION:
-        raise CheckpointError(f"package {folder} has format version {manifest.get('version')}; this restorekit "
-                              f"reads up to {PACKAGE_VERSION} (upgrade restorekit)")
+        raise CheckpointError(
+            f"package {folder} has format version {manifest.get('version')}; this restorekit "
+            f"reads up to {PACKAGE_VERSION} (upgrade restorekit)"
+        )
     for name in (WEIGHTS_FILE, RECIPE_FILE):
         if not (folder / name).is_file():
             raise CheckpointError(f"package {folder} has no {name}")
@@ -132,8 +135,10 @@ def check_frozen_parts(model: nn.Module, recorded: Mapping[str, Any], where: str
     for prefix, record in recorded.items():
         name = prefix or "model"
         if prefix not in built:
-            raise CheckpointError(f"{where}: the package records a frozen part {name!r} ({record.get('name')}) "
-                                  "that the model built from its recipe does not have")
+            raise CheckpointError(
+                f"{where}: the package records a frozen part {name!r} ({record.get('name')}) "
+                "that the model built from its recipe does not have"
+            )
         have = built[prefix]
         want_sha, have_sha = record.get("sha256"), have.get("sha256")
         how = f"pass the file: from_pretrained(..., {name}={{'weights': PATH}}) or -o model.{name}.weights=PATH"
@@ -190,8 +195,9 @@ def _check_target(folder: Path, overwrite: bool) -> None:
 
     taken = folder.exists() and (not folder.is_dir() or any(folder.iterdir()))
     if taken and not overwrite:
-        raise OutputExistsError(f"package folder {folder} already exists; pass overwrite=True (--overwrite) "
-                                "to replace it")
+        raise OutputExistsError(
+            f"package folder {folder} already exists; pass overwrite=True (--overwrite) to replace it"
+        )
     if taken and not is_package(folder):
         raise OutputExistsError(f"{folder} is not empty and not a package: refusing to replace it")
 
@@ -204,8 +210,10 @@ def _from_model(model: nn.Module, recipe: Mapping[str, Any] | str | None) -> tup
     if recipe is None:
         recipe = getattr(model, "pretrained_recipe", None)
     if recipe is None:
-        raise CheckpointError("save_pretrained(model, ...) needs recipe= (the recipe or model spec the model "
-                              "was built from), or a run folder instead of the model")
+        raise CheckpointError(
+            "save_pretrained(model, ...) needs recipe= (the recipe or model spec the model "
+            "was built from), or a run folder instead of the model"
+        )
     full = load_recipe(recipe) if isinstance(recipe, (str, os.PathLike)) else dict(recipe)
     if "model" not in full:
         full = {"model": full}
@@ -247,8 +255,9 @@ def _evaluation(given: Any, run_eval: Path | None) -> dict[str, Any] | None:
     path = Path(given) if given is not None else run_eval
     if path is None or not path.is_file():
         if given is not None:
-            raise CheckpointError(f"evaluation report {given} does not exist (an eval.json from `restorekit eval "
-                                  "--report DIR`)")
+            raise CheckpointError(
+                f"evaluation report {given} does not exist (an eval.json from `restorekit eval --report DIR`)"
+            )
         return None
     report = _read_json(path)
     if not isinstance(report.get("tasks"), Mapping):
@@ -256,8 +265,12 @@ def _evaluation(given: Any, run_eval: Path | None) -> dict[str, Any] | None:
     return report
 
 
-def _manifest(recipe: Mapping[str, Any], facts: Mapping[str, Any], license: str | None,  # noqa: A002
-              citation: str | None) -> dict[str, Any]:
+def _manifest(
+    recipe: Mapping[str, Any],
+    facts: Mapping[str, Any],
+    license: str | None,  # noqa: A002
+    citation: str | None,
+) -> dict[str, Any]:
     from restorekit.engine.run_folder import versions
 
     model = recipe.get("model") or {}
@@ -268,8 +281,14 @@ def _manifest(recipe: Mapping[str, Any], facts: Mapping[str, Any], license: str 
     }  # fmt: skip
 
 
-def _write_files(tmp: Path, state: Mapping[str, Any], recipe: Mapping[str, Any], manifest: Mapping[str, Any],
-                 report: Mapping[str, Any] | None, card: str) -> None:
+def _write_files(
+    tmp: Path,
+    state: Mapping[str, Any],
+    recipe: Mapping[str, Any],
+    manifest: Mapping[str, Any],
+    report: Mapping[str, Any] | None,
+    card: str,
+) -> None:
     import shutil
 
     from safetensors.torch import save_file
@@ -279,7 +298,9 @@ def _write_files(tmp: Path, state: Mapping[str, Any], recipe: Mapping[str, Any],
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    save_file(cpu_copy(state), str(tmp / WEIGHTS_FILE), metadata={"format": FILE_FORMAT, "package": str(PACKAGE_VERSION)})
+    save_file(
+        cpu_copy(state), str(tmp / WEIGHTS_FILE), metadata={"format": FILE_FORMAT, "package": str(PACKAGE_VERSION)}
+    )
     (tmp / RECIPE_FILE).write_text(dump_recipe(recipe), encoding="utf-8")
     (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, default=str) + "\n", encoding="utf-8")
     if report is not None:

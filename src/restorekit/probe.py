@@ -20,9 +20,10 @@ import csv
 import io
 import os
 import textwrap
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -182,10 +183,7 @@ class ProbeResult:
         mean = self.mean()
         width = max(8, *(len(d) for d in self.degradations))
         head = f"{'layer':>8s} " + " ".join(f"{d:>{width}s}" for d in self.degradations)
-        rows = [
-            f"{layer:>8s} " + " ".join(f"{v:>{width}.4f}" for v in mean[i])
-            for i, layer in enumerate(self.layers)
-        ]
+        rows = [f"{layer:>8s} " + " ".join(f"{v:>{width}.4f}" for v in mean[i]) for i, layer in enumerate(self.layers)]
         return "\n".join([f"{self.extractor}: mean cosine similarity, {self.measure}", head, *rows])
 
     def csv_rows(self) -> list[dict[str, Any]]:
@@ -194,13 +192,27 @@ class ProbeResult:
         for i, image in enumerate(self.images):
             for j, deg in enumerate(self.degradations):
                 for k, layer in enumerate(self.layers):
-                    rows.append({"extractor": self.extractor, "image": image, self.condition: deg,
-                                 "layer": layer, "cosine": float(self.values[i, j, k])})
+                    rows.append(
+                        {
+                            "extractor": self.extractor,
+                            "image": image,
+                            self.condition: deg,
+                            "layer": layer,
+                            "cosine": float(self.values[i, j, k]),
+                        }
+                    )
         mean = self.mean()
         for k, layer in enumerate(self.layers):
             for j, deg in enumerate(self.degradations):
-                rows.append({"extractor": self.extractor, "image": "mean", self.condition: deg,
-                             "layer": layer, "cosine": float(mean[k, j])})
+                rows.append(
+                    {
+                        "extractor": self.extractor,
+                        "image": "mean",
+                        self.condition: deg,
+                        "layer": layer,
+                        "cosine": float(mean[k, j]),
+                    }
+                )
         return rows
 
 
@@ -247,8 +259,9 @@ def csv_text(results: Sequence[ProbeResult]) -> str:
     """One CSV: extractor, image, the condition (degradation or rule), layer, cosine."""
     buffer = io.StringIO()
     condition = results[0].condition if results else "degradation"
-    writer = csv.DictWriter(buffer, fieldnames=("extractor", "image", condition, "layer", "cosine"),
-                            lineterminator="\n")
+    writer = csv.DictWriter(
+        buffer, fieldnames=("extractor", "image", condition, "layer", "cosine"), lineterminator="\n"
+    )
     writer.writeheader()
     for result in results:
         for row in result.csv_rows():
@@ -279,8 +292,7 @@ def plot_png(results: Sequence[ProbeResult], title: str | None = None) -> bytes:
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(f"cosine similarity ({results[0].measure})")
     handles, labels = axes[-1].get_legend_handles_labels()
-    fig.legend(handles, labels, fontsize=7, loc="outside right center", title=results[0].condition,
-               title_fontsize=7)
+    fig.legend(handles, labels, fontsize=7, loc="outside right center", title=results[0].condition, title_fontsize=7)
     if title:
         fig.suptitle(title, fontsize=10)
     buffer = io.BytesIO()
@@ -288,8 +300,9 @@ def plot_png(results: Sequence[ProbeResult], title: str | None = None) -> bytes:
     return buffer.getvalue()
 
 
-def write_outputs(results: Sequence[ProbeResult], out_dir: str | os.PathLike, stem: str = "probe",
-                  title: str | None = None) -> tuple[Path, Path]:
+def write_outputs(
+    results: Sequence[ProbeResult], out_dir: str | os.PathLike, stem: str = "probe", title: str | None = None
+) -> tuple[Path, Path]:
     """Write ``<stem>.csv`` and ``<stem>.png`` atomically into ``out_dir``."""
     from restorekit.engine.atomic import write_bytes, write_text
 
@@ -363,8 +376,9 @@ def extractor_from_spec(
     notes = []
     if kind == "backbone":
         if not is_pretrained(part):
-            notes.append("randomly initialised backbone (no weights given): the numbers say nothing about "
-                         "the pretrained model")
+            notes.append(
+                "randomly initialised backbone (no weights given): the numbers say nothing about the pretrained model"
+            )
         features, labels = backbone_features(part, layers, grid)
     else:
         if not (isinstance(spec, Mapping) and spec.get("weights")):
@@ -386,10 +400,8 @@ def probe_spec(
     device: str | torch.device = "cpu",
 ) -> ProbeResult:
     """Build the extractor a spec names and run the probe with it."""
-    features, labels, notes = extractor_from_spec(
-        kind, spec, layers=layers, levels=levels, grid=grid, device=device)
-    result = run_probe(features, labels, images, degradations,
-                       extractor=spec_label(spec), seed=seed, device=device)
+    features, labels, notes = extractor_from_spec(kind, spec, layers=layers, levels=levels, grid=grid, device=device)
+    result = run_probe(features, labels, images, degradations, extractor=spec_label(spec), seed=seed, device=device)
     result.notes.extend(notes)
     return result
 
@@ -427,8 +439,13 @@ def compare_rules(
         raise BuildError("the probe needs at least one image")
     chosen = list(layers) if layers else default_layers(backbone.num_layers)
     backbone.resolve_layers(chosen)
-    reference = GuidePass(stride=stride, rule="global", window=window or DEFAULT_WINDOW,
-                          overlap=DEFAULT_OVERLAP if overlap is None else overlap, pad_multiple=PAD_MULTIPLE)
+    reference = GuidePass(
+        stride=stride,
+        rule="global",
+        window=window or DEFAULT_WINDOW,
+        overlap=DEFAULT_OVERLAP if overlap is None else overlap,
+        pad_multiple=PAD_MULTIPLE,
+    )
     values = np.zeros((len(images), len(rules), len(chosen)), dtype=np.float64)
     for i, (_, img) in enumerate(images):
         x = img[None].to(device)
@@ -438,6 +455,12 @@ def compare_rules(
             for k, layer in enumerate(chosen):
                 values[i, j, k] = float(token_cosine(whole[layer], maps[layer])[0])
     label = f"{extractor}: stride {stride}, window {reference.window}, overlap {reference.overlap}"
-    return ProbeResult(extractor=label, images=[name for name, _ in images], degradations=list(rules),
-                       layers=[str(layer) for layer in chosen], values=values,
-                       measure="rule vs global pass", condition="rule")
+    return ProbeResult(
+        extractor=label,
+        images=[name for name, _ in images],
+        degradations=list(rules),
+        layers=[str(layer) for layer in chosen],
+        values=values,
+        measure="rule vs global pass",
+        condition="rule",
+    )

@@ -15,11 +15,11 @@ Inheritance follows fvcore's ``load_yaml_with_base`` in spirit: a few dozen line
 from __future__ import annotations
 
 import copy
-import importlib.metadata as metadata
 import os
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import yaml
 
@@ -62,17 +62,13 @@ def _construct_mapping(loader: _RecipeLoader, node: yaml.MappingNode, deep: bool
             ) from None
         if index >= first_explicit:
             if key in explicit:
-                raise RecipeError(
-                    f"{mark.name}:{mark.line + 1}: duplicate key {key!r} in the same mapping"
-                )
+                raise RecipeError(f"{mark.name}:{mark.line + 1}: duplicate key {key!r} in the same mapping")
             explicit.add(key)
         result[key] = loader.construct_object(value_node, deep=deep)
     return result
 
 
-_RecipeLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping
-)
+_RecipeLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 # YAML 1.1 wants a dot in floats ("2.0e-4"); recipes write "2e-4" and mean a float.
 _FLOAT_TAG = "tag:yaml.org,2002:float"
 _FLOAT_FIRST = list("-+0123456789.")
@@ -116,9 +112,7 @@ def load_yaml(path: str | os.PathLike) -> dict:
     except OSError as exc:
         raise RecipeError(f"cannot read recipe {path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:
-        raise RecipeError(
-            f"{path}: a recipe must be UTF-8 text; byte {exc.start} is not ({exc.reason})"
-        ) from None
+        raise RecipeError(f"{path}: a recipe must be UTF-8 text; byte {exc.start} is not ({exc.reason})") from None
     data = parse_yaml(text, str(path))
     if data is None:
         return {}
@@ -310,9 +304,7 @@ def validate_recipe(recipe: Mapping[str, Any], source: str) -> None:
         if key not in TOP_LEVEL_KEYS:
             close = difflib.get_close_matches(str(key), TOP_LEVEL_KEYS, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise RecipeError(
-                f"{source}: unknown top-level key {key!r}{hint} (known: {', '.join(TOP_LEVEL_KEYS)})"
-            )
+            raise RecipeError(f"{source}: unknown top-level key {key!r}{hint} (known: {', '.join(TOP_LEVEL_KEYS)})")
         if key in {"model", "loss", "data", "train", "eval"} and not isinstance(value, (dict, type(None))):
             raise RecipeError(f"{source}: key {key!r} must be a mapping, got {type(value).__name__}")
     from restorekit.engine.published import check_published

@@ -17,8 +17,9 @@ import importlib.metadata as metadata
 import inspect
 import os
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from restorekit.errors import (
     AmbiguousComponentError,
@@ -157,9 +158,7 @@ class Registry:
             return lambda x: x
 
         def decorator(part: Any) -> Any:
-            self._add(
-                Entry(name=name or part.__name__, kind=self.kind, source=source, obj=part), replace
-            )
+            self._add(Entry(name=name or part.__name__, kind=self.kind, source=source, obj=part), replace)
             return part
 
         return decorator
@@ -345,8 +344,7 @@ def dist_of(ep: metadata.EntryPoint) -> tuple[str, str]:
 
 def _load_message(entry: Entry, error: str) -> str:
     return (
-        f"{entry.kind} {entry.name!r} from plugin {entry.source} "
-        f"({entry.entry_point}) failed to load: {error}"
+        f"{entry.kind} {entry.name!r} from plugin {entry.source} ({entry.entry_point}) failed to load: {error}"
         if entry.entry_point
         else f"{entry.kind} {entry.name!r} ({entry.target}) failed to load: {error}"
     )

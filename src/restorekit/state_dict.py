@@ -18,9 +18,10 @@ misfit names the file, the architecture and the first keys and shapes at fault.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
 
@@ -116,7 +117,7 @@ def _strip_prefix(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tenso
         if prefix == "module." and len(inside) != len(state):
             continue  # only a whole-model DDP wrapper is stripped
         dropped = [k for k in state if not k.startswith(prefix)]
-        return {k[len(prefix):]: state[k] for k in inside}, dropped
+        return {k[len(prefix) :]: state[k] for k in inside}, dropped
     return state, []
 
 
@@ -161,7 +162,10 @@ def check_fit(
 
 
 def copy_into(
-    targets: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor], where: str, arch: str,
+    targets: Mapping[str, torch.Tensor],
+    state: Mapping[str, torch.Tensor],
+    where: str,
+    arch: str,
     hint: Hint | None = None,
 ) -> None:
     """Copy ``state`` into the tensors of ``targets`` (a module's state dict, or part of it), strictly."""

@@ -15,7 +15,8 @@ part runs in milliseconds on a CPU through exactly the code a full-size one does
 from __future__ import annotations
 
 import copy
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from restorekit.recipes import merge
 

@@ -18,7 +18,8 @@ import collections.abc as abc
 import inspect
 import types
 import typing
-from typing import Any, Literal, Mapping
+from collections.abc import Mapping
+from typing import Any, Literal
 
 _SEQUENCES = (list, tuple, abc.Sequence, abc.MutableSequence)
 _MAPPINGS = (dict, abc.Mapping, abc.MutableMapping)

@@ -58,9 +58,7 @@ class ChannelCrossAttention(nn.Module):
         self.q = nn.Conv2d(channels, channels, kernel_size=1, bias=bias)
         self.q_dwconv = nn.Conv2d(channels, channels, kernel_size=3, padding=1, groups=channels, bias=bias)
         self.kv = nn.Conv2d(channels, channels * 2, kernel_size=1, bias=bias)
-        self.kv_dwconv = nn.Conv2d(
-            channels * 2, channels * 2, kernel_size=3, padding=1, groups=channels * 2, bias=bias
-        )
+        self.kv_dwconv = nn.Conv2d(channels * 2, channels * 2, kernel_size=3, padding=1, groups=channels * 2, bias=bias)
         self.temperature = nn.Parameter(torch.ones(heads, 1, 1))
 
     def forward(self, query: Tensor, context: Tensor) -> Tensor:

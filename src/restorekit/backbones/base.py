@@ -19,7 +19,8 @@ weights never receive any because they do not require grad.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -48,9 +49,7 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     try:
         return _DTYPES[str(dtype).lower()]
     except KeyError:
-        raise BuildError(
-            f"backbone dtype {dtype!r} is not supported; use one of {sorted(_DTYPES)} or null"
-        ) from None
+        raise BuildError(f"backbone dtype {dtype!r} is not supported; use one of {sorted(_DTYPES)} or null") from None
 
 
 def token_grid(size: tuple[int, int], patch: int) -> tuple[int, int]:
@@ -127,7 +126,7 @@ class FeatureBackbone(nn.Module):
             self.requires_grad_(False)
             super().train(False)
 
-    def train(self, mode: bool = True) -> "FeatureBackbone":
+    def train(self, mode: bool = True) -> FeatureBackbone:
         """A frozen backbone stays in eval mode whatever its owner does."""
         return super().train(bool(mode) and not self.frozen)
 

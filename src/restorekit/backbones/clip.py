@@ -10,7 +10,8 @@ requested grid, which is how the paper compares CLIP with DINOv2 layer by layer.
 from __future__ import annotations
 
 import types
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -50,7 +51,7 @@ def _vision_config(model_name: str, vision_cfg: Mapping[str, Any] | None) -> tup
 def visual_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The image tower's tensors from a full open_clip checkpoint (or a tower-only one)."""
     if any(k.startswith("visual.") for k in state):
-        return {k[len("visual."):]: v for k, v in state.items() if k.startswith("visual.")}
+        return {k[len("visual.") :]: v for k, v in state.items() if k.startswith("visual.")}
     return dict(state)
 
 

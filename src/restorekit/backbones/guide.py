@@ -21,8 +21,9 @@ the model's pass and the DPC loss's passes follow one rule:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -93,8 +94,8 @@ def window_weights(spans: Sequence[Span], length: int) -> Tensor:
     weights = torch.stack(rows)
     total = torch.zeros(length, dtype=torch.float64)
     for (start, _), weight in zip(spans, weights):
-        total[start:start + size] += weight
-    return torch.stack([w / total[s:s + size] for (s, _), w in zip(spans, weights)])
+        total[start : start + size] += weight
+    return torch.stack([w / total[s : s + size] for (s, _), w in zip(spans, weights)])
 
 
 def budget_grid(grid: tuple[int, int], window: int) -> tuple[int, int]:
@@ -201,7 +202,7 @@ class GuidePass:
         cells = [(i, j) for i in range(len(rows)) for j in range(len(cols))]
         out: dict[int, Tensor] = {}
         for first in range(0, len(cells), WINDOWS_PER_CALL):
-            group = _same_shape_groups(cells[first:first + WINDOWS_PER_CALL], rows, cols, x, patch)
+            group = _same_shape_groups(cells[first : first + WINDOWS_PER_CALL], rows, cols, x, patch)
             for members, crops in group:
                 tokens = (rows[0][1], cols[0][1])
                 maps = backbone(torch.cat(crops), layers, tokens if grid is not None else None)
@@ -211,8 +212,8 @@ class GuidePass:
                     for n, (i, j) in enumerate(members):
                         (ty, th), (tx, tw) = rows[i], cols[j]
                         weight = (row_w[i][:, None] * col_w[j][None, :]).to(fmap.dtype)
-                        piece = fmap[n * x.shape[0]:(n + 1) * x.shape[0]]
-                        out[layer][:, :, ty:ty + th, tx:tx + tw] += piece * weight
+                        piece = fmap[n * x.shape[0] : (n + 1) * x.shape[0]]
+                        out[layer][:, :, ty : ty + th, tx : tx + tw] += piece * weight
         return out
 
 
@@ -223,7 +224,7 @@ def _same_shape_groups(cells: list[tuple[int, int]], rows: list[Span], cols: lis
     groups: dict[tuple[int, int], tuple[list[tuple[int, int]], list[Tensor]]] = {}
     for i, j in cells:
         (ty, th), (tx, tw) = rows[i], cols[j]
-        crop = x[:, :, ty * patch:(ty + th) * patch, tx * patch:(tx + tw) * patch]
+        crop = x[:, :, ty * patch : (ty + th) * patch, tx * patch : (tx + tw) * patch]
         members, crops = groups.setdefault(tuple(crop.shape[-2:]), ([], []))
         members.append((i, j))
         crops.append(crop)

@@ -24,8 +24,9 @@ patch embedding, class/register tokens, position embeddings, the first blocks.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -137,8 +138,9 @@ def check_vit(model: Any, name: str) -> None:
             f"embeddings (missing: {', '.join(missing) or 'pos_embed/cls_token'}); use pos_embed_resize='timm'"
         )
     if not model.no_embed_class and getattr(model, "reg_token", None) is not None:
-        raise BuildError(f"{name}: register tokens inside the position table are not DINOv2's layout; "
-                         "use pos_embed_resize='timm'")
+        raise BuildError(
+            f"{name}: register tokens inside the position table are not DINOv2's layout; use pos_embed_resize='timm'"
+        )
     if not getattr(model, "dynamic_img_size", False):
         raise BuildError(f"{name}: pos_embed_resize='meta' needs a model built with dynamic_img_size")
 
@@ -169,5 +171,5 @@ def vit_intermediates(model: Any, x: torch.Tensor, indices: Sequence[int], rule:
     for index, block in enumerate(model.blocks[: max(indices) + 1]):
         z = block(z)
         if index in wanted:
-            out.append(z[:, model.num_prefix_tokens:])
+            out.append(z[:, model.num_prefix_tokens :])
     return [y.reshape(batch, height, width, dim).permute(0, 3, 1, 2).contiguous() for y in out]

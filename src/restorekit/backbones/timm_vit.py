@@ -15,7 +15,8 @@ trained one: ``timm`` (timm's antialiased resize to the exact size) or ``meta``
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 

@@ -22,8 +22,9 @@ import hashlib
 import os
 import socket
 import sys
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 from urllib.parse import urlparse
 
 import torch
@@ -143,9 +144,7 @@ def require_download(
     else:
         return None
     where = f" Download them where there is network: {url}." if url else ""
-    raise CheckpointError(
-        f"{what} would be downloaded from {source}, but {reason}. {how_to}{where}"
-    )
+    raise CheckpointError(f"{what} would be downloaded from {source}, but {reason}. {how_to}{where}")
 
 
 # -- timm ------------------------------------------------------------------------------
@@ -175,9 +174,7 @@ def resolve_timm_tag(model_name: str, weights: Any) -> str:
     text = str(weights)
     tagged = text if "." in text else f"{arch}.{text}"
     if tagged.split(".")[0] != arch:
-        raise CheckpointError(
-            f"weights {text!r} are for {tagged.split('.')[0]}, but the backbone is {arch}"
-        )
+        raise CheckpointError(f"weights {text!r} are for {tagged.split('.')[0]}, but the backbone is {arch}")
     if tagged not in timm.list_pretrained(f"{arch}.*"):
         known = ", ".join(timm.list_pretrained(f"{arch}.*")) or "none"
         raise CheckpointError(
@@ -192,7 +189,9 @@ def _timm_num_classes(model_name: str, model_kwargs: Mapping[str, Any]) -> int:
     return int(model_kwargs.get("num_classes", cfg.num_classes if cfg is not None else 1000))
 
 
-def create_timm_model(model_name: str, weights: Any, model_kwargs: Mapping[str, Any]) -> tuple[Any, str | None, str | None]:
+def create_timm_model(
+    model_name: str, weights: Any, model_kwargs: Mapping[str, Any]
+) -> tuple[Any, str | None, str | None]:
     """A timm model with its weights: ``(model, weights_description, weights_file)``."""
     import timm
 
@@ -242,8 +241,9 @@ def _timm_from_hub(model_name: str, weights: Any, model_kwargs: Mapping[str, Any
     repo = cfg.hf_hub_id if cfg is not None and cfg.hf_hub_id else None
     if repo and repo.endswith("/"):
         repo = repo + tagged
-    filenames = [cfg.hf_hub_filename] if cfg is not None and cfg.hf_hub_filename else [
-        "model.safetensors", "pytorch_model.bin"]
+    filenames = (
+        [cfg.hf_hub_filename] if cfg is not None and cfg.hf_hub_filename else ["model.safetensors", "pytorch_model.bin"]
+    )
     cached = require_download(
         f"timm weights {tagged!r}",
         repo_id=repo,
@@ -304,8 +304,11 @@ def open_clip_hub_file(model_name: str, weights: Any) -> tuple[str, str, dict[st
     # open_clip writes "org/repo/" for the default file and "org/repo/file.bin" otherwise.
     repo, filename = os.path.split(cfg.get("hf_hub") or "")
     filename = filename or "open_clip_pytorch_model.bin"
-    safe = "open_clip_model.safetensors" if filename == "open_clip_pytorch_model.bin" else (
-        filename[:-4] + ".safetensors" if filename.endswith((".bin", ".pth")) else None)
+    safe = (
+        "open_clip_model.safetensors"
+        if filename == "open_clip_pytorch_model.bin"
+        else (filename[:-4] + ".safetensors" if filename.endswith((".bin", ".pth")) else None)
+    )
     filenames = [f for f in (safe, filename) if f]
     cached = require_download(
         f"open_clip weights {model_name}:{tag}",

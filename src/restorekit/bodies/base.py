@@ -8,7 +8,7 @@ around them, checks the guidance mapping and loads released weights.
 from __future__ import annotations
 
 import os
-from typing import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import torch
 import torch.nn as nn
@@ -80,9 +80,7 @@ class UNetBody(nn.Module):
 
     def load_weights(self, path: str | os.PathLike[str], key: str | None = None) -> LoadReport:
         """Load a released or saved weights file (see :mod:`restorekit.bodies.weights`)."""
-        return load_weights(
-            self, path, architecture=self.describe(), ignorable=self.unused_official_modules, key=key
-        )
+        return load_weights(self, path, architecture=self.describe(), ignorable=self.unused_official_modules, key=key)
 
     def describe(self) -> str:
         """Short architecture description for messages."""
@@ -101,13 +99,9 @@ class UNetBody(nn.Module):
     # -- helpers ------------------------------------------------------------------
     def _cast_in(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4:
-            raise ValueError(
-                f"{self.architecture} expects an image batch (B, C, H, W), got shape {tuple(x.shape)}"
-            )
+            raise ValueError(f"{self.architecture} expects an image batch (B, C, H, W), got shape {tuple(x.shape)}")
         if not x.is_floating_point():
-            raise ValueError(
-                f"{self.architecture} expects float images in [0, 1], got dtype {x.dtype}"
-            )
+            raise ValueError(f"{self.architecture} expects float images in [0, 1], got dtype {x.dtype}")
         weight = next(self.parameters(), None)
         return x if weight is None or weight.dtype == x.dtype else x.to(weight.dtype)
 
@@ -154,9 +148,7 @@ def check_layout(
     if dim < 2 or dim % 2:
         raise BuildError(f"{body}: dim must be a positive even number, got {dim}")
     if layernorm_type not in LAYERNORM_TYPES:
-        raise BuildError(
-            f"{body}: layernorm_type must be one of {', '.join(LAYERNORM_TYPES)}, got {layernorm_type!r}"
-        )
+        raise BuildError(f"{body}: layernorm_type must be one of {', '.join(LAYERNORM_TYPES)}, got {layernorm_type!r}")
     widths = [
         ("heads[0] (encoder level 1)", dim, heads[0]),
         ("heads[1] (level 2)", dim * 2, heads[1]),
@@ -167,6 +159,4 @@ def check_layout(
     ]
     for argument, channels, n in widths:
         if int(n) < 1 or channels % int(n):
-            raise BuildError(
-                f"{body}: {argument} = {n} does not divide the {channels} channels there"
-            )
+            raise BuildError(f"{body}: {argument} = {n} does not divide the {channels} channels there")

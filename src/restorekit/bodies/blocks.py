@@ -45,9 +45,7 @@ class LayerNorm2d(nn.Module):
     def __init__(self, channels: int, layernorm_type: str = "WithBias") -> None:
         super().__init__()
         if layernorm_type not in LAYERNORM_TYPES:
-            raise ValueError(
-                f"layernorm_type must be one of {LAYERNORM_TYPES}, got {layernorm_type!r}"
-            )
+            raise ValueError(f"layernorm_type must be one of {LAYERNORM_TYPES}, got {layernorm_type!r}")
         self.body = _ChannelNorm(channels, with_bias=layernorm_type == "WithBias")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -82,9 +80,7 @@ class TransposedAttention(nn.Module):
         self.num_heads = num_heads
         self.temperature = nn.Parameter(torch.ones(num_heads, 1, 1))
         self.qkv = nn.Conv2d(dim, dim * 3, kernel_size=1, bias=bias)
-        self.qkv_dwconv = nn.Conv2d(
-            dim * 3, dim * 3, kernel_size=3, padding=1, groups=dim * 3, bias=bias
-        )
+        self.qkv_dwconv = nn.Conv2d(dim * 3, dim * 3, kernel_size=3, padding=1, groups=dim * 3, bias=bias)
         self.project_out = nn.Conv2d(dim, dim, kernel_size=1, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -99,9 +95,7 @@ class GatedFFN(nn.Module):
         super().__init__()
         hidden = int(dim * ffn_expansion_factor)
         self.project_in = nn.Conv2d(dim, hidden * 2, kernel_size=1, bias=bias)
-        self.dwconv = nn.Conv2d(
-            hidden * 2, hidden * 2, kernel_size=3, padding=1, groups=hidden * 2, bias=bias
-        )
+        self.dwconv = nn.Conv2d(hidden * 2, hidden * 2, kernel_size=3, padding=1, groups=hidden * 2, bias=bias)
         self.project_out = nn.Conv2d(hidden, dim, kernel_size=1, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -160,10 +154,7 @@ def transformer_stage(
 ) -> BlockStack:
     """``depth`` TransformerBlocks in a row (one U-Net level)."""
     return BlockStack(
-        *(
-            TransformerBlock(dim, num_heads, ffn_expansion_factor, bias, layernorm_type)
-            for _ in range(depth)
-        )
+        *(TransformerBlock(dim, num_heads, ffn_expansion_factor, bias, layernorm_type) for _ in range(depth))
     )
 
 
@@ -204,4 +195,3 @@ class Upsample(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
-

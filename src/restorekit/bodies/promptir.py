@@ -17,7 +17,7 @@ released checkpoint are accepted and reported when loading.
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
@@ -47,9 +47,7 @@ class PromptGenBlock(nn.Module):
 
     def __init__(self, prompt_dim: int, prompt_len: int, prompt_size: int, lin_dim: int) -> None:
         super().__init__()
-        self.prompt_param = nn.Parameter(
-            torch.rand(1, prompt_len, prompt_dim, prompt_size, prompt_size)
-        )
+        self.prompt_param = nn.Parameter(torch.rand(1, prompt_len, prompt_dim, prompt_size, prompt_size))
         self.linear_layer = nn.Linear(lin_dim, prompt_len)
         self.conv3x3 = nn.Conv2d(prompt_dim, prompt_dim, kernel_size=3, padding=1, bias=False)
 
@@ -107,12 +105,16 @@ class PromptIR(RestormerUNet):
         )  # fmt: skip
         if global_residual and in_channels != out_channels:
             raise BuildError(
-                f"promptir: global_residual needs in_channels == out_channels, "
-                f"got {in_channels} and {out_channels}"
+                f"promptir: global_residual needs in_channels == out_channels, got {in_channels} and {out_channels}"
             )
         self.global_residual = bool(global_residual)
-        self.config = dict(dim=dim, num_blocks=list(num_blocks), heads=list(heads),
-                           layernorm_type=layernorm_type, prompt_dims=[p1, p2, p3])
+        self.config = dict(
+            dim=dim,
+            num_blocks=list(num_blocks),
+            heads=list(heads),
+            layernorm_type=layernorm_type,
+            prompt_dims=[p1, p2, p3],
+        )
         self._build_unet(
             in_channels=in_channels, out_channels=out_channels, dim=dim,
             num_blocks=num_blocks, heads=heads, num_refinement_blocks=num_refinement_blocks,

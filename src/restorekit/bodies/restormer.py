@@ -13,7 +13,7 @@ PromptIR inserts its prompt blocks.
 from __future__ import annotations
 
 import os
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn as nn
@@ -50,9 +50,7 @@ class RestormerUNet(UNetBody):
         decoder3_out: int,
     ) -> None:
         def stage(width: int, n_heads: int, depth: int) -> nn.Sequential:
-            return transformer_stage(
-                width, n_heads, depth, ffn_expansion_factor, bias, layernorm_type
-            )
+            return transformer_stage(width, n_heads, depth, ffn_expansion_factor, bias, layernorm_type)
 
         n1, n2, n3, n4 = (int(n) for n in num_blocks)
         h1, h2, h3, h4 = (int(h) for h in heads)
@@ -169,13 +167,17 @@ class Restormer(RestormerUNet):
             global_residual = not dual_pixel_task
         if global_residual and in_channels != out_channels:
             raise BuildError(
-                f"restormer: global_residual needs in_channels == out_channels, "
-                f"got {in_channels} and {out_channels}"
+                f"restormer: global_residual needs in_channels == out_channels, got {in_channels} and {out_channels}"
             )
         self.global_residual = bool(global_residual)
         self.dual_pixel_task = bool(dual_pixel_task)
-        self.config = dict(dim=dim, num_blocks=list(num_blocks), heads=list(heads),
-                           layernorm_type=layernorm_type, dual_pixel_task=self.dual_pixel_task)
+        self.config = dict(
+            dim=dim,
+            num_blocks=list(num_blocks),
+            heads=list(heads),
+            layernorm_type=layernorm_type,
+            dual_pixel_task=self.dual_pixel_task,
+        )
         self._build_unet(
             in_channels=in_channels, out_channels=out_channels, dim=dim,
             num_blocks=num_blocks, heads=heads, num_refinement_blocks=num_refinement_blocks,

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 import torch.nn as nn
 
@@ -59,8 +59,7 @@ def load_weights(
     copy_into(module.state_dict(), state, f"weights file {where!r}", architecture, hint=_hint)
     if ignored or read.dropped:
         log.warning(
-            "%s: loaded into %s; ignored %d key(s) of modules the official model defines but "
-            "never uses%s%s",
+            "%s: loaded into %s; ignored %d key(s) of modules the official model defines but never uses%s%s",
             where,
             architecture,
             len(ignored),

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from restorekit.commands.show import add_override_argument
 
@@ -36,7 +37,9 @@ def run(args: argparse.Namespace) -> int:
     cfg, entries = inspect_data(recipe.get("data"))
     root = cfg["root"] if cfg["root"] is not None else "(none: protocol datasets use ./data)"
     print(f"data root: {root}")
-    print(f"patch_size {cfg['patch_size']}, augment {'on' if cfg['augment'] else 'off'}, num_workers {cfg['num_workers']}")
+    print(
+        f"patch_size {cfg['patch_size']}, augment {'on' if cfg['augment'] else 'off'}, num_workers {cfg['num_workers']}"
+    )
     failed = 0
     for section in ("train", "val"):
         rows = [e for e in entries if e.section == section]

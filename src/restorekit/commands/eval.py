@@ -12,19 +12,25 @@ HELP = "score trained weights per task on the recipe's test data (PSNR/SSIM, inp
 def add_weights_arguments(parser: argparse.ArgumentParser) -> None:
     """``--weights``, ``--no-ema`` and ``--device``, shared with ``restore``."""
     parser.add_argument(
-        "--weights", metavar="W",
+        "--weights",
+        metavar="W",
         help="a run folder (its best checkpoint, else the newest), a checkpoint folder, a package folder, "
-             "a Hub id (org/name), a .safetensors file, or a released Restormer .pth / PromptIR .ckpt "
-             "(default: the weights the recipe's model loads itself, -o model.weights=FILE)",
+        "a Hub id (org/name), a .safetensors file, or a released Restormer .pth / PromptIR .ckpt "
+        "(default: the weights the recipe's model loads itself, -o model.weights=FILE)",
     )
     parser.add_argument("--no-ema", action="store_true", help="use the raw weights, not their EMA")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument(
-        "--precision", default="auto", choices=["auto", "bf16", "fp32"],
+        "--precision",
+        default="auto",
+        choices=["auto", "bf16", "fp32"],
         help="auto: as the recipe trained (train.amp; bf16 on CUDA unless it is off), fp32 on the CPU",
     )
-    parser.add_argument("--self-ensemble", action="store_true",
-                        help="x8 self-ensemble: average the model over the 8 flips and rotations (8x slower)")
+    parser.add_argument(
+        "--self-ensemble",
+        action="store_true",
+        help="x8 self-ensemble: average the model over the 8 flips and rotations (8x slower)",
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,10 +39,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_override_argument(parser)
     parser.add_argument("--save-outputs", metavar="DIR", help="write restored test images to DIR/<task>/")
     parser.add_argument("--report", metavar="DIR", help="write eval.md and eval.json to DIR")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="allow replacing eval.md/eval.json in --report DIR and files in --save-outputs DIR")
-    parser.add_argument("--no-published", action="store_true",
-                        help="do not print the recipe's published numbers beside the measured ones")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="allow replacing eval.md/eval.json in --report DIR and files in --save-outputs DIR",
+    )
+    parser.add_argument(
+        "--no-published",
+        action="store_true",
+        help="do not print the recipe's published numbers beside the measured ones",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,8 +75,14 @@ def run(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     model, weights, notes = load_model_for_inference(recipe, args.weights, use_ema=not args.no_ema, device=device)
     sets = build_eval_sets(recipe.get("data") or {})
-    result = evaluate(model, sets, cfg, device, amp=inference_amp(args.precision, recipe, device),
-                      save_dir=Path(args.save_outputs) if args.save_outputs else None)
+    result = evaluate(
+        model,
+        sets,
+        cfg,
+        device,
+        amp=inference_amp(args.precision, recipe, device),
+        save_dir=Path(args.save_outputs) if args.save_outputs else None,
+    )
     info = {**protocol(cfg), "weights": str(weights)}
     published = None if args.no_published else recipe.get("published")
     comparison = published_tables(result, published)
@@ -74,7 +92,13 @@ def run(args: argparse.Namespace) -> int:
     for note in notes:
         print(note)
     if args.report:
-        write_report(Path(args.report), result, info, appendix=comparison, notes=notes,
-                     published=published_differences(result, published))
+        write_report(
+            Path(args.report),
+            result,
+            info,
+            appendix=comparison,
+            notes=notes,
+            published=published_differences(result, published),
+        )
         print(f"report: {Path(args.report) / REPORT_MD}, {Path(args.report) / REPORT_JSON}")
     return 0

@@ -11,13 +11,18 @@ HELP = "export trained weights to ONNX or torch.export with dynamic height and w
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("recipe", help="recipe name or YAML path of the weights")
-    parser.add_argument("--weights", metavar="W",
-                        help="any --weights source of `restorekit eval` (default: the model's own weights)")
+    parser.add_argument(
+        "--weights", metavar="W", help="any --weights source of `restorekit eval` (default: the model's own weights)"
+    )
     parser.add_argument("--no-ema", action="store_true", help="use the raw weights, not their EMA")
     parser.add_argument("--format", required=True, choices=["onnx", "torch_export"], dest="fmt")
     parser.add_argument("--output", metavar="PATH", help="file to write (default: <recipe name>.onnx or .pt2)")
-    parser.add_argument("--tolerance", type=float, default=None,
-                        help="largest max-absolute difference to the eager model allowed (default 1e-4)")
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=None,
+        help="largest max-absolute difference to the eager model allowed (default 1e-4)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     add_override_argument(parser)
 
@@ -41,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
     tolerance = TOLERANCE if args.tolerance is None else args.tolerance
     report = export_model(model, output, args.fmt, tolerance=tolerance)
     checks = ", ".join(f"{h}x{w}: {d:.2e}" for (h, w), d in report.differences.items())
-    print(f"exported {weights} to {output} ({args.fmt}, dynamic height and width, {report.seconds:.0f} s); "
-          f"max |exported - eager| {checks} (tolerance {tolerance:g})")
+    print(
+        f"exported {weights} to {output} ({args.fmt}, dynamic height and width, {report.seconds:.0f} s); "
+        f"max |exported - eager| {checks} (tolerance {tolerance:g})"
+    )
     return 0

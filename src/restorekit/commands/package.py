@@ -13,9 +13,12 @@ def add_package_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-ema", action="store_true", help="package the raw weights, not their EMA")
     parser.add_argument("--license", help="licence of the weights for the model card (e.g. apache-2.0)")
     parser.add_argument("--citation", help="BibTeX (or a line) to cite these weights by, for the model card")
-    parser.add_argument("--eval", metavar="EVAL_JSON",
-                        help="an eval.json (restorekit eval --report DIR) for the card's table "
-                             "(default: the run's eval/eval.json, if any)")
+    parser.add_argument(
+        "--eval",
+        metavar="EVAL_JSON",
+        help="an eval.json (restorekit eval --report DIR) for the card's table "
+        "(default: the run's eval/eval.json, if any)",
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,8 +31,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def write_package(args: argparse.Namespace, folder: str, overwrite: bool) -> Path:
     from restorekit.pretrained import save_pretrained
 
-    return save_pretrained(args.run, folder, use_ema=not args.no_ema, license=args.license,
-                           citation=args.citation, evaluation=args.eval, overwrite=overwrite)
+    return save_pretrained(
+        args.run,
+        folder,
+        use_ema=not args.no_ema,
+        license=args.license,
+        citation=args.citation,
+        evaluation=args.eval,
+        overwrite=overwrite,
+    )
 
 
 def run(args: argparse.Namespace) -> int:

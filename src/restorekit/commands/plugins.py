@@ -8,9 +8,7 @@ HELP = "list plugin parts from entry points; --check imports them all"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--check", action="store_true", help="import every plugin; exit 1 if any fails"
-    )
+    parser.add_argument("--check", action="store_true", help="import every plugin; exit 1 if any fails")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -10,32 +10,47 @@ HELP = "feature robustness probe: cosine similarity of clean vs degraded feature
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     what = parser.add_mutually_exclusive_group()
     what.add_argument(
-        "--backbone", metavar="SPEC",
+        "--backbone",
+        metavar="SPEC",
         help="backbone name or YAML mapping, e.g. dinov2 or '{type: dinov2, size: s, weights: f.pth}' "
         "(default: dinov2)",
     )
     what.add_argument(
-        "--body", metavar="SPEC",
+        "--body",
+        metavar="SPEC",
         help="probe a restoration body's encoder instead, e.g. restormer or '{type: restormer, weights: f.pth}'",
     )
-    parser.add_argument("--layers", metavar="I,J,...",
-                        help="backbone blocks, 0-based (default: about five from first to last)")
+    parser.add_argument(
+        "--layers", metavar="I,J,...", help="backbone blocks, 0-based (default: about five from first to last)"
+    )
     parser.add_argument("--levels", metavar="NAME,...", help="body encoder levels (default: all)")
-    parser.add_argument("--images", metavar="NAMES",
-                        help="comma-separated scikit-image samples or image files (default: "
-                        "astronaut,coffee,chelsea,rocket)")
-    parser.add_argument("--size", type=int, default=None,
-                        help="square size the images are cropped to (0: native size; default 224, "
-                        "native with --compare-rules)")
-    parser.add_argument("--degradations", metavar="SPECS",
-                        help="comma-separated names or a YAML list of specs "
-                        "(default: noise 15/25/50, rain, haze, motion_blur, low_light)")
-    parser.add_argument("--grid", metavar="H,W",
-                        help="backbone token grid (default: native resolution, padded to the patch)")
+    parser.add_argument(
+        "--images",
+        metavar="NAMES",
+        help="comma-separated scikit-image samples or image files (default: astronaut,coffee,chelsea,rocket)",
+    )
+    parser.add_argument(
+        "--size",
+        type=int,
+        default=None,
+        help="square size the images are cropped to (0: native size; default 224, native with --compare-rules)",
+    )
+    parser.add_argument(
+        "--degradations",
+        metavar="SPECS",
+        help="comma-separated names or a YAML list of specs "
+        "(default: noise 15/25/50, rain, haze, motion_blur, low_light)",
+    )
+    parser.add_argument(
+        "--grid", metavar="H,W", help="backbone token grid (default: native resolution, padded to the patch)"
+    )
     rules = parser.add_argument_group("comparing guide pass rules (instead of degradations)")
-    rules.add_argument("--compare-rules", metavar="RULES",
-                       help="windowed,budget: per layer, the cosine similarity of each rule's guide to the "
-                       "global pass on the clean images, taken at their own size unless --size is given")
+    rules.add_argument(
+        "--compare-rules",
+        metavar="RULES",
+        help="windowed,budget: per layer, the cosine similarity of each rule's guide to the "
+        "global pass on the clean images, taken at their own size unless --size is given",
+    )
     rules.add_argument("--guide-stride", type=int, default=8, help="guide stride (default 8)")
     rules.add_argument("--guide-window", type=int, help="tokens a side of a window (default 37)")
     rules.add_argument("--guide-overlap", type=int, help="tokens windows share at least (default 3)")
@@ -80,9 +95,15 @@ def run(args: argparse.Namespace) -> int:
     degradations = probe.build_degradations(probe.parse_degradations(args.degradations))
     levels = [n.strip() for n in args.levels.split(",") if n.strip()] if args.levels else None
     result = probe.probe_spec(
-        kind, spec, images, degradations,
-        layers=probe.parse_int_list(args.layers, "--layers"), levels=levels,
-        grid=tuple(grid) if grid else None, seed=args.seed, device=device,
+        kind,
+        spec,
+        images,
+        degradations,
+        layers=probe.parse_int_list(args.layers, "--layers"),
+        levels=levels,
+        grid=tuple(grid) if grid else None,
+        seed=args.seed,
+        device=device,
     )
     for note in result.notes:
         print(f"note: {note}")
@@ -104,8 +125,9 @@ def _compare_rules(args: argparse.Namespace, spec: object, images: list, device:
                                  stride=args.guide_stride, window=args.guide_window, overlap=args.guide_overlap,
                                  extractor=probe.spec_label(spec), device=device)  # fmt: skip
     if not is_pretrained(backbone):
-        print("note: randomly initialised backbone (no weights given): the numbers say nothing about the "
-              "pretrained model")
+        print(
+            "note: randomly initialised backbone (no weights given): the numbers say nothing about the pretrained model"
+        )
     print(result.table())
     csv_path, png_path = probe.write_outputs([result], args.out, title=f"{len(images)} images at their own size")
     print(f"wrote {csv_path} and {png_path}")

@@ -16,17 +16,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_weights_arguments(parser)
     parser.add_argument("--recipe", help="recipe of the weights (default: the run folder's recipe.yaml)")
     add_override_argument(parser)
-    parser.add_argument("--tile", type=tile_size, default="auto",
-                        help="tile size in pixels for images larger than it; auto (default): the largest "
-                        "tile that fits --max-memory; 0: always the whole image")
-    parser.add_argument("--max-memory", metavar="SIZE",
-                        help="memory budget of --tile auto, e.g. 8G or 512M: what the process holds with the "
-                        "model loaded (its RAM on the CPU, torch's GPU memory on CUDA) plus the restore's "
-                        "tensors (default: that plus 80%% of the free RAM, or 90%% of the free GPU memory)")
+    parser.add_argument(
+        "--tile",
+        type=tile_size,
+        default="auto",
+        help="tile size in pixels for images larger than it; auto (default): the largest "
+        "tile that fits --max-memory; 0: always the whole image",
+    )
+    parser.add_argument(
+        "--max-memory",
+        metavar="SIZE",
+        help="memory budget of --tile auto, e.g. 8G or 512M: what the process holds with the "
+        "model loaded (its RAM on the CPU, torch's GPU memory on CUDA) plus the restore's "
+        "tensors (default: that plus 80%% of the free RAM, or 90%% of the free GPU memory)",
+    )
     parser.add_argument("--overlap", type=int, default=32, help="overlap between tiles, in pixels")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar over the tiles")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="allow replacing existing files, the input itself included")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="allow replacing existing files, the input itself included"
+    )
 
 
 def tile_size(text: str) -> int | str:
@@ -41,8 +49,8 @@ def tile_size(text: str) -> int | str:
 
 def run(args: argparse.Namespace) -> int:
     from restorekit.engine.distributed import pick_device
-    from restorekit.engine.loading import load_model_for_inference, recipe_for_weights
     from restorekit.engine.infer import inference_amp, plan_outputs, restore_files
+    from restorekit.engine.loading import load_model_for_inference, recipe_for_weights
     from restorekit.engine.memory import parse_memory
     from restorekit.errors import RecipeError
 
@@ -63,8 +71,15 @@ def run(args: argparse.Namespace) -> int:
         from restorekit.engine.ensemble import SelfEnsemble
 
         model = SelfEnsemble(model)
-    restore_files(model, pairs, tile=args.tile or None, overlap=args.overlap, device=device,
-                  amp=inference_amp(args.precision, recipe, device), max_memory=max_memory,
-                  progress=not args.no_progress)
+    restore_files(
+        model,
+        pairs,
+        tile=args.tile or None,
+        overlap=args.overlap,
+        device=device,
+        amp=inference_amp(args.precision, recipe, device),
+        max_memory=max_memory,
+        progress=not args.no_progress,
+    )
     print(f"restored {len(pairs)} image(s) with {weights}")
     return 0

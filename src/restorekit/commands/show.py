@@ -10,7 +10,11 @@ HELP = "print a recipe fully resolved (base chain and overrides applied)"
 def add_override_argument(parser: argparse.ArgumentParser) -> None:
     """The shared ``-o key.path=value`` option."""
     parser.add_argument(
-        "-o", "--override", action="append", default=[], metavar="KEY=VALUE",
+        "-o",
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override a recipe key (dotted path); repeatable",
     )
 
@@ -19,7 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("recipe", help="recipe name or YAML path")
     add_override_argument(parser)
     parser.add_argument(
-        "--params", action="store_true",
+        "--params",
+        action="store_true",
         help="also build the model and print parameter counts per part",
     )
 

@@ -14,28 +14,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("recipe", help="recipe name or YAML path")
     add_override_argument(parser)
     parser.add_argument(
-        "--resume", metavar="auto|PATH", default=None,
+        "--resume",
+        metavar="auto|PATH",
+        default=None,
         help="continue a run: 'auto' picks the newest valid checkpoint of train.out_dir (or of the "
-             "newest runs/<name>-* folder) and starts fresh when there is none; PATH is a run or "
-             "checkpoint folder",
+        "newest runs/<name>-* folder) and starts fresh when there is none; PATH is a run or "
+        "checkpoint folder",
     )
     parser.add_argument(
-        "--weights", metavar="W",
+        "--weights",
+        metavar="W",
         help="start from these weights (as train.init_weights): a run, checkpoint or package folder, a Hub "
-             "id, a .safetensors file or a released Restormer .pth / PromptIR .ckpt; --resume wins over it",
+        "id, a .safetensors file or a released Restormer .pth / PromptIR .ckpt; --resume wins over it",
     )
     parser.add_argument(
-        "--eval-after", action="store_true",
-        help="evaluate the final weights on the held-out images when training ends "
-             "(as eval.after_train: true)",
+        "--eval-after",
+        action="store_true",
+        help="evaluate the final weights on the held-out images when training ends (as eval.after_train: true)",
     )
     parser.add_argument(
-        "--dry-run", action="store_true",
+        "--dry-run",
+        action="store_true",
         help="train nothing: build the model on the meta device and list the data, then print "
-             "parameters per part, FLOPs per step, estimated peak memory per GPU and the data shares",
+        "parameters per part, FLOPs per step, estimated peak memory per GPU and the data shares",
     )
     parser.add_argument(
-        "--world-size", type=int, metavar="N", default=None,
+        "--world-size",
+        type=int,
+        metavar="N",
+        default=None,
         help="with --dry-run: plan for N processes (default: WORLD_SIZE, else 1)",
     )
 
@@ -59,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
 
 def dry_run(recipe: dict, args: argparse.Namespace) -> int:
     """Print the dry run; 1 when a data task could not be listed (the rest is still shown)."""
-    from restorekit.engine.dry_run import dry_run as plan, render
+    from restorekit.engine.dry_run import dry_run as plan
+    from restorekit.engine.dry_run import render
     from restorekit.errors import RecipeError
 
     world = args.world_size if args.world_size is not None else int(os.environ.get("WORLD_SIZE", "1"))

@@ -24,8 +24,9 @@ the weight whatever its size. One section uses one rule.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from restorekit.errors import DataError, RecipeError, RestorekitError
 
@@ -77,8 +78,16 @@ def check_data_config(data_cfg: Mapping[str, Any] | None) -> dict[str, Any]:
     if not isinstance(data_cfg, Mapping):
         raise RecipeError(f"data must be a mapping, got {type(data_cfg).__name__}")
     _unknown(data_cfg, DATA_KEYS, "data")
-    cfg = {"root": None, "patch_size": 128, "augment": True, "num_workers": 0, "pin_memory": None, "prefetch": 2,
-           "train": {}, "val": {}}
+    cfg = {
+        "root": None,
+        "patch_size": 128,
+        "augment": True,
+        "num_workers": 0,
+        "pin_memory": None,
+        "prefetch": 2,
+        "train": {},
+        "val": {},
+    }
     cfg.update({k: v for k, v in data_cfg.items() if v is not None})
     for key, least in (("patch_size", 1), ("num_workers", 0), ("prefetch", 1)):
         value = cfg[key]
@@ -87,8 +96,9 @@ def check_data_config(data_cfg: Mapping[str, Any] | None) -> dict[str, Any]:
     if not isinstance(cfg["augment"], bool):
         raise RecipeError(f"data.augment must be true or false, got {cfg['augment']!r}")
     if cfg["pin_memory"] is not None and not isinstance(cfg["pin_memory"], bool):
-        raise RecipeError(f"data.pin_memory must be true, false or null (when training on CUDA), "
-                          f"got {cfg['pin_memory']!r}")
+        raise RecipeError(
+            f"data.pin_memory must be true, false or null (when training on CUDA), got {cfg['pin_memory']!r}"
+        )
     for section in ("train", "val"):
         if not isinstance(cfg[section], Mapping):
             raise RecipeError(f"data.{section} must map task names to {{dataset: ...}}, got {cfg[section]!r}")
@@ -170,7 +180,11 @@ def build_dataset(entry: TaskEntry, root: str | None) -> Any:
 
 
 def build_train_stream(
-    data_cfg: Mapping[str, Any], batch_size: int, seed: int, rank: int = 0, world_size: int = 1,
+    data_cfg: Mapping[str, Any],
+    batch_size: int,
+    seed: int,
+    rank: int = 0,
+    world_size: int = 1,
     pin_memory: bool = False,
 ) -> Any:
     """The :class:`~restorekit.data.stream.TrainStream` a data section describes.
@@ -189,8 +203,13 @@ def build_train_stream(
     total = sum(e.share for e in entries)
     for entry in entries:
         rule = f"weight {entry.weight}" if entry.weight is not None else f"repeat {entry.repeat or 1}"
-        log.info("train task %s: %d images, %s -> %.1f%% of samples",
-                 entry.name, len(entry.dataset), rule, 100 * entry.share / total)
+        log.info(
+            "train task %s: %d images, %s -> %.1f%% of samples",
+            entry.name,
+            len(entry.dataset),
+            rule,
+            100 * entry.share / total,
+        )
     return TrainStream(
         [TaskSource(e.name, e.dataset, e.share) for e in entries],
         batch_size=batch_size,

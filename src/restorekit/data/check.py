@@ -10,9 +10,10 @@ that use the file and the reason.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from restorekit.data.build import TaskEntry
 
@@ -71,8 +72,15 @@ def find_bad_images(entries: Sequence[TaskEntry], *, progress: bool = True) -> l
     units = _units(entries)
     datasets = {id(_items(e.dataset)[0]): _items(e.dataset)[0] for e in entries if e.dataset is not None}
     bad = []
-    bar = tqdm(units.items(), total=len(units), desc="decoding images", unit="img", file=sys.stderr,
-               disable=None if progress else True, dynamic_ncols=True)  # None: shown on a terminal only
+    bar = tqdm(
+        units.items(),
+        total=len(units),
+        desc="decoding images",
+        unit="img",
+        file=sys.stderr,
+        disable=None if progress else True,
+        dynamic_ncols=True,
+    )  # None: shown on a terminal only
     for unit, tasks in bar:
         try:
             _decode(unit, datasets)
@@ -88,7 +96,7 @@ def _name(unit: Any, datasets: dict[int, Any]) -> str:
 def _reason(unit: Any, exc: Exception) -> str:
     message = str(exc)
     prefix = f"{unit}: "
-    return message[len(prefix):] if message.startswith(prefix) else f"{type(exc).__name__}: {message}"
+    return message[len(prefix) :] if message.startswith(prefix) else f"{type(exc).__name__}: {message}"
 
 
 def iter_report(bad: Sequence[BadImage]) -> Iterator[str]:

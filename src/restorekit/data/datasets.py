@@ -16,8 +16,9 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import torch
 from torch.utils.data import Dataset

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import io
 import math
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -111,7 +112,9 @@ def _blur_separable(x: torch.Tensor, k1d: torch.Tensor) -> torch.Tensor:
     return y[0]
 
 
-def _splat(points_y: torch.Tensor, points_x: torch.Tensor, weights: torch.Tensor, height: int, width: int) -> torch.Tensor:
+def _splat(
+    points_y: torch.Tensor, points_x: torch.Tensor, weights: torch.Tensor, height: int, width: int
+) -> torch.Tensor:
     """Bilinear splatting of weighted points into an (H, W) map (deterministic on the CPU)."""
     y0, x0 = points_y.floor(), points_x.floor()
     fy, fx = points_y - y0, points_x - x0
@@ -144,7 +147,9 @@ class Degradation:
             raise TypeError(f"{type(self).__name__} expects a float tensor in [0, 1], got {img.dtype}")
         gen = as_generator(rng)
         if gen.device.type != "cpu":
-            raise ValueError("degradations draw their random numbers on the CPU: pass a CPU torch.Generator or an int seed")
+            raise ValueError(
+                "degradations draw their random numbers on the CPU: pass a CPU torch.Generator or an int seed"
+            )
         batch = img if img.dim() == 4 else img[None]
         work_dtype = torch.float64 if img.dtype == torch.float64 else torch.float32
         outs = [self.apply(x.to(work_dtype), gen).clamp(0, 1) for x in batch]

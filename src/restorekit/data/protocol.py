@@ -21,8 +21,8 @@ from __future__ import annotations
 import logging
 import re
 from collections import Counter
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 
@@ -154,8 +154,15 @@ class DehazeDataset(PairedProtocolDataset):
     recursive_lq = True
     lq_key = staticmethod(haze_key)
 
-    def __init__(self, split: str = "train", root: str | None = None, path: str | None = None,
-                 task: str | None = None, strict: bool = True, align: str = "center") -> None:
+    def __init__(
+        self,
+        split: str = "train",
+        root: str | None = None,
+        path: str | None = None,
+        task: str | None = None,
+        strict: bool = True,
+        align: str = "center",
+    ) -> None:
         super().__init__(split=split, root=root, path=path, task=task, strict=strict, align=align)
 
 
@@ -228,7 +235,9 @@ class DenoiseDataset(RestorationDataset):
         self.names = [p.relative_to(folder).with_suffix("").as_posix() for p in self.files]
         groups = Counter(Path(n).parts[0] if len(Path(n).parts) > 1 else "." for n in self.names)
         detail = ", ".join(f"{g}: {c}" for g, c in sorted(groups.items())) if len(groups) > 1 else ""
-        log.info("denoise %s: %d clean images in %s%s", split, len(self.files), folder, f" ({detail})" if detail else "")
+        log.info(
+            "denoise %s: %d clean images in %s%s", split, len(self.files), folder, f" ({detail})" if detail else ""
+        )
 
     def load(self, index: int) -> tuple[None, torch.Tensor]:
         return None, read_image(self.files[index])

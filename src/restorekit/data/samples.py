@@ -7,8 +7,9 @@ The split is fixed: ``TEST_IMAGES`` are never trained on.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch

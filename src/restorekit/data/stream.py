@@ -14,9 +14,10 @@ from __future__ import annotations
 import bisect
 import itertools
 import random
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -89,7 +90,9 @@ class TrainStream:
         if not tasks:
             raise DataError("the training stream has no task")
         if batch_size < 1 or patch_size < 1 or num_workers < 0:
-            raise DataError(f"bad stream settings: batch_size={batch_size}, patch_size={patch_size}, num_workers={num_workers}")
+            raise DataError(
+                f"bad stream settings: batch_size={batch_size}, patch_size={patch_size}, num_workers={num_workers}"
+            )
         if not 0 <= rank < world_size:
             raise DataError(f"rank {rank} is outside world_size {world_size}")
         for task in tasks:

@@ -15,8 +15,9 @@ load balance over the batch's gate weights) is taken per micro-batch instead.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn

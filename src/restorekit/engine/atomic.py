@@ -10,8 +10,9 @@ import contextlib
 import io
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 
 def fsync_dir(path: str | os.PathLike) -> None:
@@ -66,7 +67,7 @@ class _OsWriter(io.RawIOBase):
         view = memoryview(data).cast("B")
         total = view.nbytes
         while view:
-            view = view[os.write(self.fd, view):]
+            view = view[os.write(self.fd, view) :]
         return total
 
 

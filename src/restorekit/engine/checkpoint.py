@@ -19,9 +19,10 @@ import json
 import re
 import shutil
 import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
 
@@ -133,7 +134,9 @@ def save_checkpoint(
 
 
 def _payloads(
-    step: int, model_state: Mapping[str, torch.Tensor], ema_state: Mapping[str, torch.Tensor] | None,
+    step: int,
+    model_state: Mapping[str, torch.Tensor],
+    ema_state: Mapping[str, torch.Tensor] | None,
     meta: dict[str, Any],
 ) -> dict[str, Callable[[], bytes]]:
     """File name -> the bytes to write (computed when written)."""
@@ -152,8 +155,9 @@ def write_best(run_dir: Path, step: int, score: float, metric: str = "psnr") -> 
     try:
         write_text(run_dir / CKPT_DIR / BEST_FILE, json.dumps({"step": step, "metric": metric, "score": score}))
     except OSError as exc:
-        raise CheckpointWriteError(f"cannot record the best checkpoint in {run_dir / CKPT_DIR}: "
-                                   f"{exc.strerror or exc}") from exc
+        raise CheckpointWriteError(
+            f"cannot record the best checkpoint in {run_dir / CKPT_DIR}: {exc.strerror or exc}"
+        ) from exc
 
 
 def read_best(run_dir: Path) -> dict[str, Any] | None:
@@ -333,8 +337,10 @@ def check_finite(state: Mapping[str, torch.Tensor], file: str | Path) -> None:
     bad = non_finite_keys(state)
     if bad:
         more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
-        raise CheckpointError(f"weights file {file} holds NaN or infinite values in {len(bad)} tensor(s): "
-                              f"{', '.join(bad[:5])}{more}; its outputs would be meaningless, so it is not used")
+        raise CheckpointError(
+            f"weights file {file} holds NaN or infinite values in {len(bad)} tensor(s): "
+            f"{', '.join(bad[:5])}{more}; its outputs would be meaningless, so it is not used"
+        )
 
 
 def load_weights(model: torch.nn.Module, file: str | Path) -> dict[str, Any]:

@@ -10,8 +10,9 @@ import dataclasses
 import difflib
 import typing
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping, Optional
+from typing import Any, Literal, Optional
 
 from restorekit.errors import RecipeError, RestorekitError
 
@@ -80,8 +81,10 @@ class TrainConfig:
             if value is not None and value < 1:
                 raise RecipeError(f"{source}: train.{key} must be >= 1 or null, got {value}")
         if self.batch_size % self.accumulate:
-            raise RecipeError(f"{source}: train.batch_size ({self.batch_size}) is the global batch and must be "
-                              f"divisible by train.accumulate ({self.accumulate})")
+            raise RecipeError(
+                f"{source}: train.batch_size ({self.batch_size}) is the global batch and must be "
+                f"divisible by train.accumulate ({self.accumulate})"
+            )
         check_logger_specs(self.loggers, source)
 
 

@@ -9,8 +9,9 @@ one GPU). Backend: NCCL on CUDA, gloo on CPU.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.distributed as dist

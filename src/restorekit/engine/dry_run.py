@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import textwrap
 import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -103,8 +104,9 @@ def optimizer_state_bytes(cfg: TrainConfig, params: list[nn.Parameter]) -> int:
     return sum(v.nbytes for v in state if v.device.type == "meta")
 
 
-def memory_estimate(model: nn.Module, loss_fn: Any, cfg: TrainConfig, shape: tuple[int, ...], world_size: int,
-                    half: bool) -> tuple[MemoryEstimate, int]:
+def memory_estimate(
+    model: nn.Module, loss_fn: Any, cfg: TrainConfig, shape: tuple[int, ...], world_size: int, half: bool
+) -> tuple[MemoryEstimate, int]:
     """(memory estimate, FLOPs of one micro-step) of a meta-device model at micro-batch ``shape``.
 
     Peak of a step ~= weights (all, as stored) + EMA of the trainable state + optimizer
@@ -136,8 +138,11 @@ def memory_estimate(model: nn.Module, loss_fn: Any, cfg: TrainConfig, shape: tup
     estimate = MemoryEstimate(
         weights=sum(t.nbytes for t in [*model.parameters(), *model.buffers()]),
         ema=sum(t.nbytes for t in trainable_state_dict(model).values()) if cfg.ema_decay is not None else 0,
-        optimizer=optimizer_state_bytes(cfg, trainable), gradients=grads,
-        ddp_buckets=grads if world_size > 1 else 0, activations=traced[0], activations_16bit=None,
+        optimizer=optimizer_state_bytes(cfg, trainable),
+        gradients=grads,
+        ddp_buckets=grads if world_size > 1 else 0,
+        activations=traced[0],
+        activations_16bit=None,
     )
     if half:
         estimate.activations_16bit = half_activations(model, loss_fn, shape)
@@ -174,8 +179,9 @@ def dry_run(recipe: Mapping[str, Any], source: str = "recipe", world_size: int =
     shape = (micro, 3, data_cfg["patch_size"], data_cfg["patch_size"])
     memory, flops = memory_estimate(model, loss_fn, cfg, shape, world_size, half=precision != "fp32")
     _, tasks = inspect_data(recipe.get("data"))
-    return DryRunReport(source, cfg, world_size, micro, data_cfg["patch_size"], precision, parts, params, flops,
-                        memory, data_cfg, tasks)
+    return DryRunReport(
+        source, cfg, world_size, micro, data_cfg["patch_size"], precision, parts, params, flops, memory, data_cfg, tasks
+    )
 
 
 # -- the report -------------------------------------------------------------------------------
@@ -192,16 +198,28 @@ def _flops(n: float) -> str:
 
 def render(report: DryRunReport) -> str:
     """The dry run as text: batch, parameters per part, FLOPs, memory, data."""
-    return "\n\n".join([_render_batch(report), _render_parts(report), _render_flops(report),
-                        _render_memory(report), _render_data(report)]) + "\n"
+    return (
+        "\n\n".join(
+            [
+                _render_batch(report),
+                _render_parts(report),
+                _render_flops(report),
+                _render_memory(report),
+                _render_data(report),
+            ]
+        )
+        + "\n"
+    )
 
 
 def _render_batch(r: DryRunReport) -> str:
     cfg = r.cfg
-    return (f"dry run of {r.source}: the model on the meta device; no GPU touched, no image read\n"
-            f"global batch {cfg.batch_size} = {r.world_size} process(es) x accumulate {cfg.accumulate} x "
-            f"micro-batch {r.micro_batch}, patches of {r.patch_size} px; {cfg.iterations:,} optimizer steps; "
-            f"precision {r.precision} (on CUDA)")
+    return (
+        f"dry run of {r.source}: the model on the meta device; no GPU touched, no image read\n"
+        f"global batch {cfg.batch_size} = {r.world_size} process(es) x accumulate {cfg.accumulate} x "
+        f"micro-batch {r.micro_batch}, patches of {r.patch_size} px; {cfg.iterations:,} optimizer steps; "
+        f"precision {r.precision} (on CUDA)"
+    )
 
 
 def _render_parts(r: DryRunReport) -> str:
@@ -212,17 +230,24 @@ def _render_parts(r: DryRunReport) -> str:
 
 def _render_flops(r: DryRunReport) -> str:
     per_gpu = r.flops_micro * r.cfg.accumulate
-    rows = [(f"per micro-step ({r.micro_batch} x {r.patch_size} px)", r.flops_micro),
-            ("per optimizer step, per GPU", per_gpu), ("per optimizer step, all GPUs", per_gpu * r.world_size),
-            (f"whole run ({r.cfg.iterations:,} steps)", per_gpu * r.world_size * r.cfg.iterations)]
+    rows = [
+        (f"per micro-step ({r.micro_batch} x {r.patch_size} px)", r.flops_micro),
+        ("per optimizer step, per GPU", per_gpu),
+        ("per optimizer step, all GPUs", per_gpu * r.world_size),
+        (f"whole run ({r.cfg.iterations:,} steps)", per_gpu * r.world_size * r.cfg.iterations),
+    ]
     lines = ["FLOPs (matmuls, convolutions, attention; forward, loss and backward; 2 per multiply-add):"]
     return "\n".join(lines + [f"  {name:34s} {_flops(value):>11s}" for name, value in rows])
 
 
 def _render_memory(r: DryRunReport) -> str:
     m = r.memory
-    rows = [("weights (trainable and frozen)", m.weights), ("EMA of the trainable state", m.ema),
-            (f"optimizer state ({r.cfg.optimizer.get('type')})", m.optimizer), ("gradients", m.gradients)]
+    rows = [
+        ("weights (trainable and frozen)", m.weights),
+        ("EMA of the trainable state", m.ema),
+        (f"optimizer state ({r.cfg.optimizer.get('type')})", m.optimizer),
+        ("gradients", m.gradients),
+    ]
     if m.ddp_buckets:
         rows.append(("DDP gradient buckets", m.ddp_buckets))
     lines = [f"estimated peak memory per GPU at micro-batch {r.micro_batch} (MiB):"]
@@ -231,11 +256,15 @@ def _render_memory(r: DryRunReport) -> str:
         lines.append(f"  {'activations kept for backward':34s} {_mib(m.activations):>10s}")
         lines.append(f"  {'total':34s} {_mib(m.total(m.activations)):>10s}")
     else:
-        lines.append(f"  {'activations kept for backward':34s} {_mib(m.activations_16bit):>10s} - "
-                     f"{_mib(m.activations)} (all 16-bit - all float32; {r.precision} autocast lies between)")
+        lines.append(
+            f"  {'activations kept for backward':34s} {_mib(m.activations_16bit):>10s} - "
+            f"{_mib(m.activations)} (all 16-bit - all float32; {r.precision} autocast lies between)"
+        )
         lines.append(f"  {'total':34s} {_mib(m.total(m.activations_16bit)):>10s} - {_mib(m.total(m.activations))}")
-    lines.append("  (counted on the meta device; not counted: the CUDA context, cuDNN/cuBLAS workspaces, "
-                 "one operation's temporaries, allocator fragmentation; docs/training.md)")
+    lines.append(
+        "  (counted on the meta device; not counted: the CUDA context, cuDNN/cuBLAS workspaces, "
+        "one operation's temporaries, allocator fragmentation; docs/training.md)"
+    )
     return "\n".join(lines)
 
 

@@ -8,7 +8,7 @@ copied nor averaged. Evaluation swaps the average in and back out bitwise.
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -23,9 +23,7 @@ class EMA:
         self.decay = decay
         self.warmup = warmup
         self.updates = 0
-        self.shadow: dict[str, torch.Tensor] = {
-            k: v.detach().clone() for k, v in trainable_state_dict(model).items()
-        }
+        self.shadow: dict[str, torch.Tensor] = {k: v.detach().clone() for k, v in trainable_state_dict(model).items()}
 
     def current_decay(self) -> float:
         """The decay of the next update (ramps up from 0.1 with warmup, as TF's EMA)."""

@@ -10,8 +10,9 @@ Under torchrun each rank scores every N-th image and the sums are all-reduced.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -36,7 +37,7 @@ def center_crop_multiple(image: torch.Tensor, multiple: int) -> torch.Tensor:
     dh, dw = h % multiple, w % multiple
     if h - dh <= 0 or w - dw <= 0:
         return image
-    return image[..., dh // 2:h - dh + dh // 2, dw // 2:w - dw + dw // 2]
+    return image[..., dh // 2 : h - dh + dh // 2, dw // 2 : w - dw + dw // 2]
 
 
 def protocol(cfg: EvalConfig, *, ema: bool | None = None) -> dict[str, Any]:
@@ -142,9 +143,20 @@ def evaluate(
 
         scorer = SelfEnsemble(model)
     try:
-        result = _score(scorer, eval_sets, cfg, device, fns, amp=amp, rank=rank, world_size=world_size,
-                        max_images=max_images, save_dir=save_dir, keep_for_grid=keep_for_grid,
-                        allow_nonfinite=allow_nonfinite)
+        result = _score(
+            scorer,
+            eval_sets,
+            cfg,
+            device,
+            fns,
+            amp=amp,
+            rank=rank,
+            world_size=world_size,
+            max_images=max_images,
+            save_dir=save_dir,
+            keep_for_grid=keep_for_grid,
+            allow_nonfinite=allow_nonfinite,
+        )
     finally:
         torch.backends.cudnn.benchmark = benchmark
         model.train(was_training)
@@ -189,8 +201,7 @@ def _score(
             problem = None if allow_nonfinite else non_finite_output(out)
             if problem:
                 raise NonFiniteOutputError(f"{where}: {problem}")
-            sums += torch.tensor(_image_scores(fns, lq, out, gt, cfg.crop_border, where) + [1.0],
-                                 dtype=torch.float64)
+            sums += torch.tensor(_image_scores(fns, lq, out, gt, cfg.crop_border, where) + [1.0], dtype=torch.float64)
             if save_dir is not None:
                 from restorekit.data.image_io import write_image
 
@@ -222,8 +233,9 @@ def _score(
     return result
 
 
-def _image_scores(fns: Mapping[str, Any], lq: torch.Tensor, out: torch.Tensor, gt: torch.Tensor,
-                  crop_border: int, where: str) -> list[float]:
+def _image_scores(
+    fns: Mapping[str, Any], lq: torch.Tensor, out: torch.Tensor, gt: torch.Tensor, crop_border: int, where: str
+) -> list[float]:
     """(input, restored) score of each metric for one image; a metric refusing the image names it."""
     values = []
     try:
@@ -240,8 +252,10 @@ def refuse_nan_scores(result: Mapping[str, Any], what: str) -> None:
     bad = [task for task, row in result["tasks"].items()
            if any(not name.endswith("_in") and value != value for name, value in row.items())]  # fmt: skip
     if bad:
-        raise NonFiniteOutputError(f"{what}: the model's output holds NaN on task(s) {', '.join(bad)}; "
-                                   "no scores are reported for broken weights")
+        raise NonFiniteOutputError(
+            f"{what}: the model's output holds NaN on task(s) {', '.join(bad)}; "
+            "no scores are reported for broken weights"
+        )
 
 
 def markdown_table(result: Mapping[str, Any], info: Mapping[str, Any] | None = None) -> str:

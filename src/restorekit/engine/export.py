@@ -38,9 +38,10 @@ import logging
 import math
 import time
 import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -138,10 +139,15 @@ def global_guide_pass(module: nn.Module) -> Iterator[None]:
     saved = [m.guide_pass for m in guided]
     for m in guided:
         window = m.guide_pass.window
-        log.warning("%s: exported with one global guidance pass instead of %r (a graph for every size cannot "
-                    "hold a number of windows that depends on the size): the same as the eager model while "
-                    "the token grid fits %d x %d, one global pass beyond", type(m).__name__, m.guide_pass.rule,
-                    window, window)
+        log.warning(
+            "%s: exported with one global guidance pass instead of %r (a graph for every size cannot "
+            "hold a number of windows that depends on the size): the same as the eager model while "
+            "the token grid fits %d x %d, one global pass beyond",
+            type(m).__name__,
+            m.guide_pass.rule,
+            window,
+            window,
+        )
         m.guide_pass = dataclasses.replace(m.guide_pass, rule="global")
     try:
         yield
@@ -161,8 +167,10 @@ def trace(module: nn.Module) -> Any:
             warnings.filterwarnings("ignore", message=".*was assigned during export.*")  # MSF's last_gate
             return torch.export.export(module, (example,), dynamic_shapes={"x": dims}, strict=False)
     except Exception as exc:  # noqa: BLE001 - any tracing failure: say which model and why
-        raise ExportError(f"torch.export could not trace {type(module.model).__name__} with dynamic height and "
-                          f"width: {type(exc).__name__}: {str(exc)[:2000]}") from exc
+        raise ExportError(
+            f"torch.export could not trace {type(module.model).__name__} with dynamic height and "
+            f"width: {type(exc).__name__}: {str(exc)[:2000]}"
+        ) from exc
 
 
 def _write_program(program: Any, path: Path) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -176,8 +184,9 @@ def _write_onnx(program: Any, path: Path) -> Callable[[torch.Tensor], torch.Tens
         import onnxruntime
         import onnxscript  # noqa: F401 - the dynamo exporter needs it
     except ImportError as exc:
-        raise ExportError(f"ONNX export needs onnx, onnxscript and onnxruntime: pip install 'restorekit[export]' "
-                          f"({exc})") from exc
+        raise ExportError(
+            f"ONNX export needs onnx, onnxscript and onnxruntime: pip install 'restorekit[export]' ({exc})"
+        ) from exc
     chatter = io.StringIO()
     try:
         with contextlib.redirect_stdout(chatter), warnings.catch_warnings():
@@ -185,8 +194,9 @@ def _write_onnx(program: Any, path: Path) -> Callable[[torch.Tensor], torch.Tens
             onnx_program = torch.onnx.export(program, dynamo=True)
             onnx_program.save(str(path))
     except Exception as exc:  # noqa: BLE001
-        raise ExportError(f"torch.onnx could not convert the traced model: {type(exc).__name__}: "
-                          f"{str(exc)[:2000]}") from exc
+        raise ExportError(
+            f"torch.onnx could not convert the traced model: {type(exc).__name__}: {str(exc)[:2000]}"
+        ) from exc
     log.debug("torch.onnx: %s", chatter.getvalue().strip())
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
@@ -194,8 +204,9 @@ def _write_onnx(program: Any, path: Path) -> Callable[[torch.Tensor], torch.Tens
 
 
 @torch.no_grad()
-def compare(model: nn.Module, run: Callable[[torch.Tensor], torch.Tensor],
-            sizes: Sequence[tuple[int, int]]) -> dict[tuple[int, int], float]:
+def compare(
+    model: nn.Module, run: Callable[[torch.Tensor], torch.Tensor], sizes: Sequence[tuple[int, int]]
+) -> dict[tuple[int, int], float]:
     """Max absolute difference between the exported and the eager model, per size."""
     generator = torch.Generator().manual_seed(0)
     out = {}

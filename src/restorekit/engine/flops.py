@@ -6,13 +6,26 @@ a full-size model is counted on any machine without memory or a GPU.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
 
-def conv_backward_flop(grad_out_shape, x_shape, w_shape, _bias, _stride, _padding, _dilation,  # noqa: ANN001
-                       transposed, _output_padding, _groups, output_mask, **kwargs) -> int:  # noqa: ANN001
+def conv_backward_flop(
+    grad_out_shape,
+    x_shape,
+    w_shape,
+    _bias,
+    _stride,
+    _padding,
+    _dilation,  # noqa: ANN001
+    transposed,
+    _output_padding,
+    _groups,
+    output_mask,
+    **kwargs,
+) -> int:  # noqa: ANN001
     """Each of grad-input and grad-weight costs one forward convolution.
 
     torch's own formula computes grad-weight as a convolution that ignores

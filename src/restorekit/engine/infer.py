@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 import torch
 from torch import nn
 
 from restorekit.engine import memory
 from restorekit.errors import RestorekitError
-
 
 logger = logging.getLogger(__name__)
 
@@ -111,15 +111,15 @@ def restore_tensor(
     for first in range(0, len(tiles), tile_batch):
         if progress is not None:
             progress(first, len(tiles))
-        group = tiles[first:first + tile_batch]
-        crops = torch.cat([image[:, :, y:y + th, x:x + tw] for y, x, th, tw in group])
+        group = tiles[first : first + tile_batch]
+        crops = torch.cat([image[:, :, y : y + th, x : x + tw] for y, x, th, tw in group])
         with autocast_context(device, amp):
             restored = model(crops).double()
         for i, (y, x, th, tw) in enumerate(group):
-            piece = restored[i * image.shape[0]:(i + 1) * image.shape[0]]
+            piece = restored[i * image.shape[0] : (i + 1) * image.shape[0]]
             window = tile_window(th, tw, y > 0, y + th < height, x > 0, x + tw < width, overlap).to(device)
-            out[:, :, y:y + th, x:x + tw] += piece * window
-            weight_sum[:, :, y:y + th, x:x + tw] += window
+            out[:, :, y : y + th, x : x + tw] += piece * window
+            weight_sum[:, :, y : y + th, x : x + tw] += window
     if progress is not None:
         progress(len(tiles), len(tiles))
     return out.div_(weight_sum).float().clamp_(0, 1)  # in place: the image's buffers are the big ones
@@ -135,8 +135,10 @@ def non_finite_output(output: torch.Tensor) -> str | None:
     if bool(finite.all()):
         return None
     count = int((~finite).sum())
-    return (f"the model's output holds NaN or infinity ({count} of {output.numel()} values): the weights "
-            "are broken, or the precision overflowed (try --precision fp32)")
+    return (
+        f"the model's output holds NaN or infinity ({count} of {output.numel()} values): the weights "
+        "are broken, or the precision overflowed (try --precision fp32)"
+    )
 
 
 # -- files ----------------------------------------------------------------------------
@@ -184,7 +186,7 @@ def _message_without_path(exc: BaseException, path: Path) -> str:
     """``exc``'s message without a leading ``"<path>: "`` (the caller names the path itself)."""
     message = str(exc)
     prefix = f"{path}: "
-    return message[len(prefix):] if message.startswith(prefix) else message
+    return message[len(prefix) :] if message.startswith(prefix) else message
 
 
 def check_output_formats(pairs: list[tuple[Path, Path]]) -> None:
@@ -220,8 +222,7 @@ def check_output_formats(pairs: list[tuple[Path, Path]]) -> None:
             problem = verdicts[key]
             if problem is not None:
                 kind = f"{depth}-bit {'gray' if image.gray else 'RGB'}{' with alpha' if alpha else ''}"
-                raise ImageRestoreError(f"OUTPUT {out}: {problem} (INPUT {src} is {kind}); "
-                                        "nothing was restored")
+                raise ImageRestoreError(f"OUTPUT {out}: {problem} (INPUT {src} is {kind}); nothing was restored")
 
 
 def inference_amp(precision: str, recipe: Mapping[str, Any] | None, device: torch.device) -> bool | str:
@@ -268,15 +269,25 @@ def restore_files(
             raise ImageRestoreError(f"INPUT {src}: cannot read it ({_message_without_path(exc, src)})") from exc
         size, batch = tile, 4
         if tile == "auto":
-            planner = planner or memory.TilePlanner(model, max_memory or memory.default_budget(device),
-                                                    min_tile=memory.smallest_tile(overlap),
-                                                    resident=memory.resident_bytes(device))
+            planner = planner or memory.TilePlanner(
+                model,
+                max_memory or memory.default_budget(device),
+                min_tile=memory.smallest_tile(overlap),
+                resident=memory.resident_bytes(device),
+            )
             plan = planner.plan(*image.rgb.shape[-2:])
             logger.info("%s: %s", src.name, plan.describe())
             size, batch = plan.tile, plan.batch
         with tqdm(desc=src.name, unit="tile", disable=None if progress else True, leave=False) as bar:
-            restored = restore_tensor(model, image.rgb[None].to(device), tile=size, overlap=overlap, amp=amp,
-                                      tile_batch=batch, progress=lambda done, total: _advance(bar, done, total))[0].cpu()
+            restored = restore_tensor(
+                model,
+                image.rgb[None].to(device),
+                tile=size,
+                overlap=overlap,
+                amp=amp,
+                tile_batch=batch,
+                progress=lambda done, total: _advance(bar, done, total),
+            )[0].cpu()
         problem = non_finite_output(restored)
         if problem:
             raise ImageRestoreError(f"INPUT {src}: {problem}; {out} was not written")

@@ -7,8 +7,9 @@ recipe's model spec loads its own (``-o model.weights=restormer.pth``).
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn

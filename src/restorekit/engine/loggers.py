@@ -18,8 +18,9 @@ from __future__ import annotations
 import importlib.util
 import logging
 import math
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor

@@ -27,13 +27,14 @@ import logging
 import os
 import re
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
-from torch.utils._pytree import tree_leaves
 from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from restorekit.errors import RestorekitError
 
@@ -241,8 +242,12 @@ class TilePlanner:
             index -= 1  # the prediction was short: step down to what the count says fits
         tile, estimate = sizes[index], self.cost(height, width, sizes[index])
         if estimate > self.budget:
-            logger.warning("a %s memory budget is too small even for %d px tiles (about %s); using them anyway",
-                           format_bytes(self.budget), tile, format_bytes(estimate))
+            logger.warning(
+                "a %s memory budget is too small even for %d px tiles (about %s); using them anyway",
+                format_bytes(self.budget),
+                tile,
+                format_bytes(estimate),
+            )
             return TilePlan(tile, 1, estimate, self.budget)
         batch = 1 + self._largest(self.max_batch, lambda i: self.cost(height, width, tile, i + 1, exact=False))
         while batch > 1 and self.cost(height, width, tile, batch) > self.budget:

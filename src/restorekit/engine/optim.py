@@ -8,7 +8,7 @@ entry-point group with the same signature.
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 

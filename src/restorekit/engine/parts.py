@@ -7,8 +7,9 @@ measures exactly what ``restorekit train`` runs and a plugin can supply any part
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import nn

@@ -16,7 +16,8 @@ ones with the difference (measured minus published). Light: no torch here.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from restorekit.errors import RecipeError
 
@@ -89,8 +90,11 @@ def _metric_order(entry: Mapping[str, Any]) -> list[str]:
 def _cells(measured: float | None, paper: float | None, metric: str) -> list[str]:
     fmt = "{:.2f}" if "psnr" in metric else "{:.4f}"
     show = [fmt.format(v) if v is not None else "-" for v in (measured, paper)]
-    diff = "-" if measured is None or paper is None else ("{:+.2f}" if "psnr" in metric else "{:+.4f}").format(
-        measured - paper)
+    diff = (
+        "-"
+        if measured is None or paper is None
+        else ("{:+.2f}" if "psnr" in metric else "{:+.4f}").format(measured - paper)
+    )
     return show + [diff]
 
 

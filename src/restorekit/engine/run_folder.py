@@ -13,8 +13,9 @@ import math
 import platform
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from restorekit.engine.atomic import write_text
 

@@ -59,13 +59,16 @@ def describe_holder(record: dict[str, Any]) -> str:
     if not record:
         return "a process that left no details"
     command = " ".join(map(str, record.get("argv") or []))
-    return (f"pid {record.get('pid')} on {record.get('host')}, started {record.get('started')}"
-            + (f" ({command})" if command else ""))
+    return f"pid {record.get('pid')} on {record.get('host')}, started {record.get('started')}" + (
+        f" ({command})" if command else ""
+    )
 
 
 def busy(run_dir: Path, holder: str) -> RunFolderBusy:
-    return RunFolderBusy(f"run folder {run_dir} is in use by another training run: {holder}; wait for it "
-                         f"to end, stop it, or choose another train.out_dir")
+    return RunFolderBusy(
+        f"run folder {run_dir} is in use by another training run: {holder}; wait for it "
+        f"to end, stop it, or choose another train.out_dir"
+    )
 
 
 def _locked(path: Path) -> int | None:
@@ -103,7 +106,7 @@ class RunLock:
     created_folder: bool  # the folder did not exist before this run
 
     @classmethod
-    def acquire(cls, run_dir: Path) -> "RunLock":
+    def acquire(cls, run_dir: Path) -> RunLock:
         """Lock ``run_dir`` (created if missing), or RunFolderBusy naming the live holder."""
         created = not run_dir.exists()
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -112,15 +115,25 @@ class RunLock:
             raise busy(run_dir, f"this process (pid {os.getpid()}) already trains in it")
         fd = _locked(path)
         if fd is None:
-            logger.warning("%s: this filesystem has no file locks; nothing stops a second run from "
-                           "using this folder at the same time", run_dir)
+            logger.warning(
+                "%s: this filesystem has no file locks; nothing stops a second run from "
+                "using this folder at the same time",
+                run_dir,
+            )
             return cls(path, None, created)
         previous = _holder(fd)
         if previous:
-            logger.warning("run folder %s: taking over the lock of %s, which is no longer running",
-                           run_dir, describe_holder(previous))
-        record = {"pid": os.getpid(), "host": platform.node(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                  "argv": sys.argv}
+            logger.warning(
+                "run folder %s: taking over the lock of %s, which is no longer running",
+                run_dir,
+                describe_holder(previous),
+            )
+        record = {
+            "pid": os.getpid(),
+            "host": platform.node(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "argv": sys.argv,
+        }
         os.ftruncate(fd, 0)
         os.lseek(fd, 0, os.SEEK_SET)
         os.write(fd, json.dumps(record).encode("utf-8"))

@@ -21,7 +21,8 @@ step reads the same for fp32, bf16 and fp16.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -33,9 +34,7 @@ class LossScaling:
     """A ``torch.amp.GradScaler`` when ``enabled``; a pass-through otherwise."""
 
     def __init__(self, enabled: bool, device: torch.device, scaler: Any = None) -> None:
-        self.scaler = scaler if scaler is not None else (
-            torch.amp.GradScaler(device.type) if enabled else None
-        )
+        self.scaler = scaler if scaler is not None else (torch.amp.GradScaler(device.type) if enabled else None)
 
     @property
     def active(self) -> bool:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import bisect
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from restorekit.errors import BuildError
 

@@ -44,7 +44,7 @@ class StopSignals:
         self.received: int | None = None
         self._previous: dict[int, Any] = {}
 
-    def __enter__(self) -> "StopSignals":
+    def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():  # elsewhere Python cannot install handlers
             self._previous = {sig: signal.signal(sig, self._handle) for sig in STOP_SIGNALS}
         return self
@@ -58,8 +58,10 @@ class StopSignals:
         self.received = signum
         for sig in STOP_SIGNALS:  # a second signal takes the default action: at once, no checkpoint
             signal.signal(sig, signal.SIG_DFL)
-        logger.warning("%s received: finishing this step and writing a checkpoint; send it again to stop at "
-                       "once (without one)", signal_name(signum))
+        logger.warning(
+            "%s received: finishing this step and writing a checkpoint; send it again to stop at once (without one)",
+            signal_name(signum),
+        )
 
     def agreed(self, ctx: Any) -> int | None:
         """The signal any rank received, the same on every rank (None when none did)."""

@@ -19,9 +19,10 @@ A run folder and a package also name the recipe that goes with the weights.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -115,8 +116,13 @@ def load_source(model: nn.Module, source: WeightsSource) -> None:
     if isinstance(model, UNetBody):
         model.load_weights(source.file)
         return
-    copy_into(trainable_state_dict(model), state, f"weights file {str(source.file)!r}", type(model).__name__,
-              hint=_released_hint)
+    copy_into(
+        trainable_state_dict(model),
+        state,
+        f"weights file {str(source.file)!r}",
+        type(model).__name__,
+        hint=_released_hint,
+    )
 
 
 def fits_exactly(model: nn.Module, file: Path) -> bool:
@@ -133,8 +139,10 @@ def fits_exactly(model: nn.Module, file: Path) -> bool:
 
 def _released_hint(missing: list[str], unexpected: list[str], shapes: list[str]) -> str:
     if missing and any(k.startswith("body.") for k in missing):
-        return ("a released body file (Restormer .pth, PromptIR .ckpt) goes into a guided model's body: "
-                "set model.body.weights=FILE instead of --weights")
+        return (
+            "a released body file (Restormer .pth, PromptIR .ckpt) goes into a guided model's body: "
+            "set model.body.weights=FILE instead of --weights"
+        )
     return ""
 
 

@@ -23,9 +23,10 @@ import random
 import re
 import sys
 import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,7 +35,13 @@ from torch import nn
 from restorekit.engine import checkpoint as ckpt
 from restorekit.engine import distributed as dist_utils
 from restorekit.engine.accumulate import (
-    LossTotals, StepResult, WindowMean, gradient_sync, micro_batch_size, micro_batches, read_numbers,
+    LossTotals,
+    StepResult,
+    WindowMean,
+    gradient_sync,
+    micro_batch_size,
+    micro_batches,
+    read_numbers,
 )
 from restorekit.engine.config import EvalConfig, TrainConfig, eval_config, train_config
 from restorekit.engine.distributed import DistContext
@@ -42,16 +49,19 @@ from restorekit.engine.ema import EMA
 from restorekit.engine.infer import autocast_context
 from restorekit.engine.loggers import LoggerSet, grid_images, open_loggers
 from restorekit.engine.run_folder import (
-    METRICS_FILE, RUN_STAMP_PATTERN, MetricsLog, default_run_dir, write_run_files,
+    METRICS_FILE,
+    RUN_STAMP_PATTERN,
+    MetricsLog,
+    default_run_dir,
+    write_run_files,
 )
 from restorekit.engine.run_lock import RunLock
 from restorekit.engine.scaler import LossScaling
 from restorekit.engine.signals import StopSignals, TrainingInterrupted, signal_name
 from restorekit.engine.step import forward_loss
+from restorekit.errors import CheckpointError, RecipeError, RestorekitError
 from restorekit.frozen import random_backbone_notes
 from restorekit.recipes import dump_recipe
-from restorekit.errors import CheckpointError, RecipeError, RestorekitError
-
 
 logger = logging.getLogger(__name__)
 
@@ -84,8 +94,13 @@ def rng_state() -> dict[str, Any]:
     name, keys, pos, has_gauss, cached = np.random.get_state()
     return {
         "python": random.getstate(),
-        "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached": float(cached)},
+        "numpy": {
+            "name": name,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
@@ -94,8 +109,15 @@ def rng_state() -> dict[str, Any]:
 def set_rng_state(state: Mapping[str, Any]) -> None:
     random.setstate(state["python"])
     np_state = state["numpy"]
-    np.random.set_state((np_state["name"], np_state["keys"].numpy().astype(np.uint32), np_state["pos"],
-                         np_state["has_gauss"], np_state["cached"]))
+    np.random.set_state(
+        (
+            np_state["name"],
+            np_state["keys"].numpy().astype(np.uint32),
+            np_state["pos"],
+            np_state["has_gauss"],
+            np_state["cached"],
+        )
+    )
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
         # One state per GPU the saving process saw; a host with fewer GPUs restores those it has.
@@ -125,8 +147,10 @@ class Trainer:
         self.cfg: TrainConfig = train_config(recipe, source)
         self.eval_cfg: EvalConfig = eval_config(recipe, source)
         if self.cfg.best_metric not in self.eval_cfg.metric_names():
-            raise RecipeError(f"{source}: train.best_metric {self.cfg.best_metric!r} is not among eval.metrics "
-                              f"({', '.join(self.eval_cfg.metric_names())})")
+            raise RecipeError(
+                f"{source}: train.best_metric {self.cfg.best_metric!r} is not among eval.metrics "
+                f"({', '.join(self.eval_cfg.metric_names())})"
+            )
         self.ctx: DistContext = dist_utils.init(self.cfg.device)
         self.per_rank_batch = dist_utils.per_rank_batch(self.cfg.batch_size, self.ctx.world_size)
         self.micro_batch = micro_batch_size(self.cfg.batch_size, self.ctx.world_size, self.cfg.accumulate)
@@ -153,8 +177,10 @@ class Trainer:
             torch.backends.cudnn.allow_tf32 = True
         cuda = self.ctx.device.type == "cuda"
         if cfg.amp == "fp16" and not cuda:
-            raise RecipeError(f"{self.source}: train.amp=fp16 (float16 with loss scaling) needs a CUDA device; "
-                              f"this run is on {self.ctx.device}: use train.amp=off (or auto)")
+            raise RecipeError(
+                f"{self.source}: train.amp=fp16 (float16 with loss scaling) needs a CUDA device; "
+                f"this run is on {self.ctx.device}: use train.amp=off (or auto)"
+            )
         self.precision = {"auto": "bf16" if cuda else "fp32", "off": "fp32"}.get(cfg.amp, cfg.amp)
         if self.precision == "bf16" and not cuda:
             self.say("train.amp=bf16 applies on CUDA only; training in float32 on the CPU", logging.WARNING)
@@ -168,7 +194,12 @@ class Trainer:
         cfg, device = self.cfg, self.ctx.device
         seed_everything(cfg.seed)  # same initial weights on every rank
         parts = build_training_parts(self.recipe, cfg, device, self.source)
-        self.model, self.loss_fn, self.loss_name, self.params = parts.model, parts.loss_fn, parts.loss_name, parts.params
+        self.model, self.loss_fn, self.loss_name, self.params = (
+            parts.model,
+            parts.loss_fn,
+            parts.loss_name,
+            parts.params,
+        )
         self.optimizer, self.schedule = parts.optimizer, parts.schedule
         self.ema = EMA(self.model, cfg.ema_decay, cfg.ema_warmup) if cfg.ema_decay is not None else None
         self.scaling = LossScaling(self.precision == "fp16", device)
@@ -178,10 +209,13 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [device.index] if device.type == "cuda" else None
-            forward = self.ddp = DistributedDataParallel(self.model, device_ids=ids,
-                                                         find_unused_parameters=has_unused_parameters(self.model))
-            self.say(f"DistributedDataParallel over {self.ctx.world_size} process(es), "
-                     f"backend {torch.distributed.get_backend()}")
+            forward = self.ddp = DistributedDataParallel(
+                self.model, device_ids=ids, find_unused_parameters=has_unused_parameters(self.model)
+            )
+            self.say(
+                f"DistributedDataParallel over {self.ctx.world_size} process(es), "
+                f"backend {torch.distributed.get_backend()}"
+            )
         if cfg.compile:
             forward = torch.compile(forward)  # type: ignore[assignment]
         self.forward_model = forward
@@ -193,8 +227,12 @@ class Trainer:
             # The stream takes the per-rank batch; rank r serves samples [r*b, (r+1)*b)
             # of the step's global batch, which is the same for every world size.
             self._stream = build_train_stream(
-                self.recipe.get("data") or {}, self.per_rank_batch, self.cfg.seed,
-                self.ctx.rank, self.ctx.world_size, pin_memory=self.ctx.device.type == "cuda",
+                self.recipe.get("data") or {},
+                self.per_rank_batch,
+                self.cfg.seed,
+                self.ctx.rank,
+                self.ctx.world_size,
+                pin_memory=self.ctx.device.type == "cuda",
             )
         return self._stream
 
@@ -244,8 +282,9 @@ class Trainer:
         if resume == "auto":
             # Only this recipe's own folders: 'exp-<stamp>', never 'exp-lr2-<stamp>'.
             own = re.compile(re.escape(name) + RUN_STAMP_PATTERN)
-            candidates = sorted((p for p in Path("runs").glob(f"{name}-*") if own.fullmatch(p.name)),
-                                key=lambda p: p.stat().st_mtime)
+            candidates = sorted(
+                (p for p in Path("runs").glob(f"{name}-*") if own.fullmatch(p.name)), key=lambda p: p.stat().st_mtime
+            )
             with_ckpts = [p for p in candidates if ckpt.list_checkpoints(p)]
             return (with_ckpts[-1] if with_ckpts else default_run_dir(name)), None
         return default_run_dir(name), None
@@ -289,14 +328,18 @@ class Trainer:
         if self.ema is not None and loaded.ema is not None:
             self.ema.load_state_dict(loaded.ema, updates=int(state.get("ema_updates", 0)))
         elif self.ema is not None:
-            self.say(f"checkpoint {path} holds no EMA (the run trained without one so far); "
-                     f"the EMA starts from its weights", logging.WARNING)
+            self.say(
+                f"checkpoint {path} holds no EMA (the run trained without one so far); the EMA starts from its weights",
+                logging.WARNING,
+            )
             self.ema.load_state_dict(loaded.model, updates=0)
         try:
             self.optimizer.load_state_dict(state["optimizer"])
         except (ValueError, KeyError, RuntimeError) as exc:
-            raise CheckpointError(f"checkpoint {path}: its optimizer state does not fit the recipe's "
-                                  f"optimizer ({type(exc).__name__}: {exc})") from exc
+            raise CheckpointError(
+                f"checkpoint {path}: its optimizer state does not fit the recipe's "
+                f"optimizer ({type(exc).__name__}: {exc})"
+            ) from exc
         self.scaling.load_state_dict(state.get("loss_scaler"))
         self.nonfinite_streak = int(state.get("nonfinite_streak", 0))
         self.nonfinite_total = int(state.get("nonfinite_total", 0))
@@ -315,8 +358,9 @@ class Trainer:
         # Rank 0 writes; the others wait for it, and all stop together when the disk refuses.
         dist_utils.on_main(self.ctx, self._write_checkpoint, step, run_dir, metrics, is_best, rng)
 
-    def _write_checkpoint(self, step: int, run_dir: Path, metrics: Mapping[str, Any] | None, is_best: bool,
-                          rng: list[Any]) -> None:
+    def _write_checkpoint(
+        self, step: int, run_dir: Path, metrics: Mapping[str, Any] | None, is_best: bool, rng: list[Any]
+    ) -> None:
         from restorekit.frozen import frozen_records, trainable_state_dict
 
         state = {
@@ -333,10 +377,20 @@ class Trainer:
             "world_size": self.ctx.world_size,
         }
         # nonfinite_streak > 0 marks a checkpoint written while steps are being skipped.
-        meta = {"metrics": dict(metrics or {}), "frozen": frozen_records(self.model),
-                "world_size": self.ctx.world_size, "nonfinite_streak": self.nonfinite_streak}
-        ckpt.save_checkpoint(run_dir, step, trainable_state_dict(self.model),
-                             self.ema.state_dict() if self.ema is not None else None, state, meta)
+        meta = {
+            "metrics": dict(metrics or {}),
+            "frozen": frozen_records(self.model),
+            "world_size": self.ctx.world_size,
+            "nonfinite_streak": self.nonfinite_streak,
+        }
+        ckpt.save_checkpoint(
+            run_dir,
+            step,
+            trainable_state_dict(self.model),
+            self.ema.state_dict() if self.ema is not None else None,
+            state,
+            meta,
+        )
         if is_best and self.best is not None:
             ckpt.write_best(run_dir, self.best["step"], self.best["score"], self.best.get("metric", "psnr"))
         ckpt.prune(run_dir, self.cfg.keep_last, self.cfg.keep_best)
@@ -383,19 +437,31 @@ class Trainer:
                 self.ema.update(self.model)
         self.scaling.update()
         overflow = self.scaling.is_overflow(not loss_bad, not grads_bad)
-        return StepResult(flags[0] / self.ctx.world_size, grad_norm.detach(), totals.terms,
-                          skipped=loss_bad or grads_bad, overflow=overflow)
+        return StepResult(
+            flags[0] / self.ctx.world_size,
+            grad_norm.detach(),
+            totals.terms,
+            skipped=loss_bad or grads_bad,
+            overflow=overflow,
+        )
 
     # -- validation -----------------------------------------------------------------
-    def validate(self, step: int, *, max_images: int | None, keep_for_grid: int = 0,
-                 use_ema: bool | None = None) -> dict[str, Any]:
+    def validate(
+        self, step: int, *, max_images: int | None, keep_for_grid: int = 0, use_ema: bool | None = None
+    ) -> dict[str, Any]:
         from restorekit.engine.evaluate import evaluate
 
         use_ema = self.eval_cfg.use_ema if use_ema is None else use_ema
         # NaN outputs score NaN here, on every rank alike (the sums are all-reduced); a rank
         # raising alone would leave the others waiting in the all-reduce.
-        args = dict(amp=self.amp, rank=self.ctx.rank, world_size=self.ctx.world_size,
-                    max_images=max_images, keep_for_grid=keep_for_grid, allow_nonfinite=True)
+        args = dict(
+            amp=self.amp,
+            rank=self.ctx.rank,
+            world_size=self.ctx.world_size,
+            max_images=max_images,
+            keep_for_grid=keep_for_grid,
+            allow_nonfinite=True,
+        )
         if self.ema is not None and use_ema:
             with self.ema.swapped_in(self.model):
                 result = evaluate(self.model, self.eval_sets(), self.eval_cfg, self.ctx.device, **args)
@@ -409,8 +475,10 @@ class Trainer:
         cfg, ctx = self.cfg, self.ctx
         wants_eval = cfg.val_every > 0 or eval_after or self.eval_cfg.after_train
         if wants_eval and not self.eval_sets():
-            raise RecipeError(f"{self.source}: train.val_every / eval.after_train / --eval-after need test "
-                              f"images, but the data section has no 'val' tasks")
+            raise RecipeError(
+                f"{self.source}: train.val_every / eval.after_train / --eval-after need test "
+                f"images, but the data section has no 'val' tasks"
+            )
         self.stream()  # a data section that fails does so before the run folder exists
         self._lock: RunLock | None = None
         run_dir, resume_from = dist_utils.on_main(ctx, self._open_run, resume)
@@ -450,19 +518,31 @@ class Trainer:
             if resume_from is not None:
                 ckpt.forget_best_after(self.run_dir, start)
                 if self.best is not None:
-                    ckpt.write_best(self.run_dir, self.best["step"], self.best["score"], self.best.get("metric", "psnr"))
+                    ckpt.write_best(
+                        self.run_dir, self.best["step"], self.best["score"], self.best.get("metric", "psnr")
+                    )
                 self.say(f"resuming {self.run_dir} from step {start} ({resume_from})")
                 self._say_recipe_changes()
             trainable, frozen = count_params(self.model)
-            write_run_files(self.run_dir, self.recipe, {
-                "source": self.source, "world_size": ctx.world_size, "device": str(ctx.device),
-                "amp": self.precision, "resumed_from": str(resume_from) if resume_from else None,
-                "params": {"trainable": trainable, "frozen": frozen}, "frozen": frozen_records(self.model),
-            })
+            write_run_files(
+                self.run_dir,
+                self.recipe,
+                {
+                    "source": self.source,
+                    "world_size": ctx.world_size,
+                    "device": str(ctx.device),
+                    "amp": self.precision,
+                    "resumed_from": str(resume_from) if resume_from else None,
+                    "params": {"trainable": trainable, "frozen": frozen},
+                    "frozen": frozen_records(self.model),
+                },
+            )
             self.say(f"run folder: {self.run_dir}")
-            self.say(f"model: {trainable:,} trainable and {frozen:,} frozen parameters; "
-                     f"{ctx.world_size} process(es) on {ctx.device}, {self.precision}; global batch "
-                     f"{cfg.batch_size} = {ctx.world_size} x {cfg.accumulate} x micro-batch {self.micro_batch}")
+            self.say(
+                f"model: {trainable:,} trainable and {frozen:,} frozen parameters; "
+                f"{ctx.world_size} process(es) on {ctx.device}, {self.precision}; global batch "
+                f"{cfg.batch_size} = {ctx.world_size} x {cfg.accumulate} x micro-batch {self.micro_batch}"
+            )
             for note in random_backbone_notes(self.model):
                 self.say(note, logging.WARNING)
         dist_utils.barrier(ctx)
@@ -492,8 +572,15 @@ class Trainer:
         from tqdm import tqdm
 
         tty = sys.stderr.isatty()
-        self._bar = tqdm(total=cfg.iterations, initial=start, disable=not (ctx.is_main and cfg.progress),
-                         dynamic_ncols=True, mininterval=0.5 if tty else 10.0, file=sys.stderr, unit="it")
+        self._bar = tqdm(
+            total=cfg.iterations,
+            initial=start,
+            disable=not (ctx.is_main and cfg.progress),
+            dynamic_ncols=True,
+            mininterval=0.5 if tty else 10.0,
+            file=sys.stderr,
+            unit="it",
+        )
         # metrics.jsonl (`log`) is written by the jsonl logger when train.loggers lists it.
         loggers = open_loggers(cfg.loggers, self.run_dir, ctx.is_main)
         loggers.add_text("recipe", dump_recipe(self.recipe))
@@ -535,16 +622,30 @@ class Trainer:
             loggers.close()
         return validation
 
-    def _log_step(self, step: int, result: StepResult, window: WindowMean, steps: int, since: float,
-                  loggers: LoggerSet) -> None:
+    def _log_step(
+        self, step: int, result: StepResult, window: WindowMean, steps: int, since: float, loggers: LoggerSet
+    ) -> None:
         """A log line: the step's device numbers read in one transfer, then written by every logger."""
-        numbers = read_numbers({"loss": result.loss, "loss_avg": window.value(), "grad_norm": result.grad_norm,
-                                **{f"terms/{name}": value for name, value in result.terms.items()}})
+        numbers = read_numbers(
+            {
+                "loss": result.loss,
+                "loss_avg": window.value(),
+                "grad_norm": result.grad_norm,
+                **{f"terms/{name}": value for name, value in result.terms.items()},
+            }
+        )
         seconds = max(time.perf_counter() - since, 1e-9)  # after the read: the device's queue is done
         lr = self.schedule(step - 1)
-        record = {"step": step, "loss": numbers["loss"], "loss_avg": numbers["loss_avg"], "lr": lr,
-                  "grad_norm": numbers["grad_norm"], "terms": {name: numbers[f"terms/{name}"] for name in result.terms},
-                  "it_s": steps / seconds, "skipped_total": self.nonfinite_total}
+        record = {
+            "step": step,
+            "loss": numbers["loss"],
+            "loss_avg": numbers["loss_avg"],
+            "lr": lr,
+            "grad_norm": numbers["grad_norm"],
+            "terms": {name: numbers[f"terms/{name}"] for name in result.terms},
+            "it_s": steps / seconds,
+            "skipped_total": self.nonfinite_total,
+        }
         if self.ctx.device.type == "cuda":  # the allocator's own count: no device sync
             record["peak_mem_mib"] = torch.cuda.max_memory_allocated(self.ctx.device) / 2**20
         if self.ctx.is_main:
@@ -555,8 +656,9 @@ class Trainer:
         """fp16: the gradients overflowed at this loss scale; the scaler lowered it and the step
         was skipped. Expected now and then (most often in the first steps), no divergence."""
         scale = self.scaling.current_scale()
-        self.say(f"step {step}: fp16 gradients overflowed; loss scale lowered to {scale:g}, step skipped",
-                 logging.DEBUG)
+        self.say(
+            f"step {step}: fp16 gradients overflowed; loss scale lowered to {scale:g}, step skipped", logging.DEBUG
+        )
         if self.ctx.is_main:
             loggers.write({"step": step, "event": "scaler_skip", "scale": scale})
 
@@ -568,8 +670,11 @@ class Trainer:
         if not saved:
             self._save(step, self.run_dir, None, False)
         where = self.run_dir / ckpt.CKPT_DIR / ckpt.ckpt_name(step)
-        raise TrainingInterrupted(f"stopped by {signal_name(signum)} at step {step} of {self.cfg.iterations}; "
-                                  f"checkpoint {where} written; continue with --resume auto", signum)
+        raise TrainingInterrupted(
+            f"stopped by {signal_name(signum)} at step {step} of {self.cfg.iterations}; "
+            f"checkpoint {where} written; continue with --resume auto",
+            signum,
+        )
 
     def _update_best(self, step: int, mean: Mapping[str, float]) -> bool:
         """Record ``step`` as the best when ``train.best_metric`` improved (by ``train.best_mode``)."""
@@ -586,11 +691,21 @@ class Trainer:
     def _on_skip(self, step: int, loss: float, grad_norm: float, log: LoggerSet) -> None:
         self.nonfinite_streak += 1
         self.nonfinite_total += 1
-        self.say(f"step {step}: non-finite loss ({loss}) or gradient norm ({grad_norm}); step skipped "
-                 f"({self.nonfinite_streak} in a row, {self.nonfinite_total} in all)", logging.WARNING)
+        self.say(
+            f"step {step}: non-finite loss ({loss}) or gradient norm ({grad_norm}); step skipped "
+            f"({self.nonfinite_streak} in a row, {self.nonfinite_total} in all)",
+            logging.WARNING,
+        )
         if self.ctx.is_main:
-            log.write({"step": step, "event": "nonfinite_skip", "loss": loss, "grad_norm": grad_norm,
-                       "in_a_row": self.nonfinite_streak})
+            log.write(
+                {
+                    "step": step,
+                    "event": "nonfinite_skip",
+                    "loss": loss,
+                    "grad_norm": grad_norm,
+                    "in_a_row": self.nonfinite_streak,
+                }
+            )
         if self.nonfinite_streak >= self.cfg.max_nonfinite:
             raise TrainingDiverged(
                 f"training diverged: {self.nonfinite_streak} steps in a row had a non-finite loss or "
@@ -613,20 +728,27 @@ class Trainer:
         from restorekit.engine.evaluate import markdown_table, protocol, refuse_nan_scores, write_grid, write_report
 
         ecfg = self.eval_cfg
-        result = self.validate(self.cfg.iterations, max_images=ecfg.max_images,
-                               keep_for_grid=ecfg.grid_images if ecfg.grid else 0)
+        result = self.validate(
+            self.cfg.iterations, max_images=ecfg.max_images, keep_for_grid=ecfg.grid_images if ecfg.grid else 0
+        )
         refuse_nan_scores(result, f"the final evaluation of {self.run_dir}")
         info = protocol(ecfg, ema=result.get("ema"))
         if self.ctx.is_main:
             out = self.run_dir / "eval"
             notes = random_backbone_notes(self.model)
             write_report(out, result, info, step=self.cfg.iterations, notes=notes)
-            lines = ["", f"evaluation of the final weights on the held-out images ({out}):",
-                     markdown_table(result, info)]
+            lines = [
+                "",
+                f"evaluation of the final weights on the held-out images ({out}):",
+                markdown_table(result, info),
+            ]
             worse = [t for t, row in result["tasks"].items() if "psnr" in row and row["psnr"] <= row["psnr_in"]]
             if "psnr" in result["mean"]:
-                lines.append("restored beats the input on every task" if not worse
-                             else f"WARNING: restored does not beat the input on: {', '.join(worse)}")
+                lines.append(
+                    "restored beats the input on every task"
+                    if not worse
+                    else f"WARNING: restored does not beat the input on: {', '.join(worse)}"
+                )
             if ecfg.grid and result.get("grid"):
                 note = "backbone randomly initialised (no pretrained weights)" if notes else ""
                 grid = write_grid(out / "grid.png", result, note=note)

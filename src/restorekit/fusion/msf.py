@@ -8,7 +8,7 @@ softmax(z / tau), one weight per expert per sample. Output: sum_k g_k E_k(X).
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

@@ -22,7 +22,8 @@ own grid (``grid``/``grid_stride``) under the default pass rule.
 from __future__ import annotations
 
 import warnings
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -159,8 +160,6 @@ class DPCLoss(nn.Module):
         if all(layer in cached for layer in self.layers):
             return cached
         if lq is None:
-            raise ValueError(
-                "dpc: needs the degraded input: pass lq=... or aux from a model bound with bind(model)"
-            )
+            raise ValueError("dpc: needs the degraded input: pass lq=... or aux from a model bound with bind(model)")
         with torch.no_grad():
             return rule(backbone, lq, self.layers)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -15,14 +16,18 @@ from restorekit.errors import BuildError
 class L1Loss(nn.Module):
     """Mean absolute error."""
 
-    def forward(self, restored: Tensor, target: Tensor, *, lq: Tensor | None = None, aux: ModelAux | None = None) -> Tensor:
+    def forward(
+        self, restored: Tensor, target: Tensor, *, lq: Tensor | None = None, aux: ModelAux | None = None
+    ) -> Tensor:
         return (restored - target).abs().mean()
 
 
 class MSELoss(nn.Module):
     """Mean squared error."""
 
-    def forward(self, restored: Tensor, target: Tensor, *, lq: Tensor | None = None, aux: ModelAux | None = None) -> Tensor:
+    def forward(
+        self, restored: Tensor, target: Tensor, *, lq: Tensor | None = None, aux: ModelAux | None = None
+    ) -> Tensor:
         return (restored - target).pow(2).mean()
 
 
@@ -33,7 +38,9 @@ class CharbonnierLoss(nn.Module):
         super().__init__()
         self.eps = eps
 
-    def forward(self, restored: Tensor, target: Tensor, *, lq: Tensor | None = None, aux: ModelAux | None = None) -> Tensor:
+    def forward(
+        self, restored: Tensor, target: Tensor, *, lq: Tensor | None = None, aux: ModelAux | None = None
+    ) -> Tensor:
         return torch.sqrt((restored - target).pow(2) + self.eps**2).mean()
 
 

@@ -17,13 +17,19 @@ from __future__ import annotations
 import dataclasses
 import functools
 import warnings
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from restorekit.backbones.guide import (DEFAULT_GUIDE_BACKBONE, DEFAULT_OVERLAP, DEFAULT_PASS_RULE, DEFAULT_WINDOW,
-                                        GuidePass)
+from restorekit.backbones.guide import (
+    DEFAULT_GUIDE_BACKBONE,
+    DEFAULT_OVERLAP,
+    DEFAULT_PASS_RULE,
+    DEFAULT_WINDOW,
+    GuidePass,
+)
 from restorekit.building import build_part, merge_spec
 from restorekit.contracts import Gated, ModelAux, check_frozen, check_part, is_frozen, is_pretrained
 from restorekit.errors import BuildError
@@ -95,8 +101,9 @@ class DinoIR(nn.Module):
     ) -> None:
         super().__init__()
         try:
-            rule = GuidePass(grid=guide_grid, stride=guide_stride, rule=guide_pass, window=guide_window,
-                             overlap=guide_overlap)
+            rule = GuidePass(
+                grid=guide_grid, stride=guide_stride, rule=guide_pass, window=guide_window, overlap=guide_overlap
+            )
         except BuildError as exc:
             raise BuildError(f"dino_ir: {exc}") from None
         self.body = build_part("body", merge_spec(DEFAULT_BODY, body))
@@ -170,7 +177,7 @@ class DinoIR(nn.Module):
         self._check_layers("requested backbone layers", layers)
         self._requested_layers.update(layers)
 
-    def train(self, mode: bool = True) -> "DinoIR":
+    def train(self, mode: bool = True) -> DinoIR:
         super().train(mode)
         if is_frozen(self.backbone):
             self.backbone.eval()  # a frozen backbone never leaves eval mode
@@ -193,8 +200,14 @@ class DinoIR(nn.Module):
         restored = self.body(lq, guidance=guidance).to(in_dtype)
         if not return_aux:
             return restored
-        aux = ModelAux(backbone=self.backbone, lq_features=feats, grid=grid, guide_pass=self.guide_pass,
-                       guide=guide, gate=self.fusion.last_gate if isinstance(self.fusion, Gated) else None)
+        aux = ModelAux(
+            backbone=self.backbone,
+            lq_features=feats,
+            grid=grid,
+            guide_pass=self.guide_pass,
+            guide=guide,
+            gate=self.fusion.last_gate if isinstance(self.fusion, Gated) else None,
+        )
         return restored, aux
 
 
