@@ -190,7 +190,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "resume-skips-rng-state",
         "resume",
-        "src/restorekit/engine/train.py",
+        "src/restorekit/engine/training_state.py",
         "set_rng_state(rng[self.ctx.rank] if same_world else rng[0])",
         "(rng[self.ctx.rank] if same_world else rng[0])",
         RESUME,
@@ -198,16 +198,16 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "resume-ema-from-weights",
         "resume",
-        "src/restorekit/engine/train.py",
-        'self.ema.load_state_dict(loaded.ema, updates=int(state.get("ema_updates", 0)))',
-        'self.ema.load_state_dict(loaded.model, updates=int(state.get("ema_updates", 0)))',
+        "src/restorekit/engine/training_state.py",
+        'ema.load_state_dict(loaded.ema, updates=int(state.get("ema_updates", 0)))',
+        'ema.load_state_dict(loaded.model, updates=int(state.get("ema_updates", 0)))',
         RESUME,
     ),
     Mutation(
         "resume-skips-optimizer-state",
         "resume",
-        "src/restorekit/engine/train.py",
-        'self.optimizer.load_state_dict(state["optimizer"])',
+        "src/restorekit/engine/training_state.py",
+        'optimizer.load_state_dict(state["optimizer"])',
         'state["optimizer"]',
         RESUME,
     ),
@@ -223,7 +223,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "torchrun-rank0-rng-on-every-rank",
         "torchrun",
-        "src/restorekit/engine/train.py",
+        "src/restorekit/engine/training_state.py",
         "set_rng_state(rng[self.ctx.rank] if same_world else rng[0])",
         "set_rng_state(rng[0])",
         TORCHRUN_RNG,
@@ -324,7 +324,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "accumulate-sums-micro-losses",
         "scale",
-        "src/restorekit/engine/train.py",
+        "src/restorekit/engine/step.py",
         "loss = result.total.float() / count",
         "loss = result.total.float()",
         (SCALE + "test_accumulation_follows_the_trajectory_of_one_step_with_the_same_global_batch",),

@@ -186,14 +186,14 @@ class Interrupted(Exception):
 
 def run_until(trainer: Any, step: int) -> None:
     """Run ``trainer`` and stop it, as a crash would, when it reaches ``step``."""
-    original = trainer._step
+    original = trainer.train_step
 
     def stop(batch: Any, at: int) -> Any:
         if at == step:
             raise Interrupted
         return original(batch, at)
 
-    trainer._step = stop
+    trainer.train_step = stop
     try:
         trainer.run()
     except Interrupted:

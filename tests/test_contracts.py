@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -171,7 +172,11 @@ def check_metric(build: Any) -> None:
     assert value.shape == (2,) and torch.isfinite(value).all()
     torch.testing.assert_close(metric(y[:1], x[:1]), metric(y, x)[:1])  # per image, batch-independent
     same = metric(x, x)
-    assert all(s > v or math.isinf(s) for s, v in zip(same.tolist(), value.tolist()))  # higher is better
+    assert isinstance(metric, contracts.Metric) and isinstance(metric.higher_is_better, bool)
+    if metric.higher_is_better:  # a perfect restoration scores best, in the declared direction
+        assert all(s > v or math.isinf(s) for s, v in zip(same.tolist(), value.tolist()))
+    else:
+        assert all(s < v for s, v in zip(same.tolist(), value.tolist()))
 
 
 def check_optimizer(build: Any) -> None:
@@ -238,10 +243,33 @@ def check_dataset(build: Any) -> None:
     assert item["lq"].shape[0] == 3 and item["lq"].shape == item["gt"].shape and isinstance(item["task"], str)
 
 
+def check_callback(build: Any) -> None:
+    """A callback takes every event the loop sends, in a run's order."""
+    from restorekit.engine import callbacks as cb
+    from restorekit.engine.accumulate import StepResult
+
+    part = build()
+    assert isinstance(part, contracts.Callback)
+    stops: list[str] = []
+    loop = SimpleNamespace(best_metric="psnr", metric_directions={"psnr": True, "ssim": True}, iterations=4,
+                           request_stop=stops.append)  # fmt: skip
+    part.on_train_start(loop, 0)
+    result = StepResult(torch.tensor(0.5), torch.tensor(1.0), {"l1": torch.tensor(0.5)})
+    for step in range(1, 5):
+        part.on_step(loop, cb.StepEvent(step, result, {"step": step, "loss": 0.5, "lr": 1e-3}))
+        part.on_validation(loop, cb.ValidationEvent(step, {"noise": {"psnr": 20.0}}, {"psnr": 20.0}, step == 1, {}))
+        part.on_checkpoint(loop, cb.CheckpointEvent(step, Path("ckpt"), step == 1))
+    part.on_overflow(loop, cb.OverflowEvent(4, 2.0**15))
+    part.on_skip(loop, cb.SkipEvent(4, float("nan"), float("nan"), 1, 1))
+    part.on_stop(loop, cb.StopEvent(4, "test"))
+    part.on_train_end(loop, 4)
+
+
 CHECKS = {
     "backbone": check_backbone, "body": check_body, "model": check_model, "fusion": check_fusion,
     "adapter": check_adapter, "loss": check_loss, "metric": check_metric, "optimizer": check_optimizer,
     "schedule": check_schedule, "degradation": check_degradation, "dataset": check_dataset, "logger": check_logger,
+    "callback": check_callback,
 }  # fmt: skip
 
 
@@ -295,6 +323,10 @@ def neg_mae(pred, target, crop_border=0):
 
 def mae(pred, target, crop_border=0):
     return -neg_mae(pred, target, crop_border)
+
+
+neg_mae.higher_is_better = True
+mae.higher_is_better = False
 
 
 def rmsprop(params, lr, alpha=0.9):
@@ -382,7 +414,8 @@ def test_frozen_has_one_meaning_everywhere() -> None:
 
 
 def test_plugin_parts_drive_training_end_to_end(contract_plugin: Path, tmp_path: Path) -> None:
-    """A plugin optimizer, schedule and metric, the best checkpoint picked by that metric (lower is better)."""
+    """A plugin optimizer, schedule and metric, the best checkpoint picked by that metric (its own
+    higher_is_better = False: lower is better, without train.best_mode)."""
     import json
 
     import engine_fakes
@@ -393,7 +426,7 @@ def test_plugin_parts_drive_training_end_to_end(contract_plugin: Path, tmp_path:
     engine_fakes.register()
     rec = {"name": "plugin-run", "model": {"type": "engine_test_convnet"}, "loss": {"type": "l1"},
            "train": {"iterations": 6, "batch_size": 2, "lr": 1e-3, "optimizer": "rmsprop", "schedule": "halving",
-                     "val_every": 2, "ckpt_every": 100, "best_metric": "mae", "best_mode": "min",
+                     "val_every": 2, "ckpt_every": 100, "best_metric": "mae",
                      "out_dir": str(tmp_path / "run"), "progress": False},
            "eval": {"metrics": ["psnr", "mae"], "crop_multiple": 0}}  # fmt: skip
     sets = {"noise": engine_fakes.FakeEvalSet(count=2, size=16)}

@@ -142,7 +142,7 @@ def test_a_training_step_reads_the_device_once(tmp_path: Path) -> None:
         recipe(tmp_path / "run", iterations=6, log_every=100, ckpt_every=100, ema_decay=0.99), stream=stream()
     )
     counts: list[tuple[int, int]] = []
-    original = trainer._step
+    original = trainer.train_step
 
     def spy(batch: Any, step: int) -> Any:
         before = len(caught)
@@ -150,7 +150,7 @@ def test_a_training_step_reads_the_device_once(tmp_path: Path) -> None:
         counts.append((before, len(caught)))
         return out
 
-    trainer._step = spy  # type: ignore[method-assign]
+    trainer.train_step = spy  # type: ignore[method-assign]
     torch.cuda.set_sync_debug_mode("warn")
     try:
         with warnings.catch_warnings(record=True) as caught:

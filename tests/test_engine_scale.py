@@ -89,7 +89,7 @@ def test_ddp_all_reduces_gradients_once_per_optimizer_step(tmp_path: Path) -> No
             return done
 
         ddp.register_comm_hook(None, count)
-        trainer.ddp = trainer.forward_model = ddp
+        trainer.train_step.ddp = trainer.train_step.forward_model = ddp
         trainer.run()
     finally:
         dist.destroy_process_group()
@@ -116,7 +116,7 @@ def test_fp16_autocast_reaches_evaluation_and_inference() -> None:
 def scaled_trainer(rec: dict, init_scale: float) -> Trainer:
     """A CPU trainer with a real GradScaler (CPU fp32 here; the engine uses it for CUDA fp16)."""
     trainer = Trainer(rec, stream=engine_fakes.FakeStream(4))
-    trainer.scaling = LossScaling(
+    trainer.train_step.scaling = LossScaling(
         True, torch.device("cpu"), scaler=torch.amp.GradScaler("cpu", init_scale=init_scale, growth_interval=1000)
     )
     return trainer
@@ -127,14 +127,14 @@ def test_a_scaler_overflow_is_skipped_without_counting_as_divergence(tmp_path: P
     rec["loss"] = {"type": "engine_test_nan", "inf_grad_calls": [2, 3, 4], "nan_calls": [7]}
     trainer = scaled_trainer(rec, init_scale=2.0**16)
     weights: list[torch.Tensor] = []
-    original = trainer._step
+    original = trainer.train_step
 
     def spy(batch: Any, step: int):
         out = original(batch, step)
         weights.append(trainer.model.body[0].weight.detach().clone())
         return out
 
-    trainer._step = spy  # type: ignore[method-assign]
+    trainer.train_step = spy  # type: ignore[method-assign]
     result = trainer.run()  # three overflows in a row do not reach max_nonfinite = 2
     events = [r for r in records(result.run_dir) if "event" in r]
     assert [(r["step"], r["event"]) for r in events] == [
@@ -152,7 +152,9 @@ def test_a_scaler_overflow_is_skipped_without_counting_as_divergence(tmp_path: P
     )
     assert not torch.equal(weights[4], weights[5])
     state = ckpt.load_checkpoint(ckpt.list_checkpoints(result.run_dir)[-1][1]).state
-    assert state["loss_scaler"]["scale"] == trainer.scaling.current_scale() == 2.0**12  # saved for resume
+    assert (
+        state["loss_scaler"]["scale"] == trainer.state.train_step.scaling.current_scale() == 2.0**12
+    )  # saved for resume
 
 
 def test_overflows_below_a_scale_of_one_count_as_divergence(tmp_path: Path) -> None:
@@ -178,14 +180,14 @@ def test_step_results_stay_tensors_and_log_lines_average_the_window(tmp_path: Pa
     rec["loss"] = {"type": "engine_test_nan", "nan_calls": [7]}
     trainer = Trainer(rec, stream=engine_fakes.FakeStream(4))
     seen: list[Any] = []
-    original = trainer._step
+    original = trainer.train_step
 
     def spy(batch: Any, step: int):
         out = original(batch, step)
         seen.append(out)
         return out
 
-    trainer._step = spy  # type: ignore[method-assign]
+    trainer.train_step = spy  # type: ignore[method-assign]
     trainer.run()
     assert all(
         isinstance(r.loss, torch.Tensor)

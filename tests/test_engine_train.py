@@ -112,14 +112,14 @@ def test_nan_steps_are_skipped_and_logged(tmp_path: Path) -> None:
     rec["loss"] = {"type": "engine_test_nan", "nan_calls": [2, 3]}
     trainer = Trainer(rec, stream=engine_fakes.FakeStream(4))
     seen: list[tuple[int, torch.Tensor, int]] = []
-    original = trainer._step
+    original = trainer.train_step
 
     def spy(batch: Any, step: int):
         out = original(batch, step)
         seen.append((step, trainer.model.body[0].weight.detach().clone(), trainer.ema.updates))
         return out
 
-    trainer._step = spy  # type: ignore[method-assign]
+    trainer.train_step = spy  # type: ignore[method-assign]
     result = trainer.run()
     assert result.skipped_steps == 2 and result.step == 8  # the counter advances past skips
     # steps 2 and 3 (0-based) changed neither weights nor EMA

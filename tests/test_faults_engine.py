@@ -242,14 +242,14 @@ def test_a_failing_data_section_leaves_no_run_folder(tmp_path: Path) -> None:
 # -- 3: SIGTERM and SIGINT finish the step, write a checkpoint, and stop --------------------
 def _signal_at(trainer: Trainer, at: int, signum: int) -> None:
     """Send ``signum`` to this process while step ``at`` runs, as a scheduler or Ctrl-C would."""
-    original = trainer._step
+    original = trainer.train_step
 
     def step(batch: Any, index: int) -> Any:
         if index == at:
             os.kill(os.getpid(), signum)
         return original(batch, index)
 
-    trainer._step = step  # type: ignore[method-assign]
+    trainer.train_step = step  # type: ignore[method-assign]
 
 
 @pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])

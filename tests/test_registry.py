@@ -42,6 +42,7 @@ def test_every_kind_has_a_registry():
         "optimizer",
         "schedule",
         "logger",
+        "callback",
         "degradation",
         "dataset",
     }
@@ -59,6 +60,7 @@ def test_every_kind_has_a_registry():
         "restorekit.optimizers",
         "restorekit.schedules",
         "restorekit.loggers",
+        "restorekit.callbacks",
         "restorekit.degradations",
         "restorekit.datasets",
     }

@@ -62,7 +62,8 @@ def build(kind: str, spec: str | Mapping[str, Any], **extra: Any) -> Any:
     factory = registry(kind).get(name)
     check_keywords(kind, name, factory, kwargs, engine_given=extra)
     if kind in FUNCTION_KINDS:
-        return functools.partial(factory, **kwargs) if kwargs else factory
+        # update_wrapper: the function's declared attributes (a metric's higher_is_better) stay on the partial.
+        return functools.update_wrapper(functools.partial(factory, **kwargs), factory) if kwargs else factory
     return factory(**kwargs)
 
 

@@ -62,6 +62,9 @@ BUILTINS: dict[str, dict[str, str]] = {
         "jsonl": "restorekit.engine.loggers:JsonlLogger",
         "tensorboard": "restorekit.engine.loggers:TensorBoardLogger",
     },
+    "callback": {
+        "early_stopping": "restorekit.engine.callbacks:EarlyStopping",
+    },
     "degradation": {
         "identity": "restorekit.data.degradations:Identity",
         "noise": "restorekit.data.degradations:GaussianNoise",

@@ -191,7 +191,14 @@ class BindsToModel(Protocol):
 
 @runtime_checkable
 class Metric(Protocol):
-    """``metric(pred, target, crop_border=0) -> (B,)`` per image, data range 1."""
+    """``metric(pred, target, crop_border=0) -> (B,)`` per image, data range 1.
+
+    ``higher_is_better`` says which way a score improves (PSNR and SSIM: True; an
+    error such as MAE: False); the best-checkpoint rule, early stopping and the
+    published-number comparison read it (a function metric sets it as an attribute).
+    """
+
+    higher_is_better: bool
 
     def __call__(self, pred: Tensor, target: Tensor, crop_border: int = 0) -> Tensor: ...
 
@@ -239,6 +246,37 @@ class RunLogger(Protocol):
     def add_text(self, tag: str, text: str) -> None: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class Callback(Protocol):
+    """Hears the events of a training run (the ``callback`` kind, ``train.callbacks``).
+
+    The loop calls each hook with itself (``loop``: its step, run folder, best record,
+    ``request_stop``) and the event's payload (restorekit.engine.callbacks defines them):
+    ``on_train_start(loop, step)`` once before the first step; ``on_step`` after every
+    step; ``on_overflow`` after an fp16 scaler skip; ``on_skip`` after a step the NaN
+    guard skipped; ``on_validation`` after each validation; ``on_checkpoint`` after each
+    checkpoint; ``on_stop`` when the run stops early (a signal or ``request_stop``);
+    ``on_train_end(loop, step)`` always, a failing run too (close files there).
+    Subclass ``restorekit.engine.callbacks.Callback`` to override only some hooks.
+    """
+
+    def on_train_start(self, loop: Any, step: int) -> None: ...
+
+    def on_step(self, loop: Any, event: Any) -> None: ...
+
+    def on_overflow(self, loop: Any, event: Any) -> None: ...
+
+    def on_skip(self, loop: Any, event: Any) -> None: ...
+
+    def on_validation(self, loop: Any, event: Any) -> None: ...
+
+    def on_checkpoint(self, loop: Any, event: Any) -> None: ...
+
+    def on_stop(self, loop: Any, event: Any) -> None: ...
+
+    def on_train_end(self, loop: Any, step: int) -> None: ...
 
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -324,6 +362,7 @@ PROTOCOLS: dict[str, type] = {
     "metric": Metric,
     "schedule": Schedule,
     "logger": RunLogger,
+    "callback": Callback,
     "degradation": Degradation,
     "dataset": PairDataset,
 }

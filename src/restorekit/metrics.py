@@ -19,6 +19,7 @@ agree with ``skimage.metrics``:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -140,4 +141,12 @@ def on_luma(metric: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
         pred, target = as_unit_float(pred, "pred"), as_unit_float(target, "target")
         return metric(rgb_to_y(pred), rgb_to_y(target), crop_border=crop_border)
 
-    return on_y
+    # The metric's declared attributes (its higher_is_better) hold on the luma too.
+    return functools.update_wrapper(on_y, metric, assigned=(), updated=("__dict__",))
+
+
+# The Metric contract's direction: every score here improves upwards.
+psnr.higher_is_better = True  # type: ignore[attr-defined]
+ssim.higher_is_better = True  # type: ignore[attr-defined]
+psnr_y.higher_is_better = True  # type: ignore[attr-defined]
+ssim_y.higher_is_better = True  # type: ignore[attr-defined]

@@ -39,6 +39,7 @@ KINDS: tuple[str, ...] = (
     "optimizer",
     "schedule",
     "logger",
+    "callback",
     "degradation",
     "dataset",
 )
@@ -373,6 +374,7 @@ METRICS = REGISTRIES["metric"]
 OPTIMIZERS = REGISTRIES["optimizer"]
 SCHEDULES = REGISTRIES["schedule"]
 LOGGERS = REGISTRIES["logger"]
+CALLBACKS = REGISTRIES["callback"]
 DEGRADATIONS = REGISTRIES["degradation"]
 DATASETS = REGISTRIES["dataset"]
 

@@ -58,6 +58,7 @@ TINY: dict[str, dict[str, dict[str, Any]]] = {
     "schedule": {"warmup_cosine": {"warmup_iters": 2}, "constant": {"warmup_iters": 2},
                  "multistep": {"milestones": [3, 6]}},  # fmt: skip
     "logger": {"jsonl": {}, "tensorboard": {"flush_secs": 1}},
+    "callback": {"early_stopping": {"monitor": "psnr", "patience": 2}},
     "degradation": {name: {} for name in
                     ("identity", "noise", "rain", "haze", "motion_blur", "defocus_blur", "low_light", "jpeg")},
 }  # fmt: skip

@@ -49,13 +49,14 @@ class TrainConfig:
     ckpt_every: int = 1000  # a checkpoint is also written at the last iteration
     keep_last: int = 2
     keep_best: bool = True
-    best_metric: str = "psnr"  # the validation mean that picks the best checkpoint (an eval.metrics name)
-    best_mode: Literal["max", "min"] = "max"
+    best_metric: Optional[str] = None  # the validation mean that picks the best checkpoint; null: eval.metrics[0]
+    best_mode: Optional[Literal["max", "min"]] = None  # null: the metric's own direction (its higher_is_better)
     max_nonfinite: int = 20  # this many skipped (non-finite) steps in a row abort the run
     out_dir: Optional[str] = None  # default runs/<recipe name>-<timestamp>
     init_weights: Optional[str] = None  # start from these weights (any --weights source); resume wins over it
     progress: bool = True
     loggers: list[Any] = field(default_factory=lambda: ["jsonl"])  # logger specs: jsonl, tensorboard, plugins
+    callbacks: list[Any] = field(default_factory=list)  # callback specs: early_stopping, plugins
 
     def check(self, source: str) -> None:
         positive = ["iterations", "batch_size", "accumulate", "log_every", "ckpt_every", "keep_last", "max_nonfinite"]
@@ -86,6 +87,8 @@ class TrainConfig:
                 f"divisible by train.accumulate ({self.accumulate})"
             )
         check_logger_specs(self.loggers, source)
+        for i, spec in enumerate(self.callbacks):
+            check_spec_keywords("callback", spec, f"{source}: train.callbacks[{i}]")
 
 
 @dataclass

@@ -65,11 +65,20 @@ class StopSignals:
 
     def agreed(self, ctx: Any) -> int | None:
         """The signal any rank received, the same on every rank (None when none did)."""
+        return self.agree(ctx)[0]
+
+    def agree(self, ctx: Any, requested: bool = False) -> tuple[int | None, bool]:
+        """(the signal any rank received, whether any rank ``requested`` a stop), the same on every rank.
+
+        One tiny all-reduce per step under torchrun, so every rank stops at the same step
+        even when only one received the signal or only one callback asked to stop.
+        """
         if not ctx.distributed:
-            return self.received
+            return self.received, requested
         import torch
         import torch.distributed as dist
 
-        flag = torch.tensor([float(self.received or 0)], device=ctx.device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return int(flag.item()) or None
+        flags = torch.tensor([float(self.received or 0), float(requested)], device=ctx.device)
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        signum, asked = flags.tolist()
+        return int(signum) or None, asked > 0
