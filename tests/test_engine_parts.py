@@ -208,7 +208,7 @@ def test_latest_valid_skips_incomplete_and_corrupt(tmp_path: Path) -> None:
 def test_prune_keeps_last_and_best(tmp_path: Path) -> None:
     for step in range(1, 6):
         ckpt.save_checkpoint(tmp_path, step, {"w": torch.ones(1)}, None, _state(step), {})
-    ckpt.write_best(tmp_path, 2, 30.0)
+    ckpt.write_best(tmp_path, 2, 30.0, "psnr")
     ckpt.prune(tmp_path, keep_last=2, keep_best=True)
     assert [s for s, _ in ckpt.list_checkpoints(tmp_path)] == [2, 4, 5]
     assert ckpt.resolve_weights(tmp_path).parent.name == "ckpt-00000002"  # the best one

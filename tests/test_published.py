@@ -62,11 +62,12 @@ def test_tables_show_measured_published_and_the_difference() -> None:
     published = {"PromptIR": {"citation": "the paper", "tasks": {"derain": {"psnr": 36.37, "ssim": 0.972},
                                                                  "dehaze": {"psnr": 30.58}}},
                  "Elsewhere": {"citation": "x", "tasks": {"lowlight": {"psnr": 20.0}}}}  # fmt: skip
-    text = published_tables(result, published)
+    directions = {"psnr": True, "ssim": True}
+    text = published_tables(result, published, directions)
     assert "published: PromptIR (the paper)" in text
     assert "| derain | 37.00 | 36.37 | +0.63 | 0.9500 | 0.9720 | -0.0220 |" in text
     assert "dehaze" not in text and "Elsewhere" not in text  # nothing measured to compare with
-    diffs = published_differences(result, published)
+    diffs = published_differences(result, published, directions)
     assert diffs["PromptIR"]["tasks"]["derain"]["psnr"]["difference"] == pytest.approx(0.63)
     assert list(diffs) == ["PromptIR"]
 
@@ -105,3 +106,17 @@ def test_eval_prints_published_beside_measured(tmp_path: Path, capsys: pytest.Ca
     assert row["difference"] == pytest.approx(report["tasks"]["noise"]["psnr"] - 30.0)
     assert f"| noise | {report['tasks']['noise']['psnr']:.2f} | 30.00 | {row['difference']:+.2f} |" in out
     assert "published: Paper" in (tmp_path / "rep" / "eval.md").read_text()
+
+
+def test_the_difference_is_signed_by_the_metrics_direction() -> None:
+    """Positive means the measurement is better: measured - published for PSNR, published - measured for an error."""
+    result = {"tasks": {"derain": {"images": 1, "psnr": 30.0, "mae": 0.05}}}
+    published = {"Paper": {"citation": "the paper", "tasks": {"derain": {"psnr": 31.0, "mae": 0.07}}}}
+    directions = {"psnr": True, "mae": False}
+    diffs = published_differences(result, published, directions)["Paper"]["tasks"]["derain"]
+    assert diffs["psnr"]["difference"] == pytest.approx(-1.0)  # 30 dB measured is 1 dB worse than 31
+    assert diffs["mae"]["difference"] == pytest.approx(0.02)  # an error of 0.05 is 0.02 better than 0.07
+    assert "| derain | 30.00 | 31.00 | -1.00 | 0.0500 | 0.0700 | +0.0200 |" in published_tables(
+        result, published, directions
+    )
+    assert published_differences(result, published, {"psnr": True})["Paper"]["tasks"]["derain"].keys() == {"psnr"}

@@ -60,7 +60,8 @@ def _front_matter(manifest: Mapping[str, Any]) -> str:
 
 
 def _results(recipe: Mapping[str, Any], report: Mapping[str, Any] | None) -> str:
-    from restorekit.engine.evaluate import markdown_table
+    from restorekit.engine.config import eval_config
+    from restorekit.engine.evaluate import markdown_table, metric_directions
     from restorekit.engine.published import published_tables
 
     if not report:
@@ -69,7 +70,8 @@ def _results(recipe: Mapping[str, Any], report: Mapping[str, Any] | None) -> str
                 "`--eval DIR/eval.json`.")  # fmt: skip
     result = {"tasks": report["tasks"], "mean": report.get("mean", {})}
     lines = ["## Results", "", markdown_table(result, report.get("protocol"))]
-    published = published_tables(result, recipe.get("published"))
+    directions = metric_directions(eval_config(recipe, "recipe.yaml")) if recipe.get("published") else {}
+    published = published_tables(result, recipe.get("published"), directions)
     if published:
         lines += ["", "Published numbers on the same protocol (measured minus published):", "", published]
     return "\n".join(lines)

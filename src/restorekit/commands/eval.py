@@ -57,7 +57,15 @@ def run(args: argparse.Namespace) -> int:
     from restorekit.data.build import build_eval_sets
     from restorekit.engine.config import eval_config
     from restorekit.engine.distributed import pick_device
-    from restorekit.engine.evaluate import REPORT_JSON, REPORT_MD, evaluate, markdown_table, protocol, write_report
+    from restorekit.engine.evaluate import (
+        REPORT_JSON,
+        REPORT_MD,
+        evaluate,
+        markdown_table,
+        metric_directions,
+        protocol,
+        write_report,
+    )
     from restorekit.engine.infer import inference_amp
     from restorekit.engine.loading import load_model_for_inference
     from restorekit.engine.published import published_differences, published_tables
@@ -85,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
     )
     info = {**protocol(cfg), "weights": str(weights)}
     published = None if args.no_published else recipe.get("published")
-    comparison = published_tables(result, published)
+    directions = metric_directions(cfg)
+    comparison = published_tables(result, published, directions)
     print(markdown_table(result, info))
     if comparison:
         print("\n" + comparison)
@@ -98,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
             info,
             appendix=comparison,
             notes=notes,
-            published=published_differences(result, published),
+            published=published_differences(result, published, directions),
         )
         print(f"report: {Path(args.report) / REPORT_MD}, {Path(args.report) / REPORT_JSON}")
     return 0

@@ -150,7 +150,7 @@ def _payloads(
     return files
 
 
-def write_best(run_dir: Path, step: int, score: float, metric: str = "psnr") -> None:
+def write_best(run_dir: Path, step: int, score: float, metric: str) -> None:
     """Record which checkpoint scored best (it survives pruning)."""
     try:
         write_text(run_dir / CKPT_DIR / BEST_FILE, json.dumps({"step": step, "metric": metric, "score": score}))

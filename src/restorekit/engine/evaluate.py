@@ -79,6 +79,17 @@ def build_metrics(cfg: EvalConfig) -> dict[str, MetricFn]:
     return out
 
 
+def metric_directions(cfg: EvalConfig) -> dict[str, bool]:
+    """Row name -> the metric's ``higher_is_better`` (the Metric contract), for the best rule and comparisons."""
+    from restorekit.contracts import check_part
+
+    directions = {}
+    for name, metric in build_metrics(cfg).items():
+        check_part("metric", metric, f"eval.metrics: {name}")
+        directions[name] = bool(metric.higher_is_better)
+    return directions
+
+
 def output_name(name: object, index: int) -> str:
     """Where a restored test image is saved, relative to ``DIR/<task>/`` and without suffix.
 

@@ -11,7 +11,10 @@ A protocol recipe may carry the per-task scores papers report on its protocol::
 
 Task names are the recipe's ``data.val`` names and metric names its
 ``eval.metrics`` names; ``eval`` prints each method's numbers beside the measured
-ones with the difference (measured minus published). Light: no torch here.
+ones with the difference, signed by the metric's direction (its ``higher_is_better``):
+positive when the measurement is better than the published number (for PSNR and SSIM:
+measured minus published; for an error such as MAE: published minus measured).
+Light: no torch here; the caller gives each metric's direction.
 """
 
 from __future__ import annotations
@@ -50,23 +53,34 @@ def check_published(section: Any, source: str) -> None:
                     raise RecipeError(f"{where}.tasks.{task}.{metric} must be a number, got {value!r}")
 
 
-def published_tables(result: Mapping[str, Any], published: Mapping[str, Any] | None) -> str:
+def gain(measured: float, published: float, higher_is_better: bool) -> float:
+    """How much better the measurement is than the published number (negative: worse)."""
+    return measured - published if higher_is_better else published - measured
+
+
+def published_tables(
+    result: Mapping[str, Any], published: Mapping[str, Any] | None, directions: Mapping[str, bool]
+) -> str:
     """One markdown table per published method: measured, published and the difference per task.
 
-    Only tasks and metrics both sides have are shown; a method sharing none is skipped.
+    ``directions``: each measured metric's ``higher_is_better``. Only tasks and metrics
+    both sides have, of a known direction, are shown; a method sharing none is skipped.
     """
     blocks = []
     for method, entry in (published or {}).items():
-        table = _method_table(result, method, entry)
+        table = _method_table(result, method, entry, directions)
         if table:
             blocks.append(table)
     return "\n\n".join(blocks)
 
 
-def _method_table(result: Mapping[str, Any], method: str, entry: Mapping[str, Any]) -> str:
+def _method_table(
+    result: Mapping[str, Any], method: str, entry: Mapping[str, Any], directions: Mapping[str, bool]
+) -> str:
     tasks = result.get("tasks", {})
     shared = [t for t in entry["tasks"] if t in tasks]
-    metrics = [m for m in _metric_order(entry) if any(m in tasks[t] and m in entry["tasks"][t] for t in shared)]
+    metrics = [m for m in _metric_order(entry) if m in directions and any(m in tasks[t] and m in entry["tasks"][t]
+                                                                          for t in shared)]  # fmt: skip
     if not shared or not metrics:
         return ""
     head = ["task"] + [f"{m.upper()} {label}" for m in metrics for label in ("measured", method, "difference")]
@@ -75,7 +89,7 @@ def _method_table(result: Mapping[str, Any], method: str, entry: Mapping[str, An
     for task in shared:
         cells = [task]
         for metric in metrics:
-            cells += _cells(tasks[task].get(metric), entry["tasks"][task].get(metric), metric)
+            cells += _cells(tasks[task].get(metric), entry["tasks"][task].get(metric), metric, directions[metric])
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -87,19 +101,24 @@ def _metric_order(entry: Mapping[str, Any]) -> list[str]:
     return seen
 
 
-def _cells(measured: float | None, paper: float | None, metric: str) -> list[str]:
-    fmt = "{:.2f}" if "psnr" in metric else "{:.4f}"
+def _cells(measured: float | None, paper: float | None, metric: str, higher_is_better: bool) -> list[str]:
+    fmt = "{:.2f}" if "psnr" in metric else "{:.4f}"  # decibels to 2 places, ratios to 4
     show = [fmt.format(v) if v is not None else "-" for v in (measured, paper)]
     diff = (
         "-"
         if measured is None or paper is None
-        else ("{:+.2f}" if "psnr" in metric else "{:+.4f}").format(measured - paper)
+        else ("{:+.2f}" if "psnr" in metric else "{:+.4f}").format(gain(measured, paper, higher_is_better))
     )
     return show + [diff]
 
 
-def published_differences(result: Mapping[str, Any], published: Mapping[str, Any] | None) -> dict[str, Any]:
-    """``{method: {task: {metric: {"published", "measured", "difference"}}}}`` for eval.json."""
+def published_differences(
+    result: Mapping[str, Any], published: Mapping[str, Any] | None, directions: Mapping[str, bool]
+) -> dict[str, Any]:
+    """``{method: {task: {metric: {"published", "measured", "difference"}}}}`` for eval.json.
+
+    ``difference`` is signed by the metric's direction: positive when the measurement is better.
+    """
     out: dict[str, Any] = {}
     tasks = result.get("tasks", {})
     for method, entry in (published or {}).items():
@@ -107,8 +126,9 @@ def published_differences(result: Mapping[str, Any], published: Mapping[str, Any
         for task, scores in entry["tasks"].items():
             if task not in tasks:
                 continue
-            rows[task] = {m: {"published": v, "measured": tasks[task][m], "difference": tasks[task][m] - v}
-                          for m, v in scores.items() if m in tasks[task]}  # fmt: skip
+            rows[task] = {m: {"published": v, "measured": tasks[task][m],
+                              "difference": gain(tasks[task][m], v, directions[m])}
+                          for m, v in scores.items() if m in tasks[task] and m in directions}  # fmt: skip
         if rows:
             out[method] = {"citation": entry["citation"], "tasks": rows}
     return out

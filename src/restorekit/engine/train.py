@@ -41,7 +41,15 @@ from restorekit.engine.callbacks import (
 from restorekit.engine.config import EvalConfig, TrainConfig, eval_config, train_config
 from restorekit.engine.distributed import DistContext
 from restorekit.engine.ema import EMA
-from restorekit.engine.evaluate import evaluate, markdown_table, protocol, refuse_nan_scores, write_grid, write_report
+from restorekit.engine.evaluate import (
+    evaluate,
+    markdown_table,
+    metric_directions,
+    protocol,
+    refuse_nan_scores,
+    write_grid,
+    write_report,
+)
 from restorekit.engine.loop import TrainingDiverged, TrainLoop
 from restorekit.engine.parts import build_training_parts, has_unused_parameters
 from restorekit.engine.precision import Precision, setup_torch
@@ -49,7 +57,7 @@ from restorekit.engine.run import Run, recipe_name
 from restorekit.engine.scaler import LossScaling
 from restorekit.engine.signals import StopSignals
 from restorekit.engine.step import StepSettings, TrainStep, wrap_for_training
-from restorekit.engine.training_state import TrainingState, metric_directions, rng_state, seed_everything, set_rng_state
+from restorekit.engine.training_state import TrainingState, rng_state, seed_everything, set_rng_state
 from restorekit.errors import RecipeError
 from restorekit.frozen import frozen_records, random_backbone_notes
 from restorekit.params import count_params

@@ -21,11 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from restorekit.building import build
-from restorekit.contracts import check_part
 from restorekit.engine import checkpoint as ckpt
 from restorekit.engine import distributed as dist_utils
-from restorekit.engine.config import EvalConfig
 from restorekit.engine.distributed import DistContext
 from restorekit.engine.step import TrainStep
 from restorekit.errors import CheckpointError
@@ -105,16 +102,6 @@ def improved(best: BestRecord | None, metric: str, score: float | None, higher_i
     if best is None or best.metric != metric:
         return True
     return score > best.score if higher_is_better else score < best.score
-
-
-def metric_directions(eval_cfg: EvalConfig) -> dict[str, bool]:
-    """Each ``eval.metrics`` row name -> its metric's ``higher_is_better`` (the Metric contract)."""
-    directions = {}
-    for i, (name, spec) in enumerate(eval_cfg.named_metric_specs().items()):
-        metric = build("metric", spec)
-        check_part("metric", metric, f"eval.metrics[{i}] ({name})")
-        directions[name] = bool(metric.higher_is_better)
-    return directions
 
 
 def saved_schedule(state: Mapping[str, Any]) -> dict[str, Any] | None:
