@@ -122,40 +122,51 @@ def resolve_specs(name: str, tiny: bool, levers: Levers, overrides: Sequence[str
 
 
 class TrainStep:
-    """One full training step on fixed random batches; ``forward`` may be swapped for a
-    compiled model (the optimizer and its state stay the same)."""
+    """One full training step of the engine (:class:`restorekit.engine.step.TrainStep`: forward,
+    loss, backward, clipping, the NaN guard, AdamW step, EMA update) on fixed random batches.
+    ``forward`` may be swapped for a compiled model (the optimizer and its state stay the same)."""
 
     def __init__(self, model: Any, loss_fn: Any, setting: Setting, levers: Levers) -> None:
-        from restorekit.engine.config import train_config
+        from restorekit.engine.config import build_schedule, train_config
+        from restorekit.engine.distributed import DistContext
+        from restorekit.engine.ema import EMA
         from restorekit.engine.parts import build_optimizer
+        from restorekit.engine.step import StepSettings
+        from restorekit.engine.step import TrainStep as EngineStep
         from restorekit.frozen import iter_trainable
 
-        self.model = self.forward = model
-        self.loss_fn, self.setting = loss_fn, setting
-        self.params = list(iter_trainable(model))
-        self.optimizer = build_optimizer(train_config({}), self.params)  # the engine's default: AdamW
+        cfg = train_config({"schedule": "constant"})  # the engine's defaults (AdamW, EMA) at a constant rate
+        params = list(iter_trainable(model))
         fmt = torch.channels_last if levers.channels_last else torch.contiguous_format
+        settings = StepSettings(grad_clip=setting.grad_clip, autocast=setting.precision == "bf16", memory_format=fmt)
+        ema = EMA(model, cfg.ema_decay, cfg.ema_warmup) if cfg.ema_decay is not None else None
+        ctx = DistContext(rank=0, world_size=1, local_rank=0, device=setting.device)
+        self.step = EngineStep(model, loss_fn, build_optimizer(cfg, params), build_schedule(cfg), params=params,
+                               settings=settings, ema=ema, ctx=ctx)  # fmt: skip
+        self.optimizer = self.step.optimizer
         gen = torch.Generator().manual_seed(0)
         shape = (setting.train_batch, 3, setting.train_size, setting.train_size)
         self.batches = []
         for _ in range(2):  # two batches alternate, so no step reuses the last one's input
             gt = torch.rand(shape, generator=gen)
             lq = (gt + 0.1 * torch.randn(shape, generator=gen)).clamp(0, 1)
-            self.batches.append(tuple(t.to(setting.device).contiguous(memory_format=fmt) for t in (lq, gt)))
+            lq, gt = (t.to(setting.device).contiguous(memory_format=fmt) for t in (lq, gt))
+            self.batches.append({"lq": lq, "gt": gt})
         self.count = 0
 
+    @property
+    def forward(self) -> Any:
+        return self.step.forward_model
+
+    @forward.setter
+    def forward(self, module: Any) -> None:
+        self.step.forward_model = module
+
     def __call__(self) -> torch.Tensor:
-        lq, gt = self.batches[self.count % len(self.batches)]
+        batch = self.batches[self.count % len(self.batches)]
+        result = self.step(batch, self.count)
         self.count += 1
-        with bench.autocast(self.setting.device, self.setting.precision):
-            loss = bench.forward_loss(self.model, self.forward, self.loss_fn, lq, gt).total
-        loss = loss.float()
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.setting.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.params, self.setting.grad_clip)
-        self.optimizer.step()
-        return loss
+        return result.loss
 
 
 def has_backbone(name: str, overrides: Sequence[str] = ()) -> bool:

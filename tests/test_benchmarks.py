@@ -442,3 +442,8 @@ def test_benchmarks_build_and_step_through_the_engine() -> None:
     train_step = speed.TrainStep(model, loss, setting, speed.Levers())
     assert type(train_step.optimizer) is torch.optim.AdamW  # the engine's default optimizer, from its registry
     assert train_step.optimizer.defaults["weight_decay"] == 0.01
+    assert type(train_step.step) is step.TrainStep  # the engine's step object, not a copy of its update
+    before = {k: v.clone() for k, v in train_step.step.ema.shadow.items()}
+    loss = train_step()
+    assert loss.shape == () and train_step.step.ema.updates == 1  # the EMA update is part of the step
+    assert any(not torch.equal(before[k], v) for k, v in train_step.step.ema.shadow.items())
