@@ -163,6 +163,27 @@ def test_resume_after_interruption_is_bitwise_identical(tmp_path: Path) -> None:
     assert [r["step"] for r in records(resumed.run_dir)] == [r["step"] for r in records(full.run_dir)]
 
 
+def test_a_checkpoint_with_the_old_scheduler_key_resumes_bitwise(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Checkpoints written before the rename hold the schedule under "scheduler": still read, same run."""
+    full = run({**recipe(tmp_path / "full", iterations=10, ckpt_every=5), "model": NOISY})
+    rec = {**recipe(tmp_path / "cut", iterations=10, ckpt_every=5), "model": NOISY}
+    engine_fakes.run_until(Trainer(rec, stream=engine_fakes.FakeStream(4)), 7)
+    ((_, path),) = ckpt.list_checkpoints(tmp_path / "cut")
+    state = torch.load(path / ckpt.STATE_FILE, weights_only=True)
+    assert state["schedule"]["lr"] == pytest.approx(records(tmp_path / "cut")[4]["lr"])  # the rate of step 5
+    state["scheduler"] = state.pop("schedule")  # the old layout
+    state["scheduler"]["lr"] *= 2  # and a rate the recipe's schedule no longer gives: said, not fatal
+    torch.save(state, path / ckpt.STATE_FILE)
+    resumed = run(rec, resume="auto")
+    assert "the learning rate at step 5 was" in caplog.text
+    a, b = final_tensors(full.run_dir), final_tensors(resumed.run_dir)
+    assert all(torch.equal(a[part][k], b[part][k]) for part in ("model", "ema") for k in a[part])
+    new = torch.load(ckpt.list_checkpoints(resumed.run_dir)[-1][1] / ckpt.STATE_FILE, weights_only=True)
+    assert "schedule" in new and "scheduler" not in new
+
+
 def test_existing_run_needs_resume(tmp_path: Path) -> None:
     rec = recipe(tmp_path / "run", iterations=4)
     run(rec)

@@ -4,9 +4,10 @@ The loop (:class:`~restorekit.engine.loop.TrainLoop`) sends every event to each
 callback in turn; a callback keeps the :class:`~restorekit.contracts.Callback`
 contract and may subclass :class:`Callback` to override only the hooks it needs.
 The run's own jobs are callbacks too, in this order: the loggers (``metrics.jsonl``,
-TensorBoard), the progress bar, periodic validation, the recipe's ``train.callbacks``
-(the ``callback`` kind: builtin ``early_stopping``, or a plugin's), and the periodic
-checkpoint last (so it saves what a validation of the same step found best).
+TensorBoard), the progress bar, the recipe's ``train.callbacks`` (the ``callback``
+kind: builtin ``early_stopping``, or a plugin's), periodic validation, and the
+periodic checkpoint last (so it saves what a validation of the same step found best).
+Every callback hears a step's events in the order step, validation, checkpoint, stop.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ that each do one job:
   point, run files and the recipe's changes since the run began;
 * the loop (:class:`~restorekit.engine.loop.TrainLoop`), which sends its events to
   callbacks (:mod:`restorekit.engine.callbacks`): the loggers, the progress bar,
-  periodic validation, the recipe's ``train.callbacks`` and periodic checkpoints.
+  the recipe's ``train.callbacks``, periodic validation and periodic checkpoints.
 
 Every ``val_every`` steps the EMA weights are scored per task; every ``ckpt_every``
 steps (and at the end, and when validation improves) rank 0 writes a checkpoint
@@ -119,6 +119,7 @@ class Trainer:
             self.train_step, self.ctx, keep_last=self.cfg.keep_last, keep_best=self.cfg.keep_best
         )
         self.run_folder = Run(self.recipe, self.cfg, self.ctx, source)
+        self.user_callbacks = build_callbacks(self.cfg.callbacks)  # a bad knob fails before the run folder exists
 
     def build_step(self) -> TrainStep:
         """The model, loss, optimizer and schedule of the recipe, as one step object."""
@@ -239,14 +240,17 @@ class Trainer:
         return start
 
     def callbacks(self, run_dir: Path) -> list[Any]:
-        """The run's own jobs as callbacks, the recipe's ``train.callbacks``, then the periodic checkpoint."""
+        """The run's own jobs as callbacks, the recipe's ``train.callbacks`` before validation and checkpoint.
+
+        So every callback hears a step before the validation and the checkpoint of that step.
+        """
         cfg, ecfg = self.cfg, self.eval_cfg
         log = LoggerCallback(cfg.loggers, run_dir, self.recipe, self.ctx.is_main)
         validation = PeriodicValidation(
             cfg.val_every, cfg.val_max_images, ecfg.grid_images, self.validate, self.report_validation, log
         )
         bar = ProgressBar(self.ctx.is_main and cfg.progress)
-        return [log, bar, validation, *build_callbacks(cfg.callbacks), PeriodicCheckpoint(cfg.ckpt_every)]
+        return [log, bar, *self.user_callbacks, validation, PeriodicCheckpoint(cfg.ckpt_every)]
 
     # -- validation ---------------------------------------------------------------------------
     def validate(
