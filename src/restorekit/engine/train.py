@@ -109,6 +109,8 @@ class Trainer:
         self.metric_directions = metric_directions(self.eval_cfg)
         mode = self.cfg.best_mode  # given: it overrides the metric's own direction
         self.higher_is_better = mode == "max" if mode else self.metric_directions[self.best_metric]
+        # Built first: a bad knob fails before anything else, and no callback draws from the seeded generators.
+        self.user_callbacks = build_callbacks(self.cfg.callbacks)
         self.ctx: DistContext = dist_utils.init(self.cfg.device)
         self.per_rank_batch = dist_utils.per_rank_batch(self.cfg.batch_size, self.ctx.world_size)
         self.micro_batch = micro_batch_size(self.cfg.batch_size, self.ctx.world_size, self.cfg.accumulate)
@@ -119,7 +121,6 @@ class Trainer:
             self.train_step, self.ctx, keep_last=self.cfg.keep_last, keep_best=self.cfg.keep_best
         )
         self.run_folder = Run(self.recipe, self.cfg, self.ctx, source)
-        self.user_callbacks = build_callbacks(self.cfg.callbacks)  # a bad knob fails before the run folder exists
 
     def build_step(self) -> TrainStep:
         """The model, loss, optimizer and schedule of the recipe, as one step object."""
