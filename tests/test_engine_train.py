@@ -226,6 +226,11 @@ def test_validation_keeps_best_and_eval_after(tmp_path: Path) -> None:
     assert (result.run_dir / "eval" / "grid.png").stat().st_size > 0
     out = result.final_eval["report"]
     assert "| noise | 2 |" in out and "PSNR input" in out
+    worse = [t for t, row in result.final_eval["tasks"].items() if row["psnr"] <= row["psnr_in"]]
+    verdict = (
+        f"does not beat the input on: {', '.join(worse)} (psnr)" if worse else "beats the input on every task (psnr)"
+    )
+    assert verdict in out  # judged by train.best_metric (here eval.metrics[0], psnr) in its direction
 
 
 def test_resume_auto_continues_only_this_recipes_own_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -298,14 +298,7 @@ class Trainer:
                 f"evaluation of the final weights on the held-out images ({out}):",
                 markdown_table(result, info),
             ]
-            # The input-vs-restored check reads the PSNR columns evaluate() writes when psnr is measured.
-            worse = [t for t, row in result["tasks"].items() if "psnr" in row and row["psnr"] <= row["psnr_in"]]
-            if "psnr" in result["mean"]:
-                lines.append(
-                    "restored beats the input on every task"
-                    if not worse
-                    else f"WARNING: restored does not beat the input on: {', '.join(worse)}"
-                )
+            lines.append(self.input_comparison(result))
             if ecfg.grid and result.get("grid"):
                 note = "backbone randomly initialised (no pretrained weights)" if notes else ""
                 grid = write_grid(out / "grid.png", result, note=note)
@@ -314,6 +307,15 @@ class Trainer:
             result["report"] = "\n".join(lines)
         result.pop("grid", None)
         return result
+
+    def input_comparison(self, result: Mapping[str, Any]) -> str:
+        """Whether the restored images beat their inputs on every task, by the best metric in its direction."""
+        metric, higher = self.best_metric, self.higher_is_better
+        worse = [task for task, row in result["tasks"].items()
+                 if not (row[metric] > row[f"{metric}_in"] if higher else row[metric] < row[f"{metric}_in"])]  # fmt: skip
+        if not worse:
+            return f"restored beats the input on every task ({metric})"
+        return f"WARNING: restored does not beat the input on: {', '.join(worse)} ({metric})"
 
 
 def train(
