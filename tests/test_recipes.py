@@ -369,3 +369,77 @@ def test_diff_sees_type_changes():
     assert [row[0] for row in recipe_diff(a, b)] == ["train.batch_size", "train.ema", "train.x"]
     assert recipe_diff(a, a) == []
     assert recipe_diff({"x": float("nan")}, {"x": float("nan")}) == []
+
+
+# -- hostile recipes: aliases, expansion, nesting (docs/reliability.md) ------------------
+def _one_line_recipe_error(path: Path, timeout: float) -> str:
+    """Load ``path`` in a child process (killed after ``timeout`` s); the RecipeError it prints."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\nfrom restorekit.errors import RecipeError\nfrom restorekit.recipes import load_recipe\n"
+        "try:\n    load_recipe(sys.argv[1])\nexcept RecipeError as exc:\n    print(exc)\n    sys.exit(3)\n"
+    )
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=timeout, env=env
+    )
+    assert done.returncode == 3, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_an_alias_bomb_is_refused_quickly_naming_the_file_and_line(tmp_path):
+    """Nine levels of nine-fold aliases: 9**9 values once expanded, a few hundred bytes of YAML."""
+    lines = ["name: bomb", "model:", "  a: &a [" + ", ".join(["lol"] * 9) + "]"]
+    for prev, name in zip("abcdefgh", "bcdefghi"):
+        lines.append(f"  {name}: &{name} [" + ", ".join([f"*{prev}"] * 9) + "]")
+    path = write(tmp_path / "bomb.yaml", "\n".join(lines) + "\n")
+    out = _one_line_recipe_error(path, timeout=60)  # the walk that expanded it ran for many minutes
+    # 9**6 = 531441 values under key f (line 8) is the first node past the limit of 100000.
+    assert out == f"{path}:8: YAML aliases expand to more than 100000 values; a recipe needs far fewer\n"
+
+
+def test_too_many_aliases_are_refused_naming_the_file_and_line(tmp_path):
+    path = write(tmp_path / "many.yaml", "name: many\nx: &x 1\ny:\n" + "  - *x\n" * 1001)
+    with pytest.raises(RecipeError) as info:
+        load_recipe(path)
+    assert str(info.value) == f"{path}:1004: more than 1000 YAML aliases; a recipe needs far fewer"
+
+
+def test_deep_nesting_is_a_one_line_error_not_a_recursion_error(tmp_path):
+    path = write(tmp_path / "deep.yaml", "name: deep\nmodel:\n  x: " + "[" * 500 + "]" * 500 + "\n")
+    with pytest.raises(RecipeError) as info:
+        load_recipe(path)
+    assert str(info.value) == f"{path}:3: nesting deeper than 100 levels; a recipe needs far fewer"
+    nested = "model:\n  x: " + "[" * 98 + "1" + "]" * 98 + "\n"  # 100 levels with the mapping and model
+    assert parse_yaml(nested)["model"]["x"][0][0] is not None
+
+
+def test_the_marker_walk_visits_a_shared_node_once():
+    """A node reached by 2**40 paths is copied once, and the copies stay shared as in the input."""
+    import signal
+
+    from restorekit.recipes import strip_replace_markers
+
+    leaf = {"_replace_": True, "type": "concat"}
+    node: object = [leaf]
+    for _ in range(40):
+        node = [node, node]
+
+    def too_slow(*_: object) -> None:
+        raise TimeoutError("strip_replace_markers walked the shared graph as a tree")
+
+    previous = signal.signal(signal.SIGALRM, too_slow)
+    signal.alarm(10)
+    try:
+        out = strip_replace_markers(node)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert out[0] is out[1] and out[0] is not node[0]
+    for _ in range(40):
+        out = out[0]
+    assert out == [{"type": "concat"}] and leaf == {"_replace_": True, "type": "concat"}

@@ -30,11 +30,69 @@ BASE_KEY = "base"
 RECIPE_PATH_ENV = "RESTOREKIT_RECIPE_PATH"
 RECIPE_SUFFIXES = (".yaml", ".yml")
 TOP_LEVEL_KEYS = ("name", "description", "model", "loss", "data", "train", "eval", "published")
+# Hostile-input limits (a recipe needs a few hundred values, a dozen levels): beyond them a
+# YAML alias bomb or a deep nest would hang or overflow the stack instead of failing clearly.
+MAX_ALIASES = 1000
+MAX_VALUES = 100_000  # values of the recipe with every alias expanded where it is used
+MAX_DEPTH = 100  # nested mappings and lists
 
 
 # -- YAML --------------------------------------------------------------------------
 class _RecipeLoader(yaml.SafeLoader):
-    """Safe loader that rejects duplicate keys and reads ``2e-4`` as a float."""
+    """Safe loader that rejects duplicate keys, reads ``2e-4`` as a float and keeps to the limits."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.aliases = 0
+        self.depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        """Count aliases and nesting as the document is composed (before anything is built)."""
+        mark = self.peek_event().start_mark
+        if self.check_event(yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_ALIASES:
+                raise RecipeError(f"{_where(mark)}: more than {MAX_ALIASES} YAML aliases; a recipe needs far fewer")
+            return super().compose_node(parent, index)
+        nests = self.check_event(yaml.MappingStartEvent, yaml.SequenceStartEvent)
+        self.depth += nests
+        try:
+            if self.depth > MAX_DEPTH:
+                raise RecipeError(f"{_where(mark)}: nesting deeper than {MAX_DEPTH} levels; a recipe needs far fewer")
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= nests
+
+    def compose_document(self) -> yaml.Node:
+        node = super().compose_document()
+        _expanded_size(node, {}, set())
+        return node
+
+
+def _where(mark: yaml.Mark) -> str:
+    return f"{mark.name}:{mark.line + 1}"
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_nodes: set[int]) -> int:
+    """How many values ``node`` holds with every alias expanded; each shared node is sized once."""
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in open_nodes:
+        raise RecipeError(f"{_where(node.start_mark)}: a YAML alias refers to a node that contains it")
+    size = 1
+    if isinstance(node, (yaml.SequenceNode, yaml.MappingNode)):
+        open_nodes.add(key)
+        children = node.value if isinstance(node, yaml.SequenceNode) else [n for pair in node.value for n in pair]
+        size += sum(_expanded_size(child, sizes, open_nodes) for child in children)
+        open_nodes.discard(key)
+        if size > MAX_VALUES:
+            raise RecipeError(
+                f"{_where(node.start_mark)}: YAML aliases expand to more than {MAX_VALUES} values; "
+                "a recipe needs far fewer"
+            )
+    sizes[key] = size
+    return size
 
 
 def _construct_mapping(loader: _RecipeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
@@ -141,12 +199,25 @@ def merge(base: Any, override: Any) -> Any:
     return copy.deepcopy(override)
 
 
-def strip_replace_markers(node: Any) -> Any:
-    """A deep copy of ``node`` without ``_replace_`` keys."""
+def strip_replace_markers(node: Any, _copies: dict[int, Any] | None = None) -> Any:
+    """A deep copy of ``node`` without ``_replace_`` keys.
+
+    A node shared through YAML aliases is copied once and the copy shared alike, so
+    an alias graph is never walked as the (exponentially larger) tree it stands for.
+    """
+    copies = {} if _copies is None else _copies
+    if id(node) in copies:
+        return copies[id(node)]
     if isinstance(node, Mapping):
-        return {k: strip_replace_markers(v) for k, v in node.items() if k != REPLACE_KEY}
+        mapping: dict = {}
+        copies[id(node)] = mapping
+        mapping.update((k, strip_replace_markers(v, copies)) for k, v in node.items() if k != REPLACE_KEY)
+        return mapping
     if isinstance(node, list):
-        return [strip_replace_markers(v) for v in node]
+        items: list = []
+        copies[id(node)] = items
+        items.extend(strip_replace_markers(v, copies) for v in node)
+        return items
     return copy.deepcopy(node)
 
 
