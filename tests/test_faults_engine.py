@@ -283,3 +283,137 @@ def test_after_the_first_signal_a_second_one_takes_the_default_action_at_once() 
         # the kernel's default action now: a second SIGTERM or Ctrl-C ends the process there and then
         assert all(signal.getsignal(sig) is signal.SIG_DFL for sig in STOP_SIGNALS)
     assert {sig: signal.getsignal(sig) for sig in STOP_SIGNALS} == before
+
+
+# -- 4 (torch.save): a disk that fills up while state.pt is written ---------------------------
+def test_a_disk_full_inside_torch_save_is_the_os_error_and_leaves_no_tmp(tmp_path: Path, monkeypatch) -> None:
+    """torch.save streams state.pt and hides the OS's error behind its own ("unexpected pos");
+    the checkpoint writer must still report ENOSPC and remove the partial folder."""
+    real_write = os.write
+
+    def full_at_state_pt(fd: int, data: Any) -> int:
+        """The disk fills 4 KiB into state.pt (the error must come mid-file, as on a real disk:
+        torch then hides it behind its own "unexpected pos" error)."""
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(f"/{ckpt.STATE_FILE}"):
+            room = 4096 - os.lseek(fd, 0, os.SEEK_CUR)
+            if len(data) > room:
+                real_write(fd, bytes(data)[: max(room, 0)])
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(fd, data)
+
+    rec = recipe(tmp_path / "run", iterations=4, ckpt_every=4)
+    root = tmp_path / "run" / "checkpoints"
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "write", full_at_state_pt)
+        with pytest.raises(ckpt.CheckpointWriteError) as info:
+            run(rec)
+    assert str(info.value).startswith(f"cannot write the checkpoint of step 4 into {root}: No space left on device;")
+    assert list(root.iterdir()) == []  # no ckpt-00000004.tmp left on the full disk
+
+
+FILL_A_SMALL_DISK = """
+import json, sys
+from pathlib import Path
+sys.path[:0] = sys.argv[2:4]
+import engine_fakes
+from restorekit.engine import checkpoint as ckpt
+from restorekit.engine.train import train
+engine_fakes.register()
+run_dir = Path(sys.argv[1]) / "run"
+rec = {"name": "full", "model": {"type": "engine_test_convnet", "width": 96}, "loss": {"type": "l1"},
+       "train": {"iterations": 4, "batch_size": 2, "ckpt_every": 4, "out_dir": str(run_dir), "progress": False,
+                 "schedule": {"warmup_iters": 1}}}
+try:
+    train(rec, stream=engine_fakes.FakeStream(2))
+except ckpt.CheckpointWriteError as exc:
+    print(json.dumps({"error": str(exc), "left": sorted(p.name for p in (run_dir / "checkpoints").iterdir())}))
+"""
+
+
+def _private_tmpfs_works(folder: Path) -> bool:
+    probe = subprocess.run(
+        ["unshare", "-m", "sh", "-c", f"mount -t tmpfs -o size=64k tmpfs {folder} && umount {folder}"],
+        capture_output=True,
+    )
+    return probe.returncode == 0
+
+
+def test_a_real_full_tmpfs_while_writing_state_pt_is_one_clear_error(tmp_path: Path) -> None:
+    """A 1 MiB tmpfs in a private mount namespace: the weights files fit (2 x 353 KiB),
+    state.pt (the Adam moments, 706 KiB) does not."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if shutil.which("unshare") is None or not _private_tmpfs_works(disk):
+        pytest.skip("no private mount namespace here (unshare -m, mount -t tmpfs); the simulated test above runs")
+    here = Path(__file__).resolve().parent
+    command = f'mount -t tmpfs -o size=1m tmpfs "$1" && exec "$2" -c "$3" "$1" "$4" "$5"'
+    done = subprocess.run(
+        ["unshare", "-m", "sh", "-c", command, "sh", str(disk), sys.executable, FILL_A_SMALL_DISK,
+         str(here.parent / "src"), str(here)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    outcome = json.loads(done.stdout.strip().splitlines()[-1])
+    root = disk / "run" / "checkpoints"
+    assert outcome["error"].startswith(f"cannot write the checkpoint of step 4 into {root}: No space left on device;")
+    assert outcome["left"] == []
+
+
+# -- 1 (race): two restores to one output cannot both succeed --------------------------------
+class FinishesFirst(torch.nn.Module):
+    """The identity, during whose run "another restore" writes the same output first."""
+
+    def __init__(self, output: Path) -> None:
+        super().__init__()
+        self.output = output
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from restorekit.data.image_io import write_image
+
+        write_image(self.output, torch.zeros(3, 6, 6))
+        return x
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_a_restore_never_replaces_an_output_written_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, overwrite: bool
+) -> None:
+    import restorekit.engine.loading as loading
+    from restorekit.cli import main
+    from restorekit.data.image_io import read_image, write_image
+
+    image = torch.rand(3, 6, 6, generator=torch.Generator().manual_seed(0))
+    write_image(tmp_path / "a.png", image)
+    same = tmp_path / "same.png"
+    monkeypatch.setattr(loading, "recipe_for_weights", lambda *args: {})
+    monkeypatch.setattr(loading, "load_model_for_inference", lambda *a, **k: (FinishesFirst(same), Path("w"), []))
+    args = ["restore", str(tmp_path / "a.png"), str(same), "--weights", "w", "--tile", "0"]
+    code = main(args + (["--overwrite"] if overwrite else []))
+    kept = read_image(same)
+    if overwrite:  # told to replace: the last writer wins
+        assert code == 0 and torch.allclose(kept, image, atol=1 / 255)
+    else:
+        assert code == 2 and torch.equal(kept, torch.zeros(3, 6, 6))  # the other restore's result is kept
+        assert f"OUTPUT {same} was written by another process meanwhile; it was not replaced" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "same.png"]  # no temporary file left
+
+
+# -- 8: a logger package that is installed but fails on import ---------------------------------
+def test_a_tensorboard_that_fails_on_import_is_refused_before_the_run_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from restorekit.errors import RecipeError
+
+    site = tmp_path / "site"
+    (site / "tensorboard").mkdir(parents=True)
+    (site / "tensorboard" / "__init__.py").write_text('raise TypeError("Descriptors cannot be created directly.")\n')
+    monkeypatch.syspath_prepend(str(site))
+    for name in list(sys.modules):
+        if name.split(".")[0] == "tensorboard" or name.startswith("torch.utils.tensorboard"):
+            monkeypatch.delitem(sys.modules, name)
+    with pytest.raises(RecipeError) as info:
+        run(recipe(tmp_path / "run", loggers=["jsonl", "tensorboard"]))
+    message = str(info.value)
+    assert "train.loggers[1]: the tensorboard logger cannot run here: importing torch.utils.tensorboard failed" in message
+    assert "TypeError: Descriptors cannot be created directly." in message and "\n" not in message
+    assert not (tmp_path / "run").exists()

@@ -80,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
         amp=inference_amp(args.precision, recipe, device),
         max_memory=max_memory,
         progress=not args.no_progress,
+        overwrite=args.overwrite,
     )
     print(f"restored {len(pairs)} image(s) with {weights}")
     return 0

@@ -170,15 +170,17 @@ def _decode_png_tile(path: Path, tile: object, rawmode: str) -> np.ndarray:
 
 
 # -- writing -------------------------------------------------------------------------
-def write_bytes_atomic(path: str | os.PathLike, write: Callable[[object], None]) -> None:
+def write_bytes_atomic(path: str | os.PathLike, write: Callable[[object], None], *, replace: bool = True) -> None:
     """Call ``write(file)`` on a temporary file beside ``path``, fsync, then rename onto it.
 
-    The file gets the mode any new file gets under the user's umask.
+    The file gets the mode any new file gets under the user's umask. ``replace=False``:
+    ``path`` is created only if no file has its name by then (``AppearedMeanwhile``).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        write(handle)
+    with atomic_path(path, replace=replace) as tmp:
+        with open(tmp, "wb") as handle:
+            write(handle)
 
 
 def to_array(img: torch.Tensor, bit_depth: int = 8) -> np.ndarray:
@@ -201,11 +203,14 @@ def write_image(
     bit_depth: int = 8,
     alpha: torch.Tensor | None = None,
     quality: int = 95,
+    *,
+    replace: bool = True,
 ) -> Path:
     """Write a (C, H, W) float image in [0, 1] atomically; the format follows the suffix.
 
     ``alpha`` (1, H, W) is appended as a fourth (or second) channel. 16-bit is
-    written for PNG and TIFF only.
+    written for PNG and TIFF only. ``replace=False``: never replace a file that has
+    ``path``'s name by the end, even one another process wrote meanwhile (``AppearedMeanwhile``).
     """
     path = Path(path)
     if alpha is not None:
@@ -220,13 +225,13 @@ def write_image(
         extra = ["unassalpha"] if array.shape[-1] in (2, 4) else None
         samples = np.squeeze(array, -1) if array.shape[-1] == 1 else array
         tifffile.imwrite(buffer, samples, photometric=photometric, extrasamples=extra)
-        write_bytes_atomic(path, lambda f: f.write(buffer.getvalue()))
+        write_bytes_atomic(path, lambda f: f.write(buffer.getvalue()), replace=replace)
         return path
     if bit_depth == 16:
         if suffix != ".png":
             raise ValueError(f"{path}: 16-bit images can be written as PNG or TIFF, not {suffix or 'no suffix'}")
         data = encode_png16(array)
-        write_bytes_atomic(path, lambda f: f.write(data))
+        write_bytes_atomic(path, lambda f: f.write(data), replace=replace)
         return path
     from PIL import Image
 
@@ -237,7 +242,7 @@ def write_image(
     if fmt == "JPEG" and pil.mode in ("LA", "RGBA"):
         raise ValueError(f"{path}: JPEG has no alpha channel; write PNG to keep it")
     options = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
-    write_bytes_atomic(path, lambda f: pil.save(f, format=fmt, **options))
+    write_bytes_atomic(path, lambda f: pil.save(f, format=fmt, **options), replace=replace)
     return path
 
 

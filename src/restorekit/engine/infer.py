@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from restorekit.engine import memory
+from restorekit.engine.atomic import AppearedMeanwhile
 from restorekit.errors import RestorekitError
 
 logger = logging.getLogger(__name__)
@@ -247,6 +248,7 @@ def restore_files(
     amp: bool | str | None = None,
     max_memory: int | None = None,
     progress: bool = False,
+    overwrite: bool = True,
 ) -> None:
     """Restore each input and write it in the input's format (gray, alpha, bit depth kept).
 
@@ -254,7 +256,8 @@ def restore_files(
     fits ``max_memory`` bytes, counting what the process already holds (default: that
     plus a share of the free memory; :mod:`restorekit.engine.memory`). ``amp``:
     :func:`autocast_context`'s switch (None: bf16 on CUDA). ``progress``: a bar over
-    each image's tiles on stderr."""
+    each image's tiles on stderr. ``overwrite=False``: an output is created only if no
+    file has its name when it is written (another restore may have written it meanwhile)."""
     amp = device.type == "cuda" if amp is None else amp
     from tqdm import tqdm
 
@@ -295,7 +298,11 @@ def restore_files(
             restored = restored.mean(dim=0, keepdim=True)
         out.parent.mkdir(parents=True, exist_ok=True)
         try:
-            write_image(out, restored, bit_depth=_output_depth(image.bit_depth), alpha=image.alpha)
+            write_image(
+                out, restored, bit_depth=_output_depth(image.bit_depth), alpha=image.alpha, replace=overwrite
+            )
+        except AppearedMeanwhile as exc:
+            raise ImageRestoreError(f"OUTPUT {out} {exc.strerror}") from exc
         except (OSError, ValueError, KeyError) as exc:
             raise ImageRestoreError(f"OUTPUT {out}: {_message_without_path(exc, out)}") from exc
 
