@@ -15,6 +15,7 @@ Only rank 0 logs; the other ranks get an empty :class:`LoggerSet`.
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import logging
 import math
@@ -30,18 +31,30 @@ from restorekit.errors import RecipeError
 
 logger = logging.getLogger(__name__)
 
-# Builtin loggers that need an optional package: name -> (module to import, extra to install).
-EXTRAS: dict[str, tuple[str, str]] = {"tensorboard": ("tensorboard", "tensorboard")}
+# Builtin loggers that need an optional package: name -> (package, extra to install, module the logger imports).
+EXTRAS: dict[str, tuple[str, str, str]] = {"tensorboard": ("tensorboard", "tensorboard", "torch.utils.tensorboard")}
 
 
 def missing_extra(name: str) -> str | None:
-    """Why the builtin logger ``name`` cannot run here (its package is absent), or None."""
+    """Why the builtin logger ``name`` cannot run here, or None.
+
+    The module is imported, not only looked for: an installed package that fails on
+    import (a protobuf mismatch) must stop the run before its folder is created.
+    """
     if name not in EXTRAS:
         return None
-    module, extra = EXTRAS[name]
-    if importlib.util.find_spec(module) is not None:
-        return None
-    return f"the {name} logger needs the optional package {module!r}: pip install 'restorekit[{extra}]'"
+    package, extra, module = EXTRAS[name]
+    if importlib.util.find_spec(package) is None:
+        return f"the {name} logger needs the optional package {package!r}: pip install 'restorekit[{extra}]'"
+    try:
+        importlib.import_module(module)
+    except Exception as exc:  # noqa: BLE001 - a broken install fails in many ways
+        detail = " ".join(f"{type(exc).__name__}: {exc}".split())
+        return (
+            f"the {name} logger cannot run here: importing {module} failed with {detail} "
+            f"(reinstall it: pip install --force-reinstall 'restorekit[{extra}]', or drop it from train.loggers)"
+        )
+    return None
 
 
 class JsonlLogger:
