@@ -313,3 +313,51 @@ def test_written_images_follow_the_umask(tmp_path: Path) -> None:
         os.umask(previous)
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.rglob("*.*")}
     assert modes == {"a.png": 0o644, "deep.png": 0o644, "b.png": 0o644, "c.tif": 0o640}
+
+
+# -- EXIF orientation: applied on read, outputs stored upright --------------------------------
+def test_a_jpeg_tagged_rotate_90_is_read_and_restored_upright(tmp_path: Path) -> None:
+    """Stored 128 wide x 96 high with orientation 6 ("rotate 90 clockwise to display"): it
+    displays 96 wide x 128 high, and that is what is read, restored and written (untagged)."""
+    from restorekit.data.image_io import load_image
+    from restorekit.engine.infer import restore_files
+
+    stored = np.zeros((96, 128, 3), np.uint8)
+    stored[:16, :32] = (255, 0, 0)  # a red block in the stored top-left corner
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation
+    Image.fromarray(stored).save(tmp_path / "phone.jpg", quality=95, exif=exif)
+    with Image.open(tmp_path / "phone.jpg") as im:  # the decoded pixels as stored, untransposed
+        raw = np.asarray(im.convert("RGB"))
+    upright = np.rot90(raw, k=-1)  # 90 degrees clockwise, as a viewer displays it
+    image = load_image(tmp_path / "phone.jpg")
+    assert tuple(image.rgb.shape) == (3, 128, 96)
+    assert torch.equal(image.rgb, torch.from_numpy(upright.copy()).permute(2, 0, 1).float() / 255)
+    assert image.rgb[0, :32, -16:].mean() > 0.9  # the block is now top right
+    restore_files(
+        torch.nn.Identity(),
+        [(tmp_path / "phone.jpg", tmp_path / "out.png"), (tmp_path / "phone.jpg", tmp_path / "out.jpg")],
+        tile=None,
+        overlap=0,
+        device=torch.device("cpu"),
+    )
+    with Image.open(tmp_path / "out.png") as png:
+        assert png.size == (96, 128) and np.array_equal(np.asarray(png), upright)
+    with Image.open(tmp_path / "out.jpg") as jpg:
+        assert jpg.size == (96, 128) and jpg.getexif().get(0x0112, 1) == 1
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_exif_orientation_reads_as_pillow_displays_it(tmp_path: Path, orientation: int) -> None:
+    from PIL import ImageOps
+
+    from restorekit.data.image_io import load_image
+
+    stored = np.random.default_rng(orientation).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(stored).save(tmp_path / "tagged.png", exif=exif)
+    with Image.open(tmp_path / "tagged.png") as im:
+        shown = np.asarray(ImageOps.exif_transpose(im))  # Pillow's own reading of the tag
+    read = (load_image(tmp_path / "tagged.png").rgb * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    assert np.array_equal(read, shown)

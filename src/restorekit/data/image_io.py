@@ -1,7 +1,9 @@
 """Reading and writing images as float tensors in [0, 1].
 
 Reads 8- and 16-bit PNG (gray, gray+alpha, RGB, RGBA), JPEG, BMP, WebP and TIFF
-(through tifffile, 8/16-bit and float). Pillow reads 16-bit colour PNGs only at
+(through tifffile, 8/16-bit and float). An EXIF orientation (a phone's portrait
+photo stored sideways) is applied on read, so images are restored and written
+upright, untagged; TIFF orientation tags are not read. Pillow reads 16-bit colour PNGs only at
 8-bit precision, so those are decoded twice by Pillow's own zip decoder, once for
 the high bytes and once for the low bytes, and recombined: no precision is lost
 and no PNG code of our own runs on untrusted data. Writing is atomic (temporary
@@ -118,17 +120,47 @@ def _read_pillow(path: Path) -> tuple[np.ndarray, int]:
     from PIL import Image
 
     with Image.open(path) as im:
-        rawmode = _png_rawmode(im) if im.format == "PNG" else ""
-        if rawmode in ("RGB;16B", "RGBA;16B", "LA;16B"):
-            return _read_png16(path, im, rawmode), 16
-        if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-            return np.clip(np.asarray(im, dtype=np.int64), 0, 65535).astype(np.uint16), 16
-        if im.mode == "F":
-            return np.asarray(im, dtype=np.float32), 32
-        if im.mode in ("L", "LA", "RGB", "RGBA"):
-            return np.asarray(im), 8
-        has_alpha = im.mode in ("PA", "RGBa", "La") or "transparency" in im.info
-        return np.asarray(im.convert("RGBA" if has_alpha else "RGB")), 8
+        array, depth = _decode_pillow(path, im)
+        return upright(array, im.getexif().get(EXIF_ORIENTATION, 1)), depth
+
+
+def _decode_pillow(path: Path, im: object) -> tuple[np.ndarray, int]:
+    """The pixels of an open Pillow image as stored (before any EXIF orientation)."""
+    rawmode = _png_rawmode(im) if im.format == "PNG" else ""  # type: ignore[attr-defined]
+    if rawmode in ("RGB;16B", "RGBA;16B", "LA;16B"):
+        return _read_png16(path, im, rawmode), 16
+    mode = im.mode  # type: ignore[attr-defined]
+    if mode in ("I;16", "I;16B", "I;16L", "I"):
+        return np.clip(np.asarray(im, dtype=np.int64), 0, 65535).astype(np.uint16), 16
+    if mode == "F":
+        return np.asarray(im, dtype=np.float32), 32
+    if mode in ("L", "LA", "RGB", "RGBA"):
+        return np.asarray(im), 8
+    has_alpha = mode in ("PA", "RGBa", "La") or "transparency" in im.info  # type: ignore[attr-defined]
+    return np.asarray(im.convert("RGBA" if has_alpha else "RGB")), 8  # type: ignore[attr-defined]
+
+
+EXIF_ORIENTATION = 0x0112
+
+
+def upright(array: np.ndarray, orientation: int) -> np.ndarray:
+    """``array`` (H, W[, C]) as a viewer displays it under EXIF ``orientation`` (1-8).
+
+    Phones store a portrait photo sideways and say so in this tag; restoring the
+    stored pixels would give a result that displays turned once written untagged.
+    Unknown values count as 1 (as stored).
+    """
+    flips = {
+        2: lambda a: a[:, ::-1],  # mirrored left-right
+        3: lambda a: a[::-1, ::-1],  # rotated 180
+        4: lambda a: a[::-1],  # mirrored top-bottom
+        5: lambda a: a.swapaxes(0, 1),  # mirrored along the main diagonal
+        6: lambda a: np.rot90(a, k=-1),  # displayed turned 90 degrees clockwise
+        7: lambda a: a[::-1, ::-1].swapaxes(0, 1),  # mirrored along the other diagonal
+        8: lambda a: np.rot90(a, k=1),  # displayed turned 90 degrees counter-clockwise
+    }
+    flip = flips.get(int(orientation)) if isinstance(orientation, int) else None
+    return np.ascontiguousarray(flip(array)) if flip else array
 
 
 def _png_rawmode(im: object) -> str:
