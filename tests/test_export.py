@@ -100,3 +100,53 @@ def test_an_export_that_differs_from_eager_fails(tmp_path: Path) -> None:
         export_model(ExportsDifferently(), tmp_path / "bad.pt2", "torch_export")
     with pytest.raises(ExportError, match="--format must be one of onnx, torch_export"):
         export_model(ExportsDifferently(), tmp_path / "bad.bin", "tflite")
+
+
+@pytest.mark.parametrize(
+    "output, problem",
+    [
+        ("missing/out.pt2", "the folder {tmp}/missing does not exist"),
+        ("file.txt/out.pt2", "{tmp}/file.txt is a file, not a folder"),
+        ("folder", "is a folder; give a file name"),
+        ("ro/out.pt2", "cannot write into {tmp}/ro: Read-only file system"),
+    ],
+)
+def test_export_refuses_an_output_it_cannot_write_before_tracing(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, output: str, problem: str
+) -> None:
+    """--weights names nothing: any check made after loading would fail on it instead."""
+    import errno
+    import os
+
+    from restorekit.cli import main
+
+    (tmp_path / "file.txt").write_text("x")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "ro").mkdir()
+    real_open = os.open
+
+    def read_only(path, *args, **kwargs):  # tests run as root, whom a chmod would not stop
+        if str(path).startswith(str(tmp_path / "ro")):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", read_only)
+    target = tmp_path / output
+    args = ["export", "demo/restormer_tiny", "--weights", str(tmp_path / "none"), "--format", "torch_export"]
+    assert main([*args, "--output", str(target)]) == 2
+    assert f"error: --output {target}: {problem.format(tmp=tmp_path)}" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt", "folder", "ro"]
+
+
+@pytest.mark.parametrize("tolerance", ["-1", "nan"])
+def test_export_refuses_a_negative_tolerance_before_tracing(
+    tmp_path: Path, capsys: pytest.CaptureFixture, tolerance: str
+) -> None:
+    from restorekit.cli import main
+
+    args = ["export", "demo/restormer_tiny", "--weights", str(tmp_path / "none"), "--format", "torch_export"]
+    assert main([*args, "--output", str(tmp_path / "out.pt2"), "--tolerance", tolerance]) == 2
+    assert f"error: --tolerance must be a number >= 0 (the largest max-absolute difference allowed), got {tolerance}" in (
+        capsys.readouterr().err
+    )
+    assert list(tmp_path.iterdir()) == []

@@ -361,3 +361,29 @@ def test_every_exif_orientation_reads_as_pillow_displays_it(tmp_path: Path, orie
         shown = np.asarray(ImageOps.exif_transpose(im))  # Pillow's own reading of the tag
     read = (load_image(tmp_path / "tagged.png").rgb * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
     assert np.array_equal(read, shown)
+
+
+# -- every output path is checked before any model work ---------------------------------------
+@pytest.mark.parametrize("option", ["--report", "--save-outputs"])
+def test_eval_refuses_a_file_where_its_folder_goes_before_loading_anything(
+    tmp_path: Path, capsys: pytest.CaptureFixture, option: str
+) -> None:
+    taken = tmp_path / "results.txt"
+    taken.write_text("earlier\n")
+    base = ["eval", "demo/restormer_tiny", "--weights", str(tmp_path / "no-weights-needed")]
+    for extra in ([], ["--overwrite"]):  # --overwrite replaces files in a folder, never a file by a folder
+        assert main([*base, option, str(taken), *extra]) == 2
+        assert f"error: {option} {taken}: is a file, not a folder" in capsys.readouterr().err
+    assert main([*base, option, str(taken / "below")]) == 2
+    assert f"error: {option} {taken / 'below'}: {taken} is a file, not a folder" in capsys.readouterr().err
+    assert taken.read_text() == "earlier\n"
+
+
+def test_package_of_a_run_without_checkpoints_names_the_run_argument(tmp_path: Path, capsys) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "recipe.yaml").write_text("name: r\nmodel: {type: engine_test_convnet}\n")
+    assert main(["package", str(run), str(tmp_path / "pkg")]) == 2
+    err = capsys.readouterr().err
+    assert f"error: RUN {run}: no checkpoints in {run / 'checkpoints'}" in err and "--weights" not in err
+    assert not (tmp_path / "pkg").exists()

@@ -71,12 +71,15 @@ def run(args: argparse.Namespace) -> int:
     from restorekit.engine.published import published_differences, published_tables
     from restorekit.recipes import load_recipe
 
-    if not args.overwrite:
-        from restorekit.outputs import refuse_existing, refuse_non_empty
+    from restorekit.outputs import check_output_folder, refuse_existing, refuse_non_empty
 
-        if args.report:
+    if args.report:
+        check_output_folder(Path(args.report), "--report")
+        if not args.overwrite:
             refuse_existing([Path(args.report) / REPORT_MD, Path(args.report) / REPORT_JSON], "--report")
-        if args.save_outputs:
+    if args.save_outputs:
+        check_output_folder(Path(args.save_outputs), "--save-outputs")
+        if not args.overwrite:
             refuse_non_empty(Path(args.save_outputs), "--save-outputs")
     recipe = load_recipe(args.recipe, args.override + (["eval.self_ensemble=true"] if args.self_ensemble else []))
     cfg = eval_config(recipe, str(args.recipe))

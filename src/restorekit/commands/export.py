@@ -30,21 +30,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from restorekit.engine.export import FORMATS, TOLERANCE, export_model
+    from restorekit.engine.export import FORMATS, TOLERANCE, ExportError, export_model
     from restorekit.engine.loading import load_model_for_inference
-    from restorekit.outputs import refuse_existing
+    from restorekit.outputs import check_output_file
     from restorekit.recipes import load_recipe
 
+    tolerance = TOLERANCE if args.tolerance is None else args.tolerance
+    if not tolerance >= 0:  # also NaN: a check that nothing passes would fail only after the export
+        raise ExportError(
+            f"--tolerance must be a number >= 0 (the largest max-absolute difference allowed), got {args.tolerance:g}"
+        )
     recipe = load_recipe(args.recipe, args.override)
     stem = str(recipe.get("name") or Path(str(args.recipe)).stem).replace("/", "_")
     output = Path(args.output or f"{stem}{FORMATS[args.fmt]}")
-    if not args.overwrite:
-        refuse_existing([output], "--output")
+    check_output_file(output, "--output", overwrite=args.overwrite)
     model, weights, notes = load_model_for_inference(recipe, args.weights, use_ema=not args.no_ema)
     for note in notes:
         print(note)
-    tolerance = TOLERANCE if args.tolerance is None else args.tolerance
-    report = export_model(model, output, args.fmt, tolerance=tolerance)
+    report = export_model(model, output, args.fmt, tolerance=tolerance, replace=args.overwrite)
     checks = ", ".join(f"{h}x{w}: {d:.2e}" for (h, w), d in report.differences.items())
     print(
         f"exported {weights} to {output} ({args.fmt}, dynamic height and width, {report.seconds:.0f} s); "

@@ -46,6 +46,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from restorekit.engine.atomic import atomic_path
 from restorekit.errors import RestorekitError
 
 log = logging.getLogger(__name__)
@@ -104,20 +105,25 @@ def export_model(
     program: Any = None,
     check_sizes: Sequence[tuple[int, int]] = CHECK_SIZES,
     tolerance: float = TOLERANCE,
+    replace: bool = True,
 ) -> ExportReport:
     """Write ``model`` (eval mode, CPU, float32) to ``path``, load it back and check it against the eager model.
 
     ``program`` is an earlier :func:`trace` of ``PaddedModel(model, ...)``, to write
-    one trace in several formats.
+    one trace in several formats. The file is written beside ``path`` and renamed
+    onto it; ``replace=False``: created only if no file has that name by then.
     """
     if fmt not in FORMATS:
         raise ExportError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if not tolerance >= 0:
+        raise ExportError(f"the tolerance must be a number >= 0, got {tolerance}")
     path = Path(path)
     model = model.eval().to("cpu", torch.float32)
     start = time.perf_counter()
     if program is None:
         program = trace(PaddedModel(model, pad_multiple(model)).eval())
-    run = _write_onnx(program, path) if fmt == "onnx" else _write_program(program, path)
+    with atomic_path(path, replace=replace) as tmp:
+        run = _write_onnx(program, tmp) if fmt == "onnx" else _write_program(program, tmp)
     report = ExportReport(path, fmt, time.perf_counter() - start, tolerance=tolerance)
     report.differences = compare(model, run, check_sizes)
     worst = max(report.differences.values())
