@@ -146,7 +146,8 @@ def test_export_refuses_a_negative_tolerance_before_tracing(
 
     args = ["export", "demo/restormer_tiny", "--weights", str(tmp_path / "none"), "--format", "torch_export"]
     assert main([*args, "--output", str(tmp_path / "out.pt2"), "--tolerance", tolerance]) == 2
-    assert f"error: --tolerance must be a number >= 0 (the largest max-absolute difference allowed), got {tolerance}" in (
-        capsys.readouterr().err
+    assert (
+        f"error: --tolerance must be a number >= 0 (the largest max-absolute difference allowed), got {tolerance}"
+        in (capsys.readouterr().err)
     )
     assert list(tmp_path.iterdir()) == []

@@ -346,7 +346,7 @@ def test_a_real_full_tmpfs_while_writing_state_pt_is_one_clear_error(tmp_path: P
     if shutil.which("unshare") is None or not _private_tmpfs_works(disk):
         pytest.skip("no private mount namespace here (unshare -m, mount -t tmpfs); the simulated test above runs")
     here = Path(__file__).resolve().parent
-    command = f'mount -t tmpfs -o size=1m tmpfs "$1" && exec "$2" -c "$3" "$1" "$4" "$5"'
+    command = 'mount -t tmpfs -o size=1m tmpfs "$1" && exec "$2" -c "$3" "$1" "$4" "$5"'
     done = subprocess.run(
         ["unshare", "-m", "sh", "-c", command, "sh", str(disk), sys.executable, FILL_A_SMALL_DISK,
          str(here.parent / "src"), str(here)],
@@ -414,6 +414,8 @@ def test_a_tensorboard_that_fails_on_import_is_refused_before_the_run_folder(
     with pytest.raises(RecipeError) as info:
         run(recipe(tmp_path / "run", loggers=["jsonl", "tensorboard"]))
     message = str(info.value)
-    assert "train.loggers[1]: the tensorboard logger cannot run here: importing torch.utils.tensorboard failed" in message
+    assert (
+        "train.loggers[1]: the tensorboard logger cannot run here: importing torch.utils.tensorboard failed" in message
+    )
     assert "TypeError: Descriptors cannot be created directly." in message and "\n" not in message
     assert not (tmp_path / "run").exists()

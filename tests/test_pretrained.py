@@ -191,3 +191,76 @@ def test_push_then_load_by_hub_id(trained, hub: FakeHubApi, capsys: pytest.Captu
     torch.testing.assert_close(outputs(model), outputs(from_hub), rtol=0, atol=0)
     with pytest.raises(CheckpointError, match="could not download pretrained package 'me/missing'.*Not Found"):
         restorekit.from_pretrained("me/missing")
+
+
+# -- package files: modes, sha256 of every weights file (docs/reliability.md) -------------------
+def test_package_files_follow_the_umask_weights_included(trained, tmp_path: Path) -> None:
+    import os
+    import stat
+
+    modes = {}
+    for mask in (0o022, 0o027):
+        previous = os.umask(mask)
+        try:
+            folder = restorekit.save_pretrained(trained["run"], tmp_path / f"pkg{mask:o}")
+        finally:
+            os.umask(previous)
+        modes[mask] = {p.name: stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir()}
+    assert set(modes[0o022].values()) == {0o644} and len(modes[0o022]) == 5
+    assert set(modes[0o027].values()) == {0o640}
+
+
+def _edited_copy(package: Path, target: Path) -> Path:
+    """The package with one trainable tensor multiplied by 100 (its metadata kept)."""
+    from safetensors import safe_open
+
+    shutil.copytree(package, target)
+    with safe_open(str(target / "model.safetensors"), framework="pt") as handle:
+        metadata = handle.metadata()
+    state = load_file(str(target / "model.safetensors"))
+    first = sorted(state)[0]
+    state[first] = state[first] * 100
+    save_file(state, str(target / "model.safetensors"), metadata=metadata)
+    return target
+
+
+def test_edited_package_weights_are_refused_naming_the_file_unless_verification_is_off(
+    trained, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from safetensors.torch import load_file as load
+
+    package = trained["package"]
+    manifest = json.loads((package / "restorekit.json").read_text())
+    assert manifest["weights_sha256"] == {
+        "model.safetensors": hashlib.sha256((package / "model.safetensors").read_bytes()).hexdigest()
+    }
+    edited = _edited_copy(package, tmp_path / "edited")
+    have = hashlib.sha256((edited / "model.safetensors").read_bytes()).hexdigest()
+    expected = (
+        f"package {edited}: model.safetensors has sha256 {have}, but restorekit.json records "
+        f"{manifest['weights_sha256']['model.safetensors']}"
+    )
+    with pytest.raises(CheckpointError) as info:
+        restorekit.from_pretrained(edited)
+    assert str(info.value).startswith(expected) and "verify_weights=False (--no-verify-weights)" in str(info.value)
+    with pytest.raises(CheckpointError, match="model.safetensors has sha256"):
+        load_model_for_inference(recipe_for_weights(edited, None), edited)
+    loaded = restorekit.from_pretrained(edited, verify_weights=False)  # edited on purpose: the user's call
+    state = load(str(edited / "model.safetensors"))
+    first = sorted(state)[0]
+    assert torch.equal(dict(loaded.named_parameters())[first].detach(), state[first])
+    from restorekit.data.image_io import write_image
+
+    write_image(tmp_path / "in.png", torch.rand(3, 18, 26))
+    args = ["restore", str(tmp_path / "in.png"), str(tmp_path / "out.png"), "--weights", str(edited)]
+    assert main(args) == 2 and "model.safetensors has sha256" in capsys.readouterr().err
+    assert main([*args, "--no-verify-weights"]) == 0 and (tmp_path / "out.png").is_file()
+
+
+def test_a_manifest_without_weights_sha256_still_loads(trained, tmp_path: Path) -> None:
+    """Packages written before the field existed load as before (nothing to check them against)."""
+    old = _edited_copy(trained["package"], tmp_path / "old")
+    manifest = json.loads((old / "restorekit.json").read_text())
+    manifest.pop("weights_sha256", None)
+    (old / "restorekit.json").write_text(json.dumps(manifest))
+    assert not restorekit.from_pretrained(old).training

@@ -8,20 +8,25 @@ A package folder holds
   it loads from its own source (the recipe's ``weights:``, or one passed when
   loading), checked against that sha256;
 * ``restorekit.json``: the manifest (format, versions, where the weights came from,
-  frozen parts, parameter counts, licence, citation);
+  the sha256 of every weights file in the folder, frozen parts, parameter counts,
+  licence, citation);
 * ``README.md``: the model card (:mod:`restorekit.model_card`), from ``run.json``
   and ``eval.json``;
 * ``eval.json``: the evaluation the card's table shows, when there was one.
 
 ``save_pretrained(run_or_model, folder)`` writes one; ``from_pretrained(folder or
-Hub id)`` (also ``build_model(folder)``) builds the model, checks the frozen parts
-and loads the weights.
+Hub id)`` (also ``build_model(folder)``) builds the model, checks the weights files
+against their sha256 (``verify_weights=False`` for weights edited on purpose; a manifest
+written before the field existed has nothing to check against and loads as before),
+checks the frozen parts and loads the weights.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -41,6 +46,7 @@ CARD_FILE = "README.md"
 EVAL_FILE = "eval.json"
 PACKAGE_FORMAT = "restorekit-package"
 PACKAGE_VERSION = 1
+WEIGHTS_SHA256 = "weights_sha256"  # manifest field: weights file name -> its sha256
 
 
 @dataclass
@@ -108,12 +114,16 @@ def package_folder(source: str | os.PathLike[str]) -> Path:
 
 
 # -- loading -------------------------------------------------------------------------
-def from_pretrained(source: str | os.PathLike[str], *, device: Any = "cpu", **overrides: Any) -> nn.Module:
+def from_pretrained(
+    source: str | os.PathLike[str], *, device: Any = "cpu", verify_weights: bool = True, **overrides: Any
+) -> nn.Module:
     """The model of a package folder or Hub id, in eval mode on ``device``.
 
     ``overrides`` merge onto the package's model spec with the recipe rules; the
     usual one says where a frozen part's weights are on this machine:
     ``from_pretrained(dir, backbone={"weights": "/data/dinov2_vitb14_pretrain.pth"})``.
+    ``verify_weights=False`` loads weights files that no longer match the sha256 the
+    manifest records (edited on purpose).
     """
     from restorekit.engine.sources import build_as_trained, load_source, training_seed
     from restorekit.recipes import merge
@@ -122,9 +132,33 @@ def from_pretrained(source: str | os.PathLike[str], *, device: Any = "cpu", **ov
     package = read_package(folder)
     spec = merge(package.recipe["model"], overrides) if overrides else package.recipe["model"]
     model = build_as_trained(spec, training_seed(package.recipe))
-    load_source(model, package_source(str(source), folder, "package"))
+    load_source(model, package_source(str(source), folder, "package"), verify_weights=verify_weights)
     model.pretrained_recipe = {**package.recipe, "model": spec}  # what save_pretrained(model) writes back
     return model.to(device).eval()
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_package_weights(package: Package) -> None:
+    """Every weights file the manifest records has the recorded sha256 (edited or damaged otherwise).
+
+    A manifest without the field (written before it existed) has nothing to check.
+    """
+    for name, want in dict(package.manifest.get(WEIGHTS_SHA256) or {}).items():
+        path = package.folder / name
+        have = file_sha256(path) if path.is_file() else "(missing)"
+        if have != want:
+            raise CheckpointError(
+                f"package {package.folder}: {name} has sha256 {have}, but {MANIFEST_FILE} records {want}: "
+                "the weights changed after packaging (edited, or damaged in transfer); to load weights edited "
+                "on purpose pass verify_weights=False (--no-verify-weights)"
+            )
 
 
 def check_frozen_parts(model: nn.Module, recorded: Mapping[str, Any], where: str) -> None:
@@ -173,9 +207,11 @@ def save_pretrained(
     own ``eval/eval.json`` is used when none is given.
     """
     from restorekit.model_card import render_card
+    from restorekit.outputs import check_output_folder
 
     folder = Path(folder)
     _check_target(folder, overwrite)
+    check_output_folder(folder, "package folder")
     if isinstance(model_or_run, nn.Module):
         state, full_recipe, facts = _from_model(model_or_run, recipe)
     else:
@@ -183,10 +219,17 @@ def save_pretrained(
     report = _evaluation(evaluation, facts.pop("run_eval", None))
     manifest = _manifest(full_recipe, facts, license, citation)
     tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
-    _write_files(tmp, state, full_recipe, manifest, report, render_card(manifest, full_recipe, report))
-    from restorekit.engine.atomic import publish_dir
+    from restorekit.engine.atomic import AppearedMeanwhile, publish_dir
 
-    publish_dir(tmp, folder)
+    try:
+        _write_files(tmp, state, full_recipe, manifest, report, render_card(manifest, full_recipe, report))
+        publish_dir(tmp, folder, replace=overwrite)  # without overwrite: never onto a package written meanwhile
+    except AppearedMeanwhile as exc:
+        from restorekit.outputs import OutputExistsError
+
+        raise OutputExistsError(f"package folder {folder} {exc.strerror}") from exc
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return folder
 
 
@@ -230,7 +273,7 @@ def _from_run(run_dir: Path, use_ema: bool) -> tuple[dict, dict, dict]:
 
     if not (run_dir / RECIPE_FILE).is_file():
         raise CheckpointError(f"{run_dir} is not a run folder (no {RECIPE_FILE}); pass a model and recipe= instead")
-    file = ckpt.resolve_weights(run_dir, use_ema=use_ema)
+    file = ckpt.resolve_weights(run_dir, use_ema=use_ema, what="RUN")
     run = _read_json(run_dir / RUN_FILE)
     meta = _read_json(file.parent / ckpt.META_FILE)
     weights = {"source": str(run_dir), "checkpoint": file.parent.name, "step": meta.get("step"),
@@ -289,18 +332,17 @@ def _write_files(
     report: Mapping[str, Any] | None,
     card: str,
 ) -> None:
-    import shutil
-
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     from restorekit.recipes import dump_recipe
 
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    save_file(
-        cpu_copy(state), str(tmp / WEIGHTS_FILE), metadata={"format": FILE_FORMAT, "package": str(PACKAGE_VERSION)}
-    )
+    # safetensors' save_file creates its file 0600; written here, it follows the umask like the others.
+    weights = save(cpu_copy(state), metadata={"format": FILE_FORMAT, "package": str(PACKAGE_VERSION)})
+    (tmp / WEIGHTS_FILE).write_bytes(weights)
+    manifest = {**manifest, WEIGHTS_SHA256: {WEIGHTS_FILE: hashlib.sha256(weights).hexdigest()}}
     (tmp / RECIPE_FILE).write_text(dump_recipe(recipe), encoding="utf-8")
     (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, default=str) + "\n", encoding="utf-8")
     if report is not None:

@@ -19,6 +19,7 @@ def add_weights_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: the weights the recipe's model loads itself, -o model.weights=FILE)",
     )
     parser.add_argument("--no-ema", action="store_true", help="use the raw weights, not their EMA")
+    add_verify_argument(parser)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument(
         "--precision",
@@ -30,6 +31,16 @@ def add_weights_arguments(parser: argparse.ArgumentParser) -> None:
         "--self-ensemble",
         action="store_true",
         help="x8 self-ensemble: average the model over the 8 flips and rotations (8x slower)",
+    )
+
+
+def add_verify_argument(parser: argparse.ArgumentParser) -> None:
+    """``--no-verify-weights``, shared with ``restore`` and ``export``."""
+    parser.add_argument(
+        "--no-verify-weights",
+        action="store_true",
+        help="load a package's weights even when they no longer match the sha256 its manifest records "
+        "(weights edited on purpose)",
     )
 
 
@@ -69,9 +80,8 @@ def run(args: argparse.Namespace) -> int:
     from restorekit.engine.infer import inference_amp
     from restorekit.engine.loading import load_model_for_inference
     from restorekit.engine.published import published_differences, published_tables
-    from restorekit.recipes import load_recipe
-
     from restorekit.outputs import check_output_folder, refuse_existing, refuse_non_empty
+    from restorekit.recipes import load_recipe
 
     if args.report:
         check_output_folder(Path(args.report), "--report")
@@ -84,7 +94,9 @@ def run(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe, args.override + (["eval.self_ensemble=true"] if args.self_ensemble else []))
     cfg = eval_config(recipe, str(args.recipe))
     device = pick_device(args.device)
-    model, weights, notes = load_model_for_inference(recipe, args.weights, use_ema=not args.no_ema, device=device)
+    model, weights, notes = load_model_for_inference(
+        recipe, args.weights, use_ema=not args.no_ema, device=device, verify_weights=not args.no_verify_weights
+    )
     sets = build_eval_sets(recipe.get("data") or {})
     result = evaluate(
         model,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from restorekit.commands.eval import add_verify_argument
 from restorekit.commands.show import add_override_argument
 
 HELP = "export trained weights to ONNX or torch.export with dynamic height and width, checked against eager"
@@ -15,6 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--weights", metavar="W", help="any --weights source of `restorekit eval` (default: the model's own weights)"
     )
     parser.add_argument("--no-ema", action="store_true", help="use the raw weights, not their EMA")
+    add_verify_argument(parser)
     parser.add_argument("--format", required=True, choices=["onnx", "torch_export"], dest="fmt")
     parser.add_argument("--output", metavar="PATH", help="file to write (default: <recipe name>.onnx or .pt2)")
     parser.add_argument(
@@ -44,7 +46,9 @@ def run(args: argparse.Namespace) -> int:
     stem = str(recipe.get("name") or Path(str(args.recipe)).stem).replace("/", "_")
     output = Path(args.output or f"{stem}{FORMATS[args.fmt]}")
     check_output_file(output, "--output", overwrite=args.overwrite)
-    model, weights, notes = load_model_for_inference(recipe, args.weights, use_ema=not args.no_ema)
+    model, weights, notes = load_model_for_inference(
+        recipe, args.weights, use_ema=not args.no_ema, verify_weights=not args.no_verify_weights
+    )
     for note in notes:
         print(note)
     report = export_model(model, output, args.fmt, tolerance=tolerance, replace=args.overwrite)

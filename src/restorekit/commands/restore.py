@@ -64,7 +64,9 @@ def run(args: argparse.Namespace) -> int:
     pairs = plan_outputs(args.input, args.output, overwrite=args.overwrite)
     recipe = recipe_for_weights(args.weights, args.recipe, args.override)
     device = pick_device(args.device)
-    model, weights, notes = load_model_for_inference(recipe, args.weights, use_ema=not args.no_ema, device=device)
+    model, weights, notes = load_model_for_inference(
+        recipe, args.weights, use_ema=not args.no_ema, device=device, verify_weights=not args.no_verify_weights
+    )
     for note in notes:
         print(note)
     if args.self_ensemble:

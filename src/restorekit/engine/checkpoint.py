@@ -292,20 +292,21 @@ def prune(run_dir: Path, keep_last: int, keep_best: bool) -> None:
 
 
 # -- weights for evaluation and inference -------------------------------------------
-def resolve_weights(path: str | Path, *, use_ema: bool = True) -> Path:
+def resolve_weights(path: str | Path, *, use_ema: bool = True, what: str = "--weights") -> Path:
     """A safetensors file from a run folder, a checkpoint folder or a file.
 
     A run folder gives its best checkpoint (or, when nothing was validated, the
     newest not written during a divergence); a checkpoint folder (any folder holding ``model.safetensors``, whatever
-    its name) gives its EMA weights unless ``use_ema`` is off.
+    its name) gives its EMA weights unless ``use_ema`` is off. Errors name ``path`` as
+    the argument ``what`` (``--weights``, or ``RUN`` for ``restorekit package``).
     """
     path = Path(path)
     if path.is_file():
         if path.suffix != ".safetensors":
-            raise CheckpointError(f"--weights {path}: expected a .safetensors file, a checkpoint or a run folder")
+            raise CheckpointError(f"{what} {path}: expected a .safetensors file, a checkpoint or a run folder")
         return path
     if not path.is_dir():
-        raise CheckpointError(f"--weights {path}: no such file or folder")
+        raise CheckpointError(f"{what} {path}: no such file or folder")
     if _NAME.match(path.name) or (path / MODEL_FILE).is_file() or (path / EMA_FILE).is_file():
         # A checkpoint folder under any name (copied to best/, say): it holds the weights files.
         ema = path / EMA_FILE
@@ -313,15 +314,15 @@ def resolve_weights(path: str | Path, *, use_ema: bool = True) -> Path:
             return ema
         if (path / MODEL_FILE).is_file():
             return path / MODEL_FILE
-        raise CheckpointError(f"--weights {path}: checkpoint folder without {MODEL_FILE}")
+        raise CheckpointError(f"{what} {path}: checkpoint folder without {MODEL_FILE}")
     found = dict(list_checkpoints(path))
     if not found:
-        raise CheckpointError(f"--weights {path}: no checkpoints in {path / CKPT_DIR}")
+        raise CheckpointError(f"{what} {path}: no checkpoints in {path / CKPT_DIR}")
     best = read_best(path)
     if best and best.get("step") in found:
-        return resolve_weights(found[best["step"]], use_ema=use_ema)
+        return resolve_weights(found[best["step"]], use_ema=use_ema, what=what)
     # The newest, unless it was written while the run diverged and an earlier one was not.
-    return resolve_weights(last_good(path) or found[max(found)], use_ema=use_ema)
+    return resolve_weights(last_good(path) or found[max(found)], use_ema=use_ema, what=what)
 
 
 def run_dir_of(weights: Path) -> Path | None:

@@ -298,9 +298,7 @@ def restore_files(
             restored = restored.mean(dim=0, keepdim=True)
         out.parent.mkdir(parents=True, exist_ok=True)
         try:
-            write_image(
-                out, restored, bit_depth=_output_depth(image.bit_depth), alpha=image.alpha, replace=overwrite
-            )
+            write_image(out, restored, bit_depth=_output_depth(image.bit_depth), alpha=image.alpha, replace=overwrite)
         except AppearedMeanwhile as exc:
             raise ImageRestoreError(f"OUTPUT {out} {exc.strerror}") from exc
         except (OSError, ValueError, KeyError) as exc:

@@ -73,11 +73,17 @@ def best_by_ema_note(weights: str | Path, file: Path, *, use_ema: bool) -> str |
 
 
 def load_model_for_inference(
-    recipe: Mapping[str, Any], weights: Weights | None, *, use_ema: bool = True, device: torch.device | str = "cpu"
+    recipe: Mapping[str, Any],
+    weights: Weights | None,
+    *,
+    use_ema: bool = True,
+    device: torch.device | str = "cpu",
+    verify_weights: bool = True,
 ) -> tuple[nn.Module, Path, list[str]]:
     """(model in eval mode on ``device``, the weights file used, notes: random-init parts, EMA-chosen best).
 
     ``weights=None`` uses the weights the recipe's model spec loads itself (``model.weights``).
+    ``verify_weights=False``: a package's weights load even when they no longer match its manifest.
     The model is built with the RNG seeded as training seeded it, so a randomly
     initialised frozen part is the one the weights were trained with.
     """
@@ -91,7 +97,7 @@ def load_model_for_inference(
     source = resolve_source(weights, use_ema=use_ema) if weights is not None else None
     model = build_as_trained(spec, training_seed(recipe))
     if source is not None:
-        load_source(model, source)
+        load_source(model, source, verify_weights=verify_weights)
     model = model.to(device).eval()
     note = best_by_ema_note(source.given, source.file, use_ema=use_ema) if source and source.kind == "run" else None
     file = source.file if source is not None else Path(str(spec["weights"]))

@@ -93,17 +93,21 @@ def recipe_of(weights: Path) -> Path | None:
     return run_dir / "recipe.yaml" if run_dir is not None else None
 
 
-def load_source(model: nn.Module, source: WeightsSource) -> None:
+def load_source(model: nn.Module, source: WeightsSource, *, verify_weights: bool = True) -> None:
     """Load ``source`` into ``model`` (strictly; a misfit names the file and the keys).
 
     A file that is not restorekit's is first taken as a plain state dict of this model
     (its keys exactly the model's trainable ones); only otherwise is it unwrapped and
-    stripped as a released file.
+    stripped as a released file. A package's weights files are checked against the
+    sha256 its manifest records unless ``verify_weights`` is off.
     """
     if source.package is not None:
-        from restorekit.pretrained import check_frozen_parts, read_package
+        from restorekit.pretrained import check_frozen_parts, read_package, verify_package_weights
 
-        check_frozen_parts(model, read_package(source.package).frozen, source.given)
+        package = read_package(source.package)
+        if verify_weights:
+            verify_package_weights(package)
+        check_frozen_parts(model, package.frozen, source.given)
     if not source.released or fits_exactly(model, source.file):
         ckpt.load_weights(model, source.file)
         return
