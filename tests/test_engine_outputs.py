@@ -212,3 +212,18 @@ def test_evaluation_leaves_cudnn_autotuning_and_the_training_mode_as_it_found_th
         assert seen == [False, False] and torch.backends.cudnn.benchmark is True and model.training
     finally:
         torch.backends.cudnn.benchmark = before
+
+
+def test_restore_refuses_an_output_folder_it_cannot_create_before_loading_any_weights(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from restorekit.cli import main
+
+    files = _images(tmp_path / "in")
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("a file where the output's folder would go\n")
+    target = blocker / "sub" / "o.png"
+    code = main(["restore", str(files["rgb"]), str(target), "--weights", str(tmp_path / "missing")])
+    err = capsys.readouterr().err
+    assert code == 2 and f"error: OUTPUT {target}: {blocker} is a file, not a folder" in err
+    assert blocker.read_text() == "a file where the output's folder would go\n"

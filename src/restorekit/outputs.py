@@ -46,20 +46,23 @@ def check_output_file(file: Path, option: str, *, overwrite: bool) -> None:
     _try_writing(folder, option, file)
 
 
-def check_output_folder(folder: Path, option: str) -> None:
+def check_output_folder(folder: Path, option: str, *, named: Path | None = None) -> None:
     """Refuse, before any work, a folder output that could not be created or written into.
 
     A file in its place, or in place of a folder on its path, is refused whatever
     ``--overwrite`` says: that option replaces files inside a folder, never a file.
+    Messages name ``named`` (a file to be written in ``folder``) when given.
     """
+    shown = named or folder
     if folder.exists() and not folder.is_dir():
-        raise OutputPathError(f"{option} {folder}: is a file, not a folder")
+        what = f"{folder} is a file" if named else "is a file"
+        raise OutputPathError(f"{option} {shown}: {what}, not a folder")
     existing = _first_existing(folder)
     if existing is None:
         return
     if not existing.is_dir():
-        raise OutputPathError(f"{option} {folder}: {existing} is a file, not a folder")
-    _try_writing(existing, option, folder)
+        raise OutputPathError(f"{option} {shown}: {existing} is a file, not a folder")
+    _try_writing(existing, option, shown)
 
 
 def _first_existing(path: Path) -> Path | None:

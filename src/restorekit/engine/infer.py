@@ -174,6 +174,13 @@ def plan_outputs(source: str | Path, target: str | Path, *, overwrite: bool = Fa
             if out.exists():
                 what = "is the input itself" if out.resolve() == src.resolve() else "already exists"
                 raise ImageRestoreError(f"OUTPUT {out} {what}; pass --overwrite to replace it")
+    from restorekit.outputs import check_output_folder
+
+    checked: set[Path] = set()
+    for _, out in pairs:  # a file in the way of a folder, or a folder refusing writes: said now
+        if out.parent not in checked:
+            checked.add(out.parent)
+            check_output_folder(out.parent, "OUTPUT", named=out)
     check_output_formats(pairs)
     return pairs
 
