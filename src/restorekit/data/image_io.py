@@ -3,8 +3,8 @@
 Reads 8- and 16-bit PNG (gray, gray+alpha, RGB, RGBA), JPEG, BMP, WebP and TIFF
 (through tifffile, 8/16-bit and float). An EXIF orientation (a phone's portrait
 photo stored sideways) is applied on read, so images are restored and written
-upright, untagged; TIFF orientation tags are not read. Pillow reads 16-bit colour PNGs only at
-8-bit precision, so those are decoded twice by Pillow's own zip decoder, once for
+upright, untagged; TIFF orientation tags are not read. Pillow reads 16-bit colour
+PNGs only at 8-bit precision, so those are decoded twice by Pillow's own zip decoder, once for
 the high bytes and once for the low bytes, and recombined: no precision is lost
 and no PNG code of our own runs on untrusted data. Writing is atomic (temporary
 file in the same folder, fsync, rename); 16-bit PNG is written by a small
@@ -121,7 +121,11 @@ def _read_pillow(path: Path) -> tuple[np.ndarray, int]:
 
     with Image.open(path) as im:
         array, depth = _decode_pillow(path, im)
-        return upright(array, im.getexif().get(EXIF_ORIENTATION, 1)), depth
+        try:
+            orientation = im.getexif().get(EXIF_ORIENTATION, 1)
+        except Exception:  # noqa: BLE001 - damaged EXIF: the pixels are fine, take them as stored
+            orientation = 1
+        return upright(array, orientation), depth
 
 
 def _decode_pillow(path: Path, im: object) -> tuple[np.ndarray, int]:
@@ -159,7 +163,7 @@ def upright(array: np.ndarray, orientation: int) -> np.ndarray:
         7: lambda a: a[::-1, ::-1].swapaxes(0, 1),  # mirrored along the other diagonal
         8: lambda a: np.rot90(a, k=1),  # displayed turned 90 degrees counter-clockwise
     }
-    flip = flips.get(int(orientation)) if isinstance(orientation, int) else None
+    flip = flips.get(orientation) if isinstance(orientation, int) else None
     return np.ascontiguousarray(flip(array)) if flip else array
 
 
