@@ -1,4 +1,9 @@
-"""restorekit data check RECIPE [-o k=v ...]: what a recipe's data section finds, per task, and every bad image."""
+"""restorekit data check RECIPE [-o k=v ...]: what a recipe's data section finds, per task, and every bad image.
+
+restorekit data prepare NAME SOURCE [--root DIR] [--link] [--subset LIST]: a downloaded
+dataset into the protocol layout, then the same check on it; ``data prepare --list``
+shows every dataset it knows and where its authors publish it.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ from typing import Any
 
 from restorekit.commands.show import add_override_argument
 
-HELP = "inspect a recipe's data section (data check: image counts and problems per task)"
+HELP = "prepare downloaded datasets (data prepare) and inspect a recipe's data section (data check)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,6 +24,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     check.add_argument("recipe", help="recipe name or YAML path")
     check.add_argument("--no-progress", action="store_true", help="no progress bar while decoding")
     add_override_argument(check)
+    prepare = actions.add_parser(
+        "prepare",
+        help="check a downloaded dataset (archive or folder) and write it into the protocol layout, then check it",
+        description="Check a dataset as its authors publish it (a zip or tar, or the unpacked folder) and write "
+        "it into the protocol layout under --root, atomically; ends with the `data check` report. "
+        "`--list` shows every dataset and where its authors publish it.",
+    )
+    prepare.add_argument("name", nargs="?", help="dataset name (see --list), e.g. rain100l-train, gopro, lol")
+    prepare.add_argument("source", nargs="?", help="the downloaded archive (.zip, .tar, .tar.gz, ...) or its folder")
+    prepare.add_argument("--root", default="data", help="the data root to write into (default: ./data)")
+    prepare.add_argument(
+        "--link", action="store_true", help="symlink the files of an unpacked folder instead of copying them"
+    )
+    prepare.add_argument(
+        "--subset",
+        metavar="LIST|all",
+        help="RESIDE OTS: a file listing the images to keep (PromptIR's data_dir/hazy/hazy_outside.txt), or all",
+    )
+    prepare.add_argument("--list", action="store_true", help="list the datasets, their publishers, sizes and licences")
+    prepare.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def _spec_type(spec: Any) -> str:
@@ -29,12 +54,20 @@ def _spec_type(spec: Any) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from restorekit.data.build import inspect_data
-    from restorekit.data.check import find_bad_images, iter_report
+    if args.action == "prepare":
+        return run_prepare(args)
     from restorekit.recipes import load_recipe
 
     recipe = load_recipe(args.recipe, args.override)
-    cfg, entries = inspect_data(recipe.get("data"))
+    return report(recipe.get("data"), progress=not args.no_progress)
+
+
+def report(data_cfg: Any, progress: bool = True) -> int:
+    """Print what a data section finds, per task, and every bad image; 1 when anything failed."""
+    from restorekit.data.build import inspect_data
+    from restorekit.data.check import find_bad_images, iter_report
+
+    cfg, entries = inspect_data(data_cfg)
     root = cfg["root"] if cfg["root"] is not None else "(none: protocol datasets use ./data)"
     print(f"data root: {root}")
     print(
@@ -60,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
                 rule = f"weight {entry.weight}" if entry.weight is not None else f"repeat {entry.repeat or 1}"
                 line += f"  {rule:12s} {100 * entry.share / total:5.1f}% of samples"
             print(line)
-    bad = find_bad_images(entries, progress=not args.no_progress)
+    bad = find_bad_images(entries, progress=progress)
     if bad:
         print(f"\n{len(bad)} unreadable image(s):")
         for line in iter_report(bad):
@@ -69,3 +102,44 @@ def run(args: argparse.Namespace) -> int:
         print(f"\n{failed} task(s) failed, {len(bad)} image(s) unreadable")
         return 1
     return 0
+
+
+def run_prepare(args: argparse.Namespace) -> int:
+    from restorekit.data.prepare import prepare
+    from restorekit.errors import DataError
+
+    if args.list:
+        print_sources()
+        return 0
+    if not args.name or not args.source:
+        raise DataError("data prepare needs NAME and SOURCE (or --list to see the datasets)")
+    result = prepare(
+        args.name, args.source, args.root, link=args.link, subset=args.subset, progress=not args.no_progress
+    )
+    source = result.source
+    if result.already:
+        print(f"{source.name}: already prepared in {result.home} (nothing written; delete the folder to redo it)")
+    else:
+        mode = "linked" if args.link else "written"
+        print(f"{source.name}: {mode} into {result.home}")
+    for what, count in result.counts.items():
+        print(f"  {what:28s} {count:7,d} files")
+    print()
+    val = {task: {"dataset": spec} for task, spec in source.check.items()}
+    return report({"root": args.root, "val": val}, progress=not args.no_progress)
+
+
+def print_sources() -> None:
+    """The table of datasets ``data prepare`` knows, for people."""
+    from restorekit.data.sources import SOURCES
+
+    for source in SOURCES:
+        aliases = f" (also: {', '.join(source.aliases)})" if source.aliases else ""
+        print(f"{source.name}{aliases}: {source.title}")
+        print(f"  published by  {source.published_by}")
+        print(f"  published as  {source.published_as}")
+        print(f"  size {source.size}; licence {source.licence}")
+        print(f"  written to    <root>/{source.home}/")
+        if source.note:
+            print(f"  note          {source.note}")
+        print()
