@@ -69,7 +69,7 @@ def report(data_cfg: Any, progress: bool = True) -> int:
 
     cfg, entries = inspect_data(data_cfg)
     root = cfg["root"] if cfg["root"] is not None else "(none: protocol datasets use ./data)"
-    print(f"data root: {root}")
+    print(f"data root: {root}" + (f" ({cfg['layout']} layout)" if cfg["layout"] != "restorekit" else ""))
     print(
         f"patch_size {cfg['patch_size']}, augment {'on' if cfg['augment'] else 'off'}, num_workers {cfg['num_workers']}"
     )

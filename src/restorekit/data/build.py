@@ -3,6 +3,7 @@
 ```yaml
 data:
   root: data                 # protocol datasets read <root>/<task>/<split>/
+  layout: null               # restorekit | promptir | adair; null: detected from the root
   patch_size: 128
   augment: true              # the 8 flips and rotations
   num_workers: 4
@@ -32,7 +33,7 @@ from restorekit.errors import DataError, RecipeError, RestorekitError
 
 log = logging.getLogger("restorekit.data")
 
-DATA_KEYS = ("root", "patch_size", "augment", "num_workers", "pin_memory", "prefetch", "train", "val")
+DATA_KEYS = ("root", "layout", "patch_size", "augment", "num_workers", "pin_memory", "prefetch", "train", "val")
 TRAIN_KEYS = ("dataset", "repeat", "weight")
 VAL_KEYS = ("dataset", "limit")
 
@@ -80,6 +81,7 @@ def check_data_config(data_cfg: Mapping[str, Any] | None) -> dict[str, Any]:
     _unknown(data_cfg, DATA_KEYS, "data")
     cfg = {
         "root": None,
+        "layout": None,
         "patch_size": 128,
         "augment": True,
         "num_workers": 0,
@@ -99,6 +101,14 @@ def check_data_config(data_cfg: Mapping[str, Any] | None) -> dict[str, Any]:
         raise RecipeError(
             f"data.pin_memory must be true, false or null (when training on CUDA), got {cfg['pin_memory']!r}"
         )
+    from restorekit.data.layouts import LAYOUTS, detect_layout
+
+    if cfg["layout"] is None:
+        cfg["layout"] = detect_layout(cfg["root"])
+        if cfg["layout"] != "restorekit":
+            log.info("data layout: %s (detected under %s)", cfg["layout"], cfg["root"] or ".")
+    elif cfg["layout"] not in LAYOUTS:
+        raise RecipeError(f"data.layout must be one of {', '.join(LAYOUTS)} (or null: detected), got {cfg['layout']!r}")
     for section in ("train", "val"):
         if not isinstance(cfg[section], Mapping):
             raise RecipeError(f"data.{section} must map task names to {{dataset: ...}}, got {cfg[section]!r}")
@@ -150,12 +160,20 @@ def task_entries(cfg: Mapping[str, Any], section: str) -> list[TaskEntry]:
     return entries
 
 
-def build_dataset(entry: TaskEntry, root: str | None) -> Any:
-    """Build one task's dataset; the data root and the task name are passed where accepted."""
+def build_dataset(entry: TaskEntry, root: str | None, layout: str = "restorekit") -> Any:
+    """Build one task's dataset; the data root and the task name are passed where accepted.
+
+    With PromptIR's or AdaIR's layout a protocol dataset gets the folder and image list
+    that repository reads (restorekit.data.layouts); the root is then the repository folder.
+    """
     from restorekit.building import accepted_keywords, build, split_spec
+    from restorekit.data.layouts import layout_kwargs
     from restorekit.registry import registry
 
     type_name, kwargs = split_spec("dataset", entry.spec)
+    if layout != "restorekit":
+        kwargs = layout_kwargs(layout, type_name, kwargs)
+        root = root if root is not None else "."
     try:
         names, var_kw = accepted_keywords(registry("dataset").get(type_name))
         if root is not None and "root" not in kwargs and ("root" in names or var_kw):
@@ -199,7 +217,7 @@ def build_train_stream(
     if not entries:
         raise RecipeError("data.train is empty: name at least one task, e.g. derain: {dataset: {type: derain}}")
     for entry in entries:
-        entry.dataset = build_dataset(entry, cfg["root"])
+        entry.dataset = build_dataset(entry, cfg["root"], cfg["layout"])
     total = sum(e.share for e in entries)
     for entry in entries:
         rule = f"weight {entry.weight}" if entry.weight is not None else f"repeat {entry.repeat or 1}"
@@ -229,7 +247,7 @@ def build_eval_sets(data_cfg: Mapping[str, Any]) -> dict[str, Any]:
     cfg = check_data_config(data_cfg)
     sets = {}
     for entry in task_entries(cfg, "val"):
-        sets[entry.name] = build_dataset(entry, cfg["root"])
+        sets[entry.name] = build_dataset(entry, cfg["root"], cfg["layout"])
         log.info("val task %s: %d images", entry.name, len(sets[entry.name]))
     return sets
 
@@ -240,7 +258,7 @@ def inspect_data(data_cfg: Mapping[str, Any]) -> tuple[dict[str, Any], list[Task
     entries = task_entries(cfg, "train") + task_entries(cfg, "val")
     for entry in entries:
         try:
-            entry.dataset = build_dataset(entry, cfg["root"])
+            entry.dataset = build_dataset(entry, cfg["root"], cfg["layout"])
         except RestorekitError as exc:
             entry.error = str(exc)
     return cfg, entries

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import re
+import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -53,6 +54,29 @@ def split_folder(task: str, split: str, root: str | None, path: str | None) -> P
     return folder
 
 
+def read_subset(subset: str | None, root: str | None) -> set[str] | None:
+    """The file names a list file keeps (one path a line, as in PromptIR's ``data_dir/*.txt``), or None.
+
+    A relative list path is under the data root; only each line's file name is used.
+    """
+    if subset is None:
+        return None
+    listing = resolve_folder(subset, root)
+    if not listing.is_file():
+        raise DataError(f"subset list not found: {listing}")
+    return {Path(line.strip()).name for line in listing.read_text().splitlines() if line.strip()}
+
+
+def report_unlisted(names: set[str], used: set[str], where: str, subset: str | None) -> None:
+    """Listed files the folder does not hold are reported (as a warning), never dropped silently."""
+    missing = sorted(names - used)
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        message = f"{where}: {len(missing)} file(s) listed in {subset} are not in the folder: {shown}"
+        warnings.warn(message, stacklevel=3)
+        log.warning("%s", message)
+
+
 def find_subfolder(base: Path, names: Sequence[str], what: str) -> Path:
     """The first of ``names`` that exists under ``base``; a DataError naming them all otherwise."""
     for name in names:
@@ -79,11 +103,15 @@ class PairedProtocolDataset(RestorationDataset):
         task: str | None = None,
         strict: bool = True,
         align: str = "exact",
+        subset: str | None = None,
     ) -> None:
         self.task = task or self.task_name
         self.split, self.align = split, align
         base = split_folder(self.task_name, split, root, path)
+        self.listed = read_subset(subset, root)
         self.pairs = self.find_pairs(base, strict)
+        if self.listed is not None:
+            report_unlisted(self.listed, {lq.name for lq, _ in self.pairs}, f"{self.task_name} {split}", subset)
         if not self.pairs:
             raise DataError(f"{self.task_name} {split}: no image pairs found in {base}")
         self.names = [self.pair_name(lq) for lq, _ in self.pairs]
@@ -93,9 +121,15 @@ class PairedProtocolDataset(RestorationDataset):
         what = f"{self.task_name} {self.split}"
         lq_dir = find_subfolder(base, self.lq_folders, f"{what} degraded")
         gt_dir = find_subfolder(base, self.gt_folders, f"{what} clean")
+        lq_files = list_images(lq_dir, self.recursive_lq, f"{what} degraded folder")
+        gt_files = list_images(gt_dir, False, f"{what} clean folder")
+        if self.listed is not None:  # the listed degraded files, and the clean files they use
+            lq_files = [p for p in lq_files if p.name in self.listed]
+            keys = {self.lq_key(p) for p in lq_files}
+            gt_files = [p for p in gt_files if self.gt_key(p) in keys]
         return pair_files(
-            list_images(lq_dir, self.recursive_lq, f"{what} degraded folder"),
-            list_images(gt_dir, False, f"{what} clean folder"),
+            lq_files,
+            gt_files,
             where=f"{what} ({base})",
             lq_key=self.lq_key,
             gt_key=self.gt_key,
@@ -162,16 +196,17 @@ class DehazeDataset(PairedProtocolDataset):
         task: str | None = None,
         strict: bool = True,
         align: str = "center",
+        subset: str | None = None,
     ) -> None:
-        super().__init__(split=split, root=root, path=path, task=task, strict=strict, align=align)
+        super().__init__(split=split, root=root, path=path, task=task, strict=strict, align=align, subset=subset)
 
 
 class LowLightDataset(PairedProtocolDataset):
-    """LOL-v1: ``low/`` and ``high/`` (``our485`` is train, ``eval15`` is test)."""
+    """LOL-v1: ``low/`` and ``high/`` (``our485`` is train, ``eval15`` is test; AdaIR: ``low/``, ``gt/``)."""
 
     task_name = "lowlight"
     lq_folders = ("low", "Low", "input")
-    gt_folders = ("high", "normal", "Normal", "target")
+    gt_folders = ("high", "normal", "Normal", "target", "gt")
 
 
 class DeblurDataset(PairedProtocolDataset):
@@ -224,12 +259,20 @@ class DenoiseDataset(RestorationDataset):
         path: str | None = None,
         task: str | None = None,
         seed: int = 0,
+        subset: str | None = None,
     ) -> None:
         self.task, self.split, self.seed = task or "denoise", split, seed
         self.degradation = GaussianNoise(sigma=sigma, mode=mode)
         base = split_folder("denoise", split, root, path)
         folder = base if (path or split == "train") else find_subfolder(base, (test_set,), f"denoise {split} set")
         self.files = list_images(folder, recursive=True, what=f"denoise {split} folder")
+        listed = read_subset(subset, root)
+        if listed is not None:
+            # PromptIR's denoise.txt names the BSD400 images "a<id>.jpg", the files are "<id>.jpg"
+            # (AdaIR issue #4): both spellings keep the file.
+            self.files = [p for p in self.files if p.name in listed or f"a{p.name}" in listed]
+            used = {p.name for p in self.files} | {f"a{p.name}" for p in self.files}
+            report_unlisted(listed, used, f"denoise {split}", subset)
         if not self.files:
             raise DataError(f"denoise {split}: no images found in {folder}")
         self.names = [p.relative_to(folder).with_suffix("").as_posix() for p in self.files]
