@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "show": "restorekit.commands.show",
     "diff": "restorekit.commands.diff",
     "data": "restorekit.commands.data",
+    "init": "restorekit.commands.init",
     "train": "restorekit.commands.train",
     "eval": "restorekit.commands.eval",
     "restore": "restorekit.commands.restore",

@@ -56,18 +56,19 @@ def _spec_type(spec: Any) -> str:
 def run(args: argparse.Namespace) -> int:
     if args.action == "prepare":
         return run_prepare(args)
+    from restorekit.recipe_origins import inherited_data_tasks
     from restorekit.recipes import load_recipe
 
     recipe = load_recipe(args.recipe, args.override)
-    return report(recipe.get("data"), progress=not args.no_progress)
+    return report(recipe.get("data"), progress=not args.no_progress, origins=inherited_data_tasks(args.recipe))
 
 
-def report(data_cfg: Any, progress: bool = True) -> int:
+def report(data_cfg: Any, progress: bool = True, origins: Mapping[str, Any] | None = None) -> int:
     """Print what a data section finds, per task, and every bad image; 1 when anything failed."""
     from restorekit.data.build import inspect_data
     from restorekit.data.check import find_bad_images, iter_report
 
-    cfg, entries = inspect_data(data_cfg)
+    cfg, entries = inspect_data(data_cfg, origins)
     root = cfg["root"] if cfg["root"] is not None else "(none: protocol datasets use ./data)"
     print(f"data root: {root}" + (f" ({cfg['layout']} layout)" if cfg["layout"] != "restorekit" else ""))
     print(

@@ -73,7 +73,9 @@ def dry_run(recipe: dict, args: argparse.Namespace) -> int:
     world = args.world_size if args.world_size is not None else int(os.environ.get("WORLD_SIZE", "1"))
     if world < 1:
         raise RecipeError(f"--world-size must be >= 1, got {world}")
-    report = plan(recipe, str(args.recipe), world)
+    from restorekit.recipe_origins import inherited_data_tasks
+
+    report = plan(recipe, str(args.recipe), world, origins=inherited_data_tasks(args.recipe))
     print(render(report), end="", flush=True)
     if report.failed_tasks:
         print(f"\n{len(report.failed_tasks)} data task(s) could not be listed (above)")

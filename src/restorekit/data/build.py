@@ -160,11 +160,12 @@ def task_entries(cfg: Mapping[str, Any], section: str) -> list[TaskEntry]:
     return entries
 
 
-def build_dataset(entry: TaskEntry, root: str | None, layout: str = "restorekit") -> Any:
+def build_dataset(entry: TaskEntry, root: str | None, layout: str = "restorekit", origin: Any = None) -> Any:
     """Build one task's dataset; the data root and the task name are passed where accepted.
 
     With PromptIR's or AdaIR's layout a protocol dataset gets the folder and image list
     that repository reads (restorekit.data.layouts); the root is then the repository folder.
+    ``origin``: the base recipe the task was inherited from, named when its folder is missing.
     """
     from restorekit.building import accepted_keywords, build, split_spec
     from restorekit.data.layouts import layout_kwargs
@@ -183,6 +184,8 @@ def build_dataset(entry: TaskEntry, root: str | None, layout: str = "restorekit"
         dataset = build("dataset", {"type": type_name, **kwargs})
     except RestorekitError as exc:
         message = f"{entry.where}: {exc}"
+        if isinstance(exc, DataError) and "folder not found" in str(exc):
+            message += inherited_hint(entry, origin)
         try:
             error = type(exc)(message)
         except TypeError:  # an error class with a richer constructor
@@ -195,6 +198,16 @@ def build_dataset(entry: TaskEntry, root: str | None, layout: str = "restorekit"
 
         dataset = Subset(dataset, range(entry.limit))
     return dataset
+
+
+def inherited_hint(entry: TaskEntry, origin: Any = None) -> str:
+    """How to drop a task a recipe did not mean to keep (tasks of a base recipe are inherited)."""
+    where = f"this task comes from the base recipe {origin}" if origin else "if this task comes from a base recipe"
+    return (
+        f"; {where} (a recipe's data.{entry.section} adds to its base's tasks): to keep only the tasks your "
+        f"recipe lists, write `_replace_: true` under data.{entry.section}, as `restorekit init --pairs` does "
+        "(docs/data.md#your-own-pairs)"
+    )
 
 
 def build_train_stream(
@@ -252,13 +265,19 @@ def build_eval_sets(data_cfg: Mapping[str, Any]) -> dict[str, Any]:
     return sets
 
 
-def inspect_data(data_cfg: Mapping[str, Any]) -> tuple[dict[str, Any], list[TaskEntry]]:
-    """Build every task of both sections, keeping each task's error instead of stopping."""
+def inspect_data(
+    data_cfg: Mapping[str, Any], origins: Mapping[str, Any] | None = None
+) -> tuple[dict[str, Any], list[TaskEntry]]:
+    """Build every task of both sections, keeping each task's error instead of stopping.
+
+    ``origins``: ``data.<section>.<task>`` -> the base recipe it was inherited from.
+    """
     cfg = check_data_config(data_cfg)
     entries = task_entries(cfg, "train") + task_entries(cfg, "val")
     for entry in entries:
         try:
-            entry.dataset = build_dataset(entry, cfg["root"], cfg["layout"])
+            origin = (origins or {}).get(entry.where)
+            entry.dataset = build_dataset(entry, cfg["root"], cfg["layout"], origin)
         except RestorekitError as exc:
             entry.error = str(exc)
     return cfg, entries

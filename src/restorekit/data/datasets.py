@@ -117,6 +117,15 @@ def list_images(folder: str | os.PathLike, recursive: bool = False, what: str = 
     return sorted(p for p in found if p.is_file() and is_image_file(p) and not p.name.startswith("."))
 
 
+def read_names(listing: str | os.PathLike, root: str | os.PathLike | None = None) -> set[str]:
+    """The names listed in a text file, one a line (blank lines and ``#`` comments skipped)."""
+    path = resolve_folder(listing, root)
+    if not path.is_file():
+        raise DataError(f"list file not found: {path}")
+    lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
+    return {line for line in lines if line}
+
+
 def stem_key(path: Path) -> str:
     return path.stem
 
@@ -201,7 +210,9 @@ class PairedFolderDataset(RestorationDataset):
     """Degraded and clean images in two folders, matched by file stem.
 
     ``path`` holds ``lq/`` and ``gt/`` (their names set by ``lq`` and ``gt``);
-    relative paths are under the data ``root``.
+    relative paths are under the data ``root``. ``subset`` (a file listing pair
+    names, one a line) keeps only those pairs, ``exclude`` leaves them out: the
+    held-out split ``restorekit init --pairs`` writes is read both ways.
     """
 
     def __init__(
@@ -213,6 +224,8 @@ class PairedFolderDataset(RestorationDataset):
         strict: bool = True,
         recursive: bool = False,
         root: str | None = None,
+        subset: str | None = None,
+        exclude: str | None = None,
     ) -> None:
         base = resolve_folder(path, root)
         self.task = task
@@ -227,6 +240,18 @@ class PairedFolderDataset(RestorationDataset):
             strict=strict,
         )
         self.names = [p.relative_to(lq_dir).with_suffix("").as_posix() for p, _ in self.pairs]
+        for listing, keep in ((subset, True), (exclude, False)):
+            if listing is not None:
+                self._select(read_names(listing, root), keep, f"{where}: {listing}")
+
+    def _select(self, listed: set[str], keep: bool, where: str) -> None:
+        unknown = sorted(listed - set(self.names))
+        if unknown:
+            message = f"{where} names {len(unknown)} pair(s) not in the folder: {_listing(unknown)}"
+            warnings.warn(message, stacklevel=3)
+            log.warning("%s", message)
+        chosen = [i for i, name in enumerate(self.names) if (name in listed) == keep]
+        self.pairs, self.names = [self.pairs[i] for i in chosen], [self.names[i] for i in chosen]
 
     def load(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         return read_pair(*self.pairs[index])

@@ -160,8 +160,13 @@ def half_activations(model: nn.Module, loss_fn: Any, shape: tuple[int, ...]) -> 
     return saved_for_backward(model, lambda: forward_loss(model, model, loss_fn, lq, lq.clone()).total)[1]
 
 
-def dry_run(recipe: Mapping[str, Any], source: str = "recipe", world_size: int = 1) -> DryRunReport:
-    """Inspect ``recipe`` (resolved) as ``restorekit train --dry-run`` does: see the module doc."""
+def dry_run(
+    recipe: Mapping[str, Any], source: str = "recipe", world_size: int = 1, origins: Mapping[str, Any] | None = None
+) -> DryRunReport:
+    """Inspect ``recipe`` (resolved) as ``restorekit train --dry-run`` does: see the module doc.
+
+    ``origins`` (data task -> base recipe it was inherited from) is named when a task's folder is missing.
+    """
     from restorekit.data.build import check_data_config, inspect_data
     from restorekit.engine.accumulate import micro_batch_size
     from restorekit.engine.parts import build_model_and_loss
@@ -178,7 +183,7 @@ def dry_run(recipe: Mapping[str, Any], source: str = "recipe", world_size: int =
     parts, params = part_rows(model), count_params(model)
     shape = (micro, 3, data_cfg["patch_size"], data_cfg["patch_size"])
     memory, flops = memory_estimate(model, loss_fn, cfg, shape, world_size, half=precision != "fp32")
-    _, tasks = inspect_data(recipe.get("data"))
+    _, tasks = inspect_data(recipe.get("data"), origins)
     return DryRunReport(
         source, cfg, world_size, micro, data_cfg["patch_size"], precision, parts, params, flops, memory, data_cfg, tasks
     )
