@@ -45,10 +45,13 @@ def test_held_out_is_the_lowest_sha256_ranks_whatever_the_order():
 
 def test_sizing_rule_and_time_by_hand():
     assert size_iterations(1000, 32, 200) == 6250  # ceil(200 * 1000 / 32)
+    assert size_iterations(1080, 32, 200) == 6750  # docs/data.md's example: 1,200 pairs, 120 held out
+    assert len(held_out([f"p{i}" for i in range(1200)], 0.1)) == 120
     assert size_iterations(11, 4, 200) == 1000  # 550 -> at least 1,000
     assert size_iterations(10_000, 8, 200, at_most=5000) == 5000
-    assert wall_hours(7.2e17, 1) == pytest.approx(1.0)  # 7.2e17 / (200e12 * 3600)
-    assert wall_hours(7.2e17, 4) == pytest.approx(0.25)
+    assert wall_hours(5.4e16, 1) == pytest.approx(1.0)  # 5.4e16 / (15e12 * 3600)
+    assert wall_hours(5.4e16, 4) == pytest.approx(0.25)
+    assert wall_hours(5.4e16, 1, tflops_per_gpu=30.0) == pytest.approx(0.5)
     assert (format_hours(14.24), format_hours(0.5), format_hours(0.001)) == ("14.2 h", "30 min", "< 1 min")
 
 
@@ -82,7 +85,7 @@ def test_init_says_the_expected_time_from_the_dry_run(tmp_path, capsys):
     assert main(args + ["--epochs", "10", "--batch", "2"]) == 0
     printed = capsys.readouterr().out
     assert "expected time (dry run: " in printed
-    assert "on 1 GPU, " in printed and "on 8 GPUs" in printed and "no step time has been measured yet" in printed
+    assert "on 1 GPU, " in printed and "on 8 GPUs" in printed and "still to be measured" in printed
 
 
 def test_a_missing_inherited_task_names_its_base_and_the_replace_marker(tmp_path, capsys):

@@ -130,6 +130,9 @@ def run_prepare(args: argparse.Namespace) -> int:
     return report({"root": args.root, "val": val}, progress=not args.no_progress)
 
 
+RECORDED = " (not recorded here: see the publisher's page and its terms)"
+
+
 def print_sources() -> None:
     """The table of datasets ``data prepare`` knows, for people."""
     from restorekit.data.sources import SOURCES
@@ -139,7 +142,10 @@ def print_sources() -> None:
         print(f"{source.name}{aliases}: {source.title}")
         print(f"  published by  {source.published_by}")
         print(f"  published as  {source.published_as}")
-        print(f"  size {source.size}; licence {source.licence}")
+        print(
+            f"  size {source.size}; licence {source.licence}"
+            + (RECORDED if "not recorded" in (source.size, source.licence) else "")
+        )
         print(f"  written to    <root>/{source.home}/")
         if source.note:
             print(f"  note          {source.note}")

@@ -160,12 +160,15 @@ def task_entries(cfg: Mapping[str, Any], section: str) -> list[TaskEntry]:
     return entries
 
 
-def build_dataset(entry: TaskEntry, root: str | None, layout: str = "restorekit", origin: Any = None) -> Any:
+def build_dataset(
+    entry: TaskEntry, root: str | None, layout: str = "restorekit", origin: Any = None, hint: bool = True
+) -> Any:
     """Build one task's dataset; the data root and the task name are passed where accepted.
 
     With PromptIR's or AdaIR's layout a protocol dataset gets the folder and image list
     that repository reads (restorekit.data.layouts); the root is then the repository folder.
-    ``origin``: the base recipe the task was inherited from, named when its folder is missing.
+    ``origin``: the base recipe the task was inherited from, named when its folder is missing;
+    ``hint``: say how to drop inherited tasks then (off for a task the recipe writes itself).
     """
     from restorekit.building import accepted_keywords, build, split_spec
     from restorekit.data.layouts import layout_kwargs
@@ -184,7 +187,7 @@ def build_dataset(entry: TaskEntry, root: str | None, layout: str = "restorekit"
         dataset = build("dataset", {"type": type_name, **kwargs})
     except RestorekitError as exc:
         message = f"{entry.where}: {exc}"
-        if isinstance(exc, DataError) and "folder not found" in str(exc):
+        if hint and isinstance(exc, DataError) and "folder not found" in str(exc):
             message += inherited_hint(entry, origin)
         try:
             error = type(exc)(message)
@@ -270,14 +273,16 @@ def inspect_data(
 ) -> tuple[dict[str, Any], list[TaskEntry]]:
     """Build every task of both sections, keeping each task's error instead of stopping.
 
-    ``origins``: ``data.<section>.<task>`` -> the base recipe it was inherited from.
+    ``origins``: ``data.<section>.<task>`` -> the base recipe it was inherited from, for every
+    inherited task (then a task not in it is the recipe's own, and its error gets no hint).
     """
     cfg = check_data_config(data_cfg)
     entries = task_entries(cfg, "train") + task_entries(cfg, "val")
     for entry in entries:
         try:
             origin = (origins or {}).get(entry.where)
-            entry.dataset = build_dataset(entry, cfg["root"], cfg["layout"], origin)
+            hint = origins is None or origin is not None
+            entry.dataset = build_dataset(entry, cfg["root"], cfg["layout"], origin, hint)
         except RestorekitError as exc:
             entry.error = str(exc)
     return cfg, entries

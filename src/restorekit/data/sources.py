@@ -52,8 +52,8 @@ class Source:
     parts: tuple[Part, ...]
     published_by: str  # where its authors publish it (by name and page)
     published_as: str  # the file(s) they publish
-    size: str  # as published, or "not stated"
-    licence: str  # as published, or "not stated"
+    size: str  # as published; "not stated" when the authors state none; "not recorded" when unchecked
+    licence: str  # as published; "not stated" when the authors state none; "not recorded" when unchecked
     check: Mapping[str, Any]  # the data section tasks `data check` runs on the result
     aliases: tuple[str, ...] = ()
     sha256: Mapping[str, str] = field(default_factory=dict)  # archive file name -> published checksum
@@ -74,8 +74,8 @@ SOURCES: tuple[Source, ...] = (
         published_by="the 'BSD400' Google Drive file linked from PromptIR's INSTALL.md (github.com/va1shn9v/PromptIR)"
         "; the images come from the Berkeley Segmentation Dataset (BSDS300/500, UC Berkeley)",
         published_as="one archive (Google Drive file) of 400 images",
-        size="not stated",
-        licence="not stated",
+        size="not recorded",
+        licence="not recorded",
         check={"denoise": {"type": "denoise", "split": "train", "path": "denoise/train/BSD400"}},
     ),
     Source(
@@ -86,8 +86,8 @@ SOURCES: tuple[Source, ...] = (
         published_by="the Waterloo Exploration Database project page (Ma et al., University of Waterloo, "
         "ece.uwaterloo.ca/~k29ma/exploration/); AdaIR's INSTALL.md links a Google Drive copy",
         published_as="exploration_database_and_code.rar (a .rar: unpack it, pass the folder)",
-        size="not stated",
-        licence="not stated",
+        size="not recorded",
+        licence="not recorded",
         check={"denoise": {"type": "denoise", "split": "train", "path": "denoise/train/WED"}},
     ),
     Source(
@@ -99,8 +99,8 @@ SOURCES: tuple[Source, ...] = (
         published_by="the BSD68 test set of the denoising literature (Roth & Black's 68 BSDS images); "
         "PromptIR and AdaIR use it as test/denoise/bsd68; colour copies ship with DnCNN/FFDNet/Restormer's test sets",
         published_as="a folder of 68 images (in several test-set archives)",
-        size="not stated",
-        licence="not stated",
+        size="not recorded",
+        licence="not recorded",
         check={"denoise": {"type": "denoise", "split": "test", "test_set": "CBSD68"}},
         note="a copy holding noisy versions too keeps them in noisy*/ folders, which are skipped",
     ),
@@ -111,8 +111,8 @@ SOURCES: tuple[Source, ...] = (
         parts=(Part("images", r"(?:^|/)img_\d{3}\.png$", "{name}", (100,)),),
         published_by="Huang, Singh, Ahuja (CVPR 2015); the Google Drive folder linked from PromptIR's and AdaIR's INSTALL.md",
         published_as="a folder of img_001.png ... img_100.png",
-        size="not stated",
-        licence="not stated",
+        size="not recorded",
+        licence="not recorded",
         check={"denoise": {"type": "denoise", "split": "test", "test_set": "Urban100"}},
     ),
     Source(
@@ -122,8 +122,8 @@ SOURCES: tuple[Source, ...] = (
         parts=(Part("images", r"(?:^|/)kodim\d{2}\.png$", "{name}", (24,)),),
         published_by="Rich Franzen's page of the Kodak images (r0k.us/graphics/kodak/), linked from AdaIR's INSTALL.md",
         published_as="24 separate PNG files (download them into one folder and pass the folder)",
-        size="not stated",
-        licence="not stated",
+        size="not recorded",
+        licence="not recorded",
         check={"denoise": {"type": "denoise", "split": "test", "test_set": "Kodak24"}},
     ),
     Source(
@@ -138,8 +138,8 @@ SOURCES: tuple[Source, ...] = (
         published_by="Yang et al. (JORDER, CVPR 2017); the 'Train100L&Rain100L' Google Drive folder linked from "
         "PromptIR's and AdaIR's INSTALL.md",
         published_as="rainy/rain-N.png and gt/norain-N.png (PromptIR's data/Train/Derain), or both in one folder",
-        size="not stated",
-        licence="not stated",
+        size="not recorded",
+        licence="not recorded",
         check={"derain": {"type": "derain", "split": "train"}},
     ),
     Source(
@@ -154,8 +154,8 @@ SOURCES: tuple[Source, ...] = (
         published_by="Yang et al. (JORDER, CVPR 2017); the 'Train100L&Rain100L' Google Drive folder linked from "
         "PromptIR's and AdaIR's INSTALL.md",
         published_as="input/N.png and target/N.png (PromptIR's test/derain/Rain100L), or rain-N.png / norain-N.png",
-        size="not stated",
-        licence="not stated",
+        size="not recorded",
+        licence="not recorded",
         check={"derain": {"type": "derain", "split": "test"}},
     ),
     Source(
@@ -168,8 +168,8 @@ SOURCES: tuple[Source, ...] = (
         ),
         published_by="Yang et al. (JORDER, CVPR 2017), Rain100H; the copies distributed with PReNet (Ren et al., CVPR 2019)",
         published_as="rain-N.png and norain-N.png",
-        size="not stated",
-        licence="not stated",
+        size="not recorded",
+        licence="not recorded",
         check={"derain": {"type": "derain", "split": "train", "path": "rain100h/train"}},
     ),
     Source(
@@ -183,8 +183,8 @@ SOURCES: tuple[Source, ...] = (
         aliases=("rain100h",),
         published_by="Yang et al. (JORDER, CVPR 2017), Rain100H; the copies distributed with PReNet (Ren et al., CVPR 2019)",
         published_as="rain-N.png and norain-N.png, or input/ and target/",
-        size="not stated",
-        licence="not stated",
+        size="not recorded",
+        licence="not recorded",
         check={"derain": {"type": "derain", "split": "test", "path": "rain100h/test"}},
     ),
     Source(
@@ -199,8 +199,8 @@ SOURCES: tuple[Source, ...] = (
         published_by="the RESIDE project page (Li et al., sites.google.com/view/reside-dehaze-datasets), "
         "SOTS in RESIDE-Standard (v0)",
         published_as="SOTS archive with outdoor/hazy/ and outdoor/gt/ (outdoor.zip inside it)",
-        size="not stated",
-        licence="not stated",
+        size="not recorded",
+        licence="not recorded",
         check={"dehaze": {"type": "dehaze", "split": "test"}},
     ),
     Source(
@@ -214,8 +214,8 @@ SOURCES: tuple[Source, ...] = (
         published_by="the RESIDE project page (Li et al., sites.google.com/view/reside-dehaze-datasets), "
         "SOTS in RESIDE-Standard (v0)",
         published_as="SOTS archive with indoor/hazy/ and indoor/gt/ (indoor.rar inside it: unpack it first)",
-        size="not stated",
-        licence="not stated",
+        size="not recorded",
+        licence="not recorded",
         check={"dehaze": {"type": "dehaze", "split": "test", "path": "sots-indoor/test"}},
     ),
     Source(
@@ -232,8 +232,8 @@ SOURCES: tuple[Source, ...] = (
         published_by="the RESIDE project page (Li et al., sites.google.com/view/reside-dehaze-datasets), OTS; "
         "the subset is the list data_dir/hazy/hazy_outside.txt in PromptIR's and AdaIR's repositories",
         published_as="OTS in parts (part1..part4 of hazy images, plus the clear images)",
-        size="not stated",
-        licence="not stated",
+        size="not recorded",
+        licence="not recorded",
         check={"dehaze": {"type": "dehaze", "split": "train"}},
         needs_subset=True,
         note="--subset hazy_outside.txt keeps the 72,135 listed images; --subset all keeps every image",
@@ -271,8 +271,8 @@ SOURCES: tuple[Source, ...] = (
         published_by="Nah, Kim, Lee (DeepDeblur, CVPR 2017), the GoPro dataset page (seungjunnah.github.io/Datasets/gopro); "
         "AdaIR's INSTALL.md links a Google Drive copy",
         published_as="GOPRO_Large.zip: GOPRO_Large/{train,test}/<scene>/{blur,blur_gamma,sharp}/NNNNNN.png",
-        size="not stated",
-        licence="not stated",
+        size="not recorded",
+        licence="not recorded",
         check={
             "deblur_train": {"type": "deblur", "split": "train"},
             "deblur_test": {"type": "deblur", "split": "test"},
@@ -292,8 +292,8 @@ SOURCES: tuple[Source, ...] = (
         aliases=("lol-v1",),
         published_by="Wei, Wang, Yang, Liu (Retinex-Net, BMVC 2018), the project page daooshee.github.io/BMVC2018website/",
         published_as="LOLdataset.zip: our485/{low,high}/N.png and eval15/{low,high}/N.png",
-        size="not stated",
-        licence="not stated",
+        size="not recorded",
+        licence="not recorded",
         check={
             "lowlight_train": {"type": "lowlight", "split": "train"},
             "lowlight_test": {"type": "lowlight", "split": "test"},

@@ -1,19 +1,27 @@
 """How long a run takes, from the dry run's FLOPs and an assumed GPU throughput.
 
-No GPU step time of restorekit has been measured yet (docs/performance.md), so the
-time is the run's FLOPs (``restorekit train --dry-run``: forward, loss and backward
-of every step) divided by an **assumed** sustained throughput per GPU, with ideal
-scaling across GPUs. Both are assumptions, stated wherever a time is printed.
+One training step has been measured on a GPU (docs/performance.md), at another batch
+than the recipes', so the time is the run's FLOPs (``restorekit train --dry-run``:
+forward, loss and backward of every step) divided by an **assumed** sustained
+throughput per GPU derived from that step, with ideal scaling across GPUs. Both are
+assumptions, stated wherever a time is printed.
 """
 
 from __future__ import annotations
 
 import math
 
-ASSUMED_TFLOPS_PER_GPU = 200.0
+# The one training step measured on a GPU so far (docs/performance.md, GPU section): dino_ir
+# at batch 8 of 128 px, bf16 autocast, eager, on one H200: 185 ms. Over the dry run's FLOPs
+# of that step that is about 15 TFLOP/s (scripts/gpu_hours.py derives it), assumed here for
+# every recipe and batch: restoration networks (depthwise convolutions, layer norms, channel
+# attention) run far below a GPU's matmul peak.
+MEASURED_STEP = {"recipe": "dino_ir", "batch_size": 8, "seconds": 0.185, "device": "one H200"}
+ASSUMED_TFLOPS_PER_GPU = 15.0
 ASSUMPTION = (
-    f"assumed {ASSUMED_TFLOPS_PER_GPU:.0f} TFLOP/s sustained per GPU (bf16; about 20% of an H100/H200's "
-    "989 TFLOP/s dense bf16 peak) and ideal scaling across GPUs; no step time has been measured yet"
+    f"assumed {ASSUMED_TFLOPS_PER_GPU:.0f} TFLOP/s sustained per GPU, from the one measured H200 step "
+    "(dino_ir, batch 8 of 128 px, bf16, eager: 185 ms; docs/performance.md), for every recipe and batch, "
+    "with ideal scaling across GPUs; an H200 step time at the recipes' own batch is still to be measured"
 )
 MIN_ITERATIONS = 1000
 DEFAULT_EPOCHS = 200
