@@ -52,18 +52,19 @@ def measured_throughput() -> str:
 def table(names: tuple[str, ...] = RECIPES) -> str:
     from restorekit.engine.estimate import ASSUMPTION, format_flops, format_hours, run_flops, wall_hours
 
-    header = ["recipe", "batch", "steps", "FLOPs / step", "whole run"] + [
-        f"{n} GPU{'s' if n > 1 else ''} (wall)" for n in GPUS
+    header = ["recipe", "batch", "steps", "FLOPs / step", "whole run", "GPU hours"] + [
+        f"wall, {n} GPU{'s' if n > 1 else ''}" for n in GPUS
     ]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for name in names:
         step, iterations, batch = measure(name)
         total = run_flops(step, iterations)
         hours = [format_hours(wall_hours(total, n)) for n in GPUS]
-        cells = [f"`{name}`", str(batch), f"{iterations:,}", format_flops(step), format_flops(total), *hours]
+        gpu_hours = format_hours(wall_hours(total, 1))
+        cells = [f"`{name}`", str(batch), f"{iterations:,}", format_flops(step), format_flops(total), gpu_hours, *hours]
         lines.append("| " + " | ".join(cells) + " |")
-    gpu_hours = "GPU hours = wall hours x GPUs (the same at 1, 4 and 8 GPUs under ideal scaling)"
-    return "\n".join(lines) + f"\n\nHours: {ASSUMPTION}. {measured_throughput()} {gpu_hours}.\n"
+    note = "GPU hours are the same at 1, 4 and 8 GPUs under ideal scaling; wall hours = GPU hours / GPUs"
+    return "\n".join(lines) + f"\n\nHours: {ASSUMPTION}. {measured_throughput()} {note}.\n"
 
 
 def main(argv: list[str] | None = None) -> int:
