@@ -125,3 +125,18 @@ def test_the_paired_folder_example_recipe_reads_a_folder_and_its_held_out_list(t
     stream = build_train_stream(recipe["data"], batch_size=2, seed=0)
     assert stream.tasks[0].dataset.names == [n for n in names if n not in ("001", "004")]
     assert build_eval_sets(recipe["data"])["restore"].names == ["001", "004"]
+
+
+def test_the_gpu_hours_table_of_the_docs_follows_its_formula():
+    """Each row of docs/data.md's table: whole run = FLOPs/step x steps, hours = run / (15 TFLOP/s x GPUs)."""
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "data.md").read_text(encoding="utf-8")
+    block = doc.split("<!-- gpu-hours:start -->", 1)[1].split("<!-- gpu-hours:end -->", 1)[0]
+    rows = [line.split("|")[1:-1] for line in block.strip().splitlines()[2:] if line.startswith("| `")]
+    units = {"TFLOP": 1e12, "PFLOP": 1e15, "EFLOP": 1e18}
+    assert {r[0].strip() for r in rows} >= {"`dino_ir`", "`dino_ir_5task`"}
+    for cells in rows:
+        step, total = (float(c.split()[0]) * units[c.split()[1]] for c in (cells[3], cells[4]))
+        steps = int(cells[2].replace(",", ""))
+        assert total == pytest.approx(step * steps, rel=0.01)
+        for gpus, cell in zip((1, 1, 4, 8), cells[5:9]):
+            assert float(cell.split()[0]) == pytest.approx(total / (15e12 * gpus) / 3600, rel=0.01)
