@@ -255,6 +255,17 @@ def test_members_escaping_the_folder_are_refused(tmp_path, use_rows, member, rea
     assert not (tmp_path / "data/inner/denoise").exists()
 
 
+def test_zip_symlinks_are_refused(tmp_path, use_rows):
+    use_rows(scaled("kodak24", (2,)))
+    archive = write_zip(tmp_path / "kodak.zip", official_files("kodak24"))
+    with zipfile.ZipFile(archive, "a") as zf:
+        link = zipfile.ZipInfo("kodak/kodim03.png")
+        link.external_attr = 0o120777 << 16  # a symbolic link, as `zip --symlinks` stores it
+        zf.writestr(link, "/etc/passwd")
+    with pytest.raises(DataError, match=r"member 'kodak/kodim03.png' is a symbolic link; refused"):
+        prepare_module.prepare("kodak24", archive, tmp_path / "data", progress=False)
+
+
 def test_tar_links_pointing_outside_are_refused(tmp_path, use_rows):
     use_rows(scaled("kodak24", (2,)))
     archive = tmp_path / "kodak.tar"
