@@ -140,3 +140,24 @@ def test_the_gpu_hours_table_of_the_docs_follows_its_formula():
         assert total == pytest.approx(step * steps, rel=0.01)
         for gpus, cell in zip((1, 1, 4, 8), cells[5:9]):
             assert float(cell.split()[0]) == pytest.approx(total / (15e12 * gpus) / 3600, rel=0.01)
+
+
+def test_training_names_the_base_of_a_missing_inherited_task(tmp_path, capsys):
+    base = tmp_path / "base.yaml"
+    base.write_text(
+        f"base: {TINY_BASE}\nname: base\n"
+        "data:\n  train:\n    _replace_: true\n    derain: {dataset: {type: derain, split: train}}\n"
+        "  val:\n    _replace_: true\n    v: {dataset: {type: samples, split: test, degradation: noise, max_size: 32}}\n"
+    )
+    child = tmp_path / "child.yaml"
+    child.write_text(
+        "base: base.yaml\nname: child\n"
+        f"data:\n  root: {tmp_path / 'nowhere'}\n"
+        "  train:\n    mine: {dataset: {type: samples, split: train, degradation: noise, max_size: 32}}\n"
+    )
+    args = ["train", str(child), "-o", "train.iterations=1", "-o", "train.schedule.warmup_iters=0"]
+    args += ["-o", f"train.out_dir={tmp_path / 'run'}"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "data.train.derain: derain train folder not found" in err
+    assert f"this task comes from the base recipe {base}" in err and "`_replace_: true` under data.train" in err

@@ -48,7 +48,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from restorekit.data.build import name_origin
     from restorekit.engine.train import train
+    from restorekit.errors import DataError
+    from restorekit.recipe_origins import inherited_data_tasks
     from restorekit.recipes import apply_overrides, load_recipe
 
     recipe = load_recipe(args.recipe, args.override)
@@ -56,7 +59,13 @@ def run(args: argparse.Namespace) -> int:
         recipe = apply_overrides(recipe, {"train.init_weights": args.weights})
     if args.dry_run:
         return dry_run(recipe, args)
-    result = train(recipe, source=str(args.recipe), resume=args.resume, eval_after=args.eval_after)
+    try:
+        result = train(recipe, source=str(args.recipe), resume=args.resume, eval_after=args.eval_after)
+    except DataError as exc:  # a missing inherited task: name the base recipe it comes from
+        message = name_origin(str(exc), inherited_data_tasks(args.recipe))
+        if message == str(exc):
+            raise
+        raise DataError(message) from exc
     if int(os.environ.get("RANK", "0")) == 0:  # once per run, not once per process
         if result.final_eval and result.final_eval.get("report"):
             print(result.final_eval["report"], flush=True)

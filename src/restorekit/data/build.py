@@ -203,14 +203,25 @@ def build_dataset(
     return dataset
 
 
+UNKNOWN_ORIGIN = "if this task comes from a base recipe"
+
+
 def inherited_hint(entry: TaskEntry, origin: Any = None) -> str:
     """How to drop a task a recipe did not mean to keep (tasks of a base recipe are inherited)."""
-    where = f"this task comes from the base recipe {origin}" if origin else "if this task comes from a base recipe"
+    where = f"this task comes from the base recipe {origin}" if origin else UNKNOWN_ORIGIN
     return (
         f"; {where} (a recipe's data.{entry.section} adds to its base's tasks): to keep only the tasks your "
         f"recipe lists, write `_replace_: true` under data.{entry.section}, as `restorekit init --pairs` does "
         "(docs/data.md#your-own-pairs)"
     )
+
+
+def name_origin(message: str, origins: Mapping[str, Any]) -> str:
+    """A task error's message (``data.<section>.<task>: ...``) naming the base the task came from."""
+    origin = origins.get(message.split(":", 1)[0])
+    if origin is None or UNKNOWN_ORIGIN not in message:
+        return message
+    return message.replace(UNKNOWN_ORIGIN, f"this task comes from the base recipe {origin}", 1)
 
 
 def build_train_stream(
