@@ -93,7 +93,7 @@ HEADER = """\
 def run(args: argparse.Namespace) -> int:
     import yaml
 
-    from restorekit.engine.atomic import write_text
+    from restorekit.engine.atomic import atomic_path
     from restorekit.errors import RecipeError
 
     out = Path(args.out).expanduser()
@@ -104,8 +104,15 @@ def run(args: argparse.Namespace) -> int:
     recipe, held, facts = plan(args)
     out.mkdir(parents=True, exist_ok=True)
     header = HEADER.format(name=args.name, folder=args.pairs, heldout=heldout_file.name, **facts)
-    write_text(heldout_file, "".join(f"{name}\n" for name in held))
-    write_text(recipe_file, header + yaml.safe_dump(recipe, sort_keys=False, width=100))
+    # Both files are created exclusively: one that appears meanwhile is kept, and so is nothing of ours.
+    with atomic_path(heldout_file, replace=False) as tmp:
+        tmp.write_text("".join(f"{name}\n" for name in held), encoding="utf-8")
+    try:
+        with atomic_path(recipe_file, replace=False) as tmp:
+            tmp.write_text(header + yaml.safe_dump(recipe, sort_keys=False, width=100), encoding="utf-8")
+    except BaseException:
+        heldout_file.unlink()
+        raise
     print(f"wrote {recipe_file}")
     print(f"wrote {heldout_file} ({len(held)} of {facts['pairs']} pairs held out for validation)")
     print(
