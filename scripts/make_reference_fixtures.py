@@ -98,6 +98,17 @@ class Reference:
     # size is still large. The model's float32 tensors are rounded to it before the
     # official output is computed, so the stored values are exactly those it ran with.
     weights_dtype: torch.dtype = torch.float32
+    # Also run the official model in training mode, its random draws made zero (see
+    # training_pass), and store ``train/output`` and ``train/loss``, the value of this
+    # attribute after the forward (MoCE-IR's ``total_loss``, the balance loss).
+    train_loss_attribute: str | None = None
+    # (class name, attribute, value) set for the training pass only (MoCE-IR's load loss
+    # divides by noise_std, so the training pass keeps the constructor's value).
+    train_attributes: tuple[tuple[str, str, Any], ...] = field(default_factory=tuple)
+    # Variants on the same weights: name -> (official kwargs, body spec keys) overriding the
+    # reference's; their outputs are stored under ``<name>/`` (``<name>/output``, and
+    # ``<name>/train/...`` with a training pass).
+    variants: dict[str, tuple[dict[str, Any], dict[str, Any]]] = field(default_factory=dict)
 
 
 TINY = {"dim": 4, "num_blocks": [1, 2, 1, 1], "heads": [1, 2, 4, 8], "num_refinement_blocks": 2}
@@ -165,6 +176,9 @@ MOCE_OFFICIAL = {
 # The official router adds noise of std noise_std to its logits at inference too; zero
 # makes the official output deterministic, as the body's routing_noise_at_eval: false.
 MOCE_NO_ROUTING_NOISE = (("RoutingFunction", "noise_std", 0.0),)
+# In the training pass the draws are zero instead (training_pass); noise_std keeps its
+# constructor value 1 / num_experts, which the load term of the balance loss divides by.
+MOCE_TRAINING_NOISE_STD = (("RoutingFunction", "noise_std", 1.0 / MOCE_OFFICIAL["num_experts"]),)
 
 REFERENCES: tuple[Reference, ...] = (
     Reference(
@@ -248,6 +262,9 @@ REFERENCES: tuple[Reference, ...] = (
         weights_dtype=torch.float16,
         attributes=MOCE_NO_ROUTING_NOISE,
         one_image_at_a_time=True,
+        train_loss_attribute="total_loss",
+        train_attributes=MOCE_TRAINING_NOISE_STD,
+        variants={"top_k2": ({"topk": 2}, {"top_k": 2})},
     ),
 )
 
@@ -333,6 +350,50 @@ def official_output(model: torch.nn.Module, x: torch.Tensor, one_image_at_a_time
         return model(padded)[..., :h, :w].contiguous()
 
 
+def training_pass(model: torch.nn.Module, x: torch.Tensor, ref: Reference) -> dict[str, torch.Tensor]:
+    """The official model in training mode on the whole batch, every ``torch.randn_like`` draw zero.
+
+    Padded and cropped as :func:`official_output`. Returns ``train/output`` and
+    ``train/loss`` (``ref.train_loss_attribute`` after the forward). MoCE-IR's training
+    path dispatches each image to the experts it chose, so a batch is per image here.
+    """
+    h, w = x.shape[-2:]
+    padded = F.pad(x, (0, -w % 8, 0, -h % 8), mode="reflect")
+    set_attributes(model, replace(ref, attributes=ref.train_attributes))
+    draw = torch.randn_like
+    torch.randn_like = torch.zeros_like  # the router's noise off; restored below
+    try:
+        with torch.no_grad():
+            out = model.train()(padded)[..., :h, :w].contiguous()
+        loss = torch.as_tensor(getattr(model, str(ref.train_loss_attribute)), dtype=torch.float32).reshape(1)
+    finally:
+        torch.randn_like = draw
+        set_attributes(model, ref)
+        model.eval()
+    return {"train/output": out, "train/loss": loss.detach().clone()}
+
+
+def official_results(model: torch.nn.Module, x: torch.Tensor, ref: Reference) -> dict[str, torch.Tensor]:
+    """``output`` and, with ``ref.train_loss_attribute``, the training pass's tensors."""
+    out = {"output": official_output(model, x, ref.one_image_at_a_time)}
+    if ref.train_loss_attribute:
+        out.update(training_pass(model, x, ref))
+    return out
+
+
+def variant_results(ref: Reference, module: ModuleType, model: torch.nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Each variant's results on the same (stored) weights, under ``<name>/``."""
+    out: dict[str, torch.Tensor] = {}
+    for name, (official_kwargs, _) in ref.variants.items():
+        torch.manual_seed(ref.seed)
+        variant = getattr(module, ref.class_name)(**{**ref.official_kwargs, **official_kwargs})
+        variant.load_state_dict(model.state_dict())
+        set_attributes(variant, ref)
+        for key, tensor in official_results(variant.eval(), x, ref).items():
+            out[f"{name}/{key}"] = tensor
+    return out
+
+
 # -- writing --------------------------------------------------------------------------
 def flatten(tree: dict[str, Any], prefix: str) -> dict[str, torch.Tensor]:
     out: dict[str, torch.Tensor] = {}
@@ -353,15 +414,17 @@ def commit_of(checkout: Path) -> str:
 
 def make(ref: Reference, checkout: Path, out_dir: Path, scratch: Path) -> Path:
     check_patches_keep_default_shapes(ref, checkout, scratch)
-    model = seeded_model(import_official(ref, checkout, ref.tiny_globals, scratch), ref)
+    module = import_official(ref, checkout, ref.tiny_globals, scratch)
+    model = seeded_model(module, ref)
     gen = torch.Generator().manual_seed(ref.seed + 2000)
     batch, height, width = INPUT_SHAPE
     x = torch.rand(batch, ref.in_channels, height, width, generator=gen)
-    y = official_output(model, x, ref.one_image_at_a_time)
+    results = {**official_results(model, x, ref), **variant_results(ref, module, model, x)}
+    y = results["output"]
     if (y - x[:, : y.shape[1]]).abs().mean() < 0.05:
         raise SystemExit(f"{ref.name}: the output is nearly the input; the fixture would test little")
     state = {k: v.to(ref.weights_dtype) if v.dtype == torch.float32 else v for k, v in model.state_dict().items()}
-    tensors = {"input": x, "output": y, **flatten(ref.release(state), "release/")}
+    tensors = {"input": x, **results, **flatten(ref.release(state), "release/")}
     metadata = {
         "body": json.dumps(ref.body),
         "release_file": ref.release_file,
@@ -375,8 +438,16 @@ def make(ref: Reference, checkout: Path, out_dir: Path, scratch: Path) -> Path:
                 "width_edits": len(ref.patches),
                 "attributes": ref.attributes,
                 "one_image_at_a_time": ref.one_image_at_a_time,
+                "training_pass": {
+                    "loss_attribute": ref.train_loss_attribute,
+                    "attributes": ref.train_attributes,
+                    "draws": "torch.randn_like returns zeros",
+                }
+                if ref.train_loss_attribute
+                else None,
             }
         ),
+        "variants": json.dumps({name: {"official": o, "body": b} for name, (o, b) in ref.variants.items()}),
         "made_with": json.dumps(
             {
                 "script": "scripts/make_reference_fixtures.py",

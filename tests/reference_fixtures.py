@@ -10,7 +10,7 @@ where the official code came from). See tests/fixtures/README.md.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,10 @@ class Reference:
     input: torch.Tensor
     output: torch.Tensor
     official: dict[str, Any]  # repo, commit, file, class, constructor arguments
+    # Further official results: ``train/output`` and ``train/loss`` (a training pass with the
+    # random draws zero), ``<variant>/output`` ... for each variant on the same weights.
+    results: dict[str, torch.Tensor] = field(default_factory=dict)
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> {"official": .., "body": ..}
 
     def write_release(self, folder: Path) -> Path:
         """The released file, as the official project ships it (``torch.save``)."""
@@ -70,4 +74,6 @@ def read_reference(name: str) -> Reference:
         input=tensors["input"],
         output=tensors["output"],
         official=json.loads(meta["official"]),
+        results={k: v for k, v in tensors.items() if "/" in k and not k.startswith(RELEASE_PREFIX)},
+        variants=json.loads(meta.get("variants", "{}")),
     )
