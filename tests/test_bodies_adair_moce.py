@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from hypothesis import strategies as st
 from restorekit import build, build_model
 from restorekit.bodies.adair import AdaIR
 from restorekit.bodies.frequency import FreModule
-from restorekit.bodies.moce_blocks import FFTAttention, expert_ranks
+from restorekit.bodies.moce_blocks import FFTAttention, RoutingFunction, expert_ranks
 from restorekit.bodies.moce_ir import MoCEIR, MoCEIRS
 from restorekit.errors import BuildError
 from restorekit.params import count_params
@@ -230,6 +231,59 @@ def test_moce_ir_balance_loss_is_its_auxiliary_loss_in_training_only():
     off = tiny("moce_ir", balance_loss_weight=0.0).train()
     off(torch.rand(2, 3, 16, 16))
     assert off.aux_loss is None
+
+
+def _cv_squared(values: list[float]) -> float:
+    """Coefficient of variation squared, the sample (n - 1) standard deviation as torch.std."""
+    mean = sum(values) / len(values)
+    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
+    return var / (mean + 1e-8) ** 2
+
+
+def _softmax(row: list[float]) -> list[float]:
+    exps = [math.exp(v - max(row)) for v in row]
+    return [e / sum(exps) for e in exps]
+
+
+@pytest.mark.parametrize("with_complexity", [False, True])
+def test_moce_router_top_k2_gates_and_balance_loss_by_hand(monkeypatch, with_complexity):
+    """Noisy top-2 gating and 0.5 cv^2(importance) + 0.5 cv^2(load), in plain python on 3 images."""
+    complexity = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    router = RoutingFunction(2, 1, 4, 2, complexity, use_complexity_bias=with_complexity).train()
+    weight = [[1.0, 0.0], [0.0, 1.0], [0.5, 0.5], [-1.0, 0.5]]
+    features = [[0.2, 0.9], [1.0, -0.3], [0.4, 0.4]]
+    noise = [[0.3, -1.0, 0.0, 2.0], [-0.5, 0.5, 1.0, 0.0], [0.0, 0.0, -2.0, 1.0]]
+    with torch.no_grad():
+        router.gate[2].weight.copy_(torch.tensor(weight))
+        router.freq_gate.weight.copy_(torch.tensor([[0.1], [0.0], [-0.1], [0.2]]))
+    monkeypatch.setattr(torch, "randn_like", lambda t: torch.tensor(noise, dtype=t.dtype))
+    x = torch.tensor(features)[:, :, None, None].expand(3, 2, 3, 3)  # average pooling gives the features back
+    freq = torch.ones(3, 1)
+    gates, indices, balance = router(x, freq)
+
+    std = 1 / 4
+    logits = [[sum(w * f for w, f in zip(wr, feat)) + fb for wr, fb in zip(weight, (0.1, 0.0, -0.1, 0.2))]
+              for feat in features]  # fmt: skip
+    noisy = [[v + std * n for v, n in zip(lr, nr)] for lr, nr in zip(logits, noise)]
+    want_gates, want_idx, load_p = [], [], []
+    for lr, nr in zip(logits, noisy):
+        scores = _softmax(nr)
+        top = sorted(range(4), key=lambda e: -scores[e])[:2]
+        want_idx.append(top)
+        want_gates.append([scores[e] if e in top else 0.0 for e in range(4)])
+        threshold = nr[top[1]]  # the k-th noisy logit
+        load_p.append([1 - 0.5 * (1 + math.erf((threshold - v) / std / math.sqrt(2))) for v in lr])
+    importance = [sum(_softmax(lr)[e] for lr in logits) for e in range(4)]
+    if with_complexity:
+        importance = [v * c / 4.0 for v, c in zip(importance, (1.0, 2.0, 3.0, 4.0))]  # scaled by the max
+    load = [sum(p[e] for p in load_p) / 3 for e in range(4)]
+    expected = 0.5 * _cv_squared(importance) + 0.5 * _cv_squared(load)
+
+    assert indices.tolist() == want_idx and indices.shape == (3, 2)
+    torch.testing.assert_close(gates, torch.tensor(want_gates), rtol=1e-5, atol=1e-7)
+    assert balance.item() == pytest.approx(expected, rel=1e-5)
+    router.eval()
+    assert router(x, freq)[2] is None  # no balance loss at inference
 
 
 def test_moce_ir_inference_noise_follows_the_seed_or_is_off():
