@@ -123,3 +123,62 @@ def test_adapter_rejects_bad_knobs() -> None:
 def test_adapter_builds_from_the_registry() -> None:
     adapter = build("adapter", {"type": "dino_restore", "guide_channels": 12, "channels": 8, "fusion": "concat"})
     assert isinstance(adapter, DinoRestoreAdapter) and adapter.fusion_type == "concat"
+
+
+def _channel_layer_norm(x: torch.Tensor, norm: torch.nn.Module) -> torch.Tensor:
+    """WithBias LayerNorm over the channels of each pixel, from its formula."""
+    mean = x.mean(dim=1, keepdim=True)
+    var = (x - mean).pow(2).mean(dim=1, keepdim=True)
+    return (x - mean) / torch.sqrt(var + 1e-5) * norm.body.weight[:, None, None] + norm.body.bias[:, None, None]
+
+
+def _conv(x: torch.Tensor, conv: torch.nn.Conv2d) -> torch.Tensor:
+    return torch.nn.functional.conv2d(x, conv.weight, conv.bias, padding=conv.padding, groups=conv.groups)
+
+
+def _cross_attention_by_hand(adapter: DinoRestoreAdapter, query_map: torch.Tensor, context: torch.Tensor):
+    """q from ``query_map``; k, v from ``context``; per head softmax(temperature * q^ k^T) v over channels."""
+    att = adapter.attention
+    q = _conv(_conv(_channel_layer_norm(query_map, att.norm_q), att.q), att.q_dwconv)
+    kv = _conv(_conv(_channel_layer_norm(context, att.norm_kv), att.kv), att.kv_dwconv)
+    k, v = kv[:, :8], kv[:, 8:]
+    b, c, h, w = q.shape
+    heads, per = adapter.heads, c // adapter.heads
+    out = torch.empty_like(q)
+    for i in range(b):
+        for head in range(heads):
+            rows = slice(head * per, (head + 1) * per)
+            qh, kh, vh = (t[i, rows].reshape(per, h * w) for t in (q, k, v))
+            qh = qh / qh.norm(dim=1, keepdim=True).clamp_min(1e-12)
+            kh = kh / kh.norm(dim=1, keepdim=True).clamp_min(1e-12)
+            scores = torch.exp(att.temperature[head, 0, 0] * (qh @ kh.T))
+            out[i, rows] = ((scores / scores.sum(dim=1, keepdim=True)) @ vh).reshape(per, h, w)
+    return _conv(out, adapter.project_out)
+
+
+@pytest.mark.parametrize("query", ["guide", "feature"])
+def test_cross_attention_fusion_equals_the_attention_by_hand(query) -> None:
+    """fusion: attention (named, not the default): the query side gives q, the other side k and v."""
+    torch.manual_seed(4)
+    adapter = DinoRestoreAdapter(12, 8, fusion="attention", query=query, heads=2)
+    with torch.no_grad():
+        for p in adapter.parameters():  # no unit norms, unit temperatures or zero projection
+            p.add_(0.3 * torch.randn_like(p))
+    feature, guide = torch.randn(2, 8, 5, 6), torch.randn(2, 12, 3, 3)
+    g = adapter.adaption(guide, (5, 6))
+    sides = (g, feature) if query == "guide" else (feature, g)
+    expected = feature + _cross_attention_by_hand(adapter, *sides)
+    torch.testing.assert_close(adapter(feature, guide), expected, rtol=1e-5, atol=1e-5)
+    swapped = feature + _cross_attention_by_hand(adapter, *sides[::-1])
+    assert (swapped - expected).abs().max() > 1e-2  # the sides matter at this size
+
+
+def test_concat_fusion_equals_its_formula() -> None:
+    torch.manual_seed(5)
+    adapter = DinoRestoreAdapter(12, 8, fusion="concat", bias=True)
+    _perturb_zero_init(adapter)
+    feature, guide = torch.randn(1, 8, 4, 4), torch.randn(1, 12, 2, 2)
+    g = adapter.adaption(guide, (4, 4))
+    w = adapter.project_out.weight[:, :, 0, 0]  # (8, 16): the first 8 inputs are the feature's
+    expected = feature + torch.einsum("oc,bchw->bohw", w[:, :8], feature) + torch.einsum("oc,bchw->bohw", w[:, 8:], g)
+    torch.testing.assert_close(adapter(feature, guide), expected + adapter.project_out.bias[:, None, None])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from tiny_dino_ir import tiny_dino_ir
@@ -40,6 +42,54 @@ def test_dpc_matches_its_formula(standalone) -> None:
         expected = expected + 0.5 * pos / (neg + 1e-6)
     assert torch.allclose(value, expected.mean(), rtol=1e-5)
     assert phi["r"][1].shape[-2:] == grid  # the stride-8 grid of a 40x40 input
+
+
+def _cosine_distance_by_loops(a: torch.Tensor, b: torch.Tensor) -> list[float]:
+    """Per image, the mean over tokens (h, w) of 1 - cos between the two C-vectors of a token."""
+    out = []
+    for image_a, image_b in zip(a.tolist(), b.tolist()):  # (C, h, w) nested lists
+        channels, height, width = len(image_a), len(image_a[0]), len(image_a[0][0])
+        total = 0.0
+        for i in range(height):
+            for j in range(width):
+                u = [image_a[c][i][j] for c in range(channels)]
+                v = [image_b[c][i][j] for c in range(channels)]
+                dot = sum(x * y for x, y in zip(u, v))
+                total += 1.0 - dot / max(math.sqrt(sum(x * x for x in u)) * math.sqrt(sum(y * y for y in v)), 1e-8)
+        out.append(total / (height * width))
+    return out
+
+
+def test_cosine_distance_is_per_token_over_channels_by_hand() -> None:
+    a = torch.tensor([[[[1.0, 0.0]], [[0.0, 2.0]]]])  # (1, C=2, h=1, w=2): tokens (1, 0) and (0, 2)
+    b = torch.tensor([[[[1.0, 1.0]], [[1.0, 0.0]]]])  # tokens (1, 1) and (1, 0)
+    # token 1: 1 - 1/sqrt(2); token 2: orthogonal, 1 - 0; mean over the two tokens
+    assert feature_distance(a, b, "cosine").tolist() == pytest.approx([(2 - 1 / math.sqrt(2)) / 2], rel=1e-6)
+    gen = torch.Generator().manual_seed(5)
+    a, b = torch.randn(2, 5, 3, 4, generator=gen), torch.randn(2, 5, 3, 4, generator=gen)
+    assert feature_distance(a, b, "cosine").tolist() == pytest.approx(_cosine_distance_by_loops(a, b), rel=1e-5)
+    assert feature_distance(a, b, "l1").tolist() == pytest.approx(
+        [sum(abs(x - y) for x, y in zip(u.flatten().tolist(), v.flatten().tolist())) / 60 for u, v in zip(a, b)],
+        rel=1e-5,
+    )
+
+
+def test_dpc_cosine_matches_its_formula(standalone) -> None:
+    clean, degraded = _images(4)
+    restored = (0.6 * clean + 0.4 * degraded).requires_grad_(True)
+    loss = DPCLoss(layers=[1, 3], weights=[0.3, 0.7], distance="cosine", backbone=standalone.own_backbone)
+    value = loss(restored, clean, lq=degraded)
+    bb = standalone.own_backbone
+    with torch.no_grad():
+        phi = {name: bb(x, [1, 3], (5, 5)) for name, x in [("r", restored), ("g", clean), ("d", degraded)]}
+    per_image = [0.0, 0.0]
+    for layer, weight in ((1, 0.3), (3, 0.7)):
+        pos = _cosine_distance_by_loops(phi["r"][layer], phi["g"][layer])
+        neg = _cosine_distance_by_loops(phi["r"][layer], phi["d"][layer])
+        per_image = [t + weight * p / (n + 1e-6) for t, p, n in zip(per_image, pos, neg)]
+    assert value.item() == pytest.approx(sum(per_image) / 2, rel=1e-4)
+    value.backward()  # the gradient flows through the cosine form to R
+    assert restored.grad is not None and restored.grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize("distance", ["l1", "cosine"])
