@@ -208,3 +208,51 @@ def _nonzero_adapters(model: nn.Module) -> None:
         for adapter in model.adapters.values():
             for module in adapter.zero_initialised():
                 module.weight.copy_(torch.randn(module.weight.shape, generator=gen) * 0.05)
+
+
+# -- the blend against hand values -----------------------------------------------------------------
+def test_window_spans_and_ramp_weights_by_hand() -> None:
+    assert window_spans(10, 4, 1) == [(0, 4), (3, 4), (6, 4)]  # 3 windows of 4, overlaps of 1
+    assert window_spans(6, 4, 2) == [(0, 4), (2, 4)]
+    # overlap 2: the earlier window ramps down (4 - k) / 3, the later one up (k + 1) / 3
+    torch.testing.assert_close(
+        window_weights([(0, 4), (2, 4)], 6),
+        torch.tensor([[1, 1, 2 / 3, 1 / 3], [1 / 3, 2 / 3, 1, 1]], dtype=torch.float64),
+    )
+    # overlaps of 1: one shared token, half and half; the middle window ramps at both ends
+    torch.testing.assert_close(
+        window_weights([(0, 4), (3, 4), (6, 4)], 10),
+        torch.tensor([[1, 1, 1, 0.5], [0.5, 1, 1, 0.5], [0.5, 1, 1, 1]], dtype=torch.float64),
+    )
+
+
+class WindowMean(nn.Module):
+    """Not local: every token of a call is the mean of the whole crop it saw (per image)."""
+
+    patch_size = 1
+
+    def forward(self, x, layers, grid=None):  # noqa: ANN001, ANN201
+        means = x.mean(dim=(1, 2, 3))[:, None, None, None]
+        return {layer: means.expand(-1, 1, *x.shape[-2:]) * (layer + 1) for layer in layers}
+
+
+def test_windowed_pass_blends_the_window_maps_with_the_ramps_by_hand() -> None:
+    x = torch.rand(1, 3, 4, 10)  # native grid at patch 1: 4 x 10 tokens, windows (0, 4), (3, 4), (6, 4) along x
+    out = GuidePass(grid="native", rule="windowed", window=4, overlap=1)(WindowMean(), x, [0, 1])
+    means = [x[:, :, :, s : s + 4].mean().item() for s in (0, 3, 6)]
+    ramps = [[1, 1, 1, 0.5], [0.5, 1, 1, 0.5], [0.5, 1, 1, 1]]
+    row = [0.0] * 10
+    for start, mean, ramp in zip((0, 3, 6), means, ramps):
+        for k in range(4):
+            row[start + k] += ramp[k] * mean
+    expected = torch.tensor(row).expand(4, 10)
+    torch.testing.assert_close(out[0][0, 0], expected, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(out[1][0, 0], 2 * expected, rtol=1e-6, atol=1e-6)
+    tall = torch.rand(1, 3, 10, 4)  # the same along y: the row weights go on the rows
+    col = GuidePass(grid="native", rule="windowed", window=4, overlap=1)(WindowMean(), tall, [0])[0][0, 0, :, 0]
+    means = [tall[:, :, s : s + 4].mean().item() for s in (0, 3, 6)]
+    want = [0.0] * 10
+    for start, mean, ramp in zip((0, 3, 6), means, ramps):
+        for k in range(4):
+            want[start + k] += ramp[k] * mean
+    torch.testing.assert_close(col, torch.tensor(want), rtol=1e-6, atol=1e-6)

@@ -149,3 +149,65 @@ def test_build_train_stream_errors(tmp_path):
         build_train_stream({"patch_size": 8}, 2, 0)
     with pytest.raises(RecipeError, match=r"data.train.a: unknown dataset 'synthetik'; did you mean 'synthetic'"):
         build_train_stream({"train": {"a": {"dataset": {"type": "synthetik"}}}}, 2, 0)
+
+
+# -- seeds: each draw replayed from its keys ------------------------------------------------------
+def test_derive_seed_is_numpys_seed_sequence_of_the_keys() -> None:
+    import numpy as np
+
+    from restorekit.data.seeding import derive_seed
+
+    for keys in [(7,), (7, 3, 2), (0, 1 << 40), (-1, 5)]:
+        state = np.random.SeedSequence([k & (2**64 - 1) for k in keys]).generate_state(2, np.uint32)
+        assert derive_seed(*keys) == (int(state[0]) << 31) ^ int(state[1])
+    assert len({derive_seed(7, s, j) for s in range(4) for j in range(4)}) == 16
+
+
+def test_a_sample_replays_from_the_seed_the_step_and_the_index() -> None:
+    """Task by share (a: 1/3, b: 2/3), image, symmetry, degradation seed, then the crop: in that order."""
+    from restorekit.data.seeding import derive_seed
+
+    s = stream(augment=True)
+    for step, index in [(0, 0), (3, 2), (11, 1)]:
+        gen = torch.Generator().manual_seed(derive_seed(7, step, index))
+        task = "a" if float(torch.rand((), generator=gen)) < 1 / 3 else "b"
+        images = Pairs(3, seed=1) if task == "a" else Pairs(5, seed=2)
+        image = images.images[int(torch.randint(len(images), (), generator=gen))]
+        op = int(torch.randint(8, (), generator=gen))
+        torch.randint(0, 2**62, (), generator=gen, dtype=torch.int64)  # the degradation's seed
+        top, left = int(torch.randint(20 - 8 + 1, (), generator=gen)), int(torch.randint(24 - 8 + 1, (), generator=gen))
+        crop = image[:, top : top + 8, left : left + 8]
+        turned = torch.rot90(crop, op % 4, dims=(-2, -1))
+        want = turned.flip(-1) if op >= 4 else turned
+        got = s.sample(step, index)
+        assert got["task"] == task and torch.equal(got["gt"], want) and torch.equal(got["lq"], want / 2)
+
+
+def test_each_worker_seeds_the_global_generators_from_the_rank_and_its_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The DataLoader's worker_init_fn, called as a worker would be: seed derive_seed(derive_seed(seed, rank), id)."""
+    import random
+
+    import numpy as np
+
+    from restorekit.data.seeding import derive_seed
+
+    made: list[dict] = []
+
+    def loader(dataset, **kwargs):  # noqa: ANN001, ANN202 - stands in for torch's DataLoader
+        made.append(kwargs)
+        return iter(())
+
+    monkeypatch.setattr(torch.utils.data, "DataLoader", loader)
+    threads = torch.get_num_threads()
+    state = torch.get_rng_state(), np.random.get_state(), random.getstate()
+    try:
+        for rank, worker in [(0, 0), (0, 1), (1, 0), (1, 3)]:
+            list(stream(batch_size=2, world_size=2, rank=rank, num_workers=2).batches(0))
+            seed = derive_seed(derive_seed(7, rank), worker)
+            made[-1]["worker_init_fn"](worker)
+            assert random.random() == random.Random(seed).random()
+            assert np.random.rand() == np.random.RandomState(seed % 2**32).rand()
+            assert torch.equal(torch.rand(3), torch.rand(3, generator=torch.Generator().manual_seed(seed)))
+    finally:
+        torch.set_num_threads(threads)
+        torch.set_rng_state(state[0]), np.random.set_state(state[1]), random.setstate(state[2])
