@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -141,3 +143,43 @@ def test_sparse_msf_skips_unpicked_experts_only_at_inference() -> None:
         inference = msf(feats)
     assert calls == [int(msf.last_gate.argmax())]
     assert torch.allclose(training, inference)
+
+
+def _expert_by_hand(expert: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """1x1 conv, GELU, 3x3 depthwise conv (zero padding), 1x1 conv."""
+    conv = torch.nn.functional.conv2d
+    y = conv(x, expert.reduce.weight, expert.reduce.bias)
+    y = 0.5 * y * (1 + torch.erf(y / math.sqrt(2)))
+    y = conv(y, expert.dwconv.weight, expert.dwconv.bias, padding=1, groups=y.shape[1])
+    return conv(y, expert.proj.weight, expert.proj.bias)
+
+
+def _gelu(v: float) -> float:
+    return 0.5 * v * (1 + math.erf(v / math.sqrt(2)))
+
+
+@pytest.mark.parametrize("top_k", [None, 2])
+def test_msf_gate_and_load_balance_by_hand(top_k) -> None:
+    """softmax(MLP(mean over pixels of the concatenated layers) / tau), top-k kept, and
+    w * (K * sum_k mean_b(g_bk)^2 - 1), in plain python on 2 images."""
+    torch.manual_seed(6)
+    msf = MultiLayerSemanticFusion(2, 2, 3, num_experts=3, top_k=top_k, temperature=0.7, load_balance_weight=0.5)
+    feats = _feats(2, 2, 2, 3, 4, seed=6)
+    out = msf(feats)
+    w1, b1 = msf.gate[0].weight.tolist(), msf.gate[0].bias.tolist()
+    w2, b2 = msf.gate[2].weight.tolist(), msf.gate[2].bias.tolist()
+    gates = []
+    for image in range(2):
+        pooled = [feats[c // 2][image, c % 2].mean().item() for c in range(4)]  # layer 0's channels first
+        hidden = [_gelu(sum(w * p for w, p in zip(row, pooled)) + b) for row, b in zip(w1, b1)]
+        logits = [(sum(w * h for w, h in zip(row, hidden)) + b) / 0.7 for row, b in zip(w2, b2)]
+        kept = sorted(range(3), key=lambda k: -logits[k])[: top_k or 3]
+        exps = [math.exp(logits[k]) if k in kept else 0.0 for k in range(3)]
+        gates.append([e / sum(exps) for e in exps])
+    torch.testing.assert_close(msf.last_gate, torch.tensor(gates), rtol=1e-5, atol=1e-6)
+    x = torch.cat(feats, dim=1)
+    mixed = sum(torch.tensor([g[k] for g in gates])[:, None, None, None] * _expert_by_hand(msf.experts[k], x)
+                for k in range(3))  # fmt: skip
+    torch.testing.assert_close(out, mixed, rtol=1e-5, atol=1e-6)
+    importance = [(gates[0][k] + gates[1][k]) / 2 for k in range(3)]
+    assert msf.aux_loss.item() == pytest.approx(0.5 * (3 * sum(v * v for v in importance) - 1), rel=1e-5)
