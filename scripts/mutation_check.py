@@ -53,6 +53,14 @@ CLAIMS = {
     "parts": "fusion and adapter compute what their docstrings say",
     "scale": "accumulation follows the one-step trajectory with one all-reduce per optimizer step; "
     "an fp16 overflow is a scaler skip, not a divergence",
+    "engine-values": "an optimizer step clips to train.grad_clip; the EMA and the schedules follow their formulas",
+    "routing": "MoCE-IR routes each image to top_k experts; its balance loss is the official one",
+    "dpc-formula": "DPC's distances are taken per token over the channels, as its formula says",
+    "degradations": "each degradation computes its documented formula (docs/degradations.md)",
+    "guide": "the windowed guidance pass blends its windows with the documented linear ramps",
+    "seeds": "every draw is a function of its keys; each worker seeds its generators from (seed, rank, worker id)",
+    "inference": "tiles blend with guard bands and ramps, the x8 ensemble averages the 8 symmetries, "
+    "export pads by reflection to a multiple",
 }
 
 REFERENCE = ("tests/test_bodies_reference.py",)
@@ -64,6 +72,13 @@ DPC = ("tests/test_dpc.py",)
 METRICS = ("tests/test_metrics.py",)
 PLUGINS = ("tests/test_plugins.py",)
 SCALE = "tests/test_engine_scale.py::"
+FORMULAS = "tests/test_engine_formulas.py::"
+MOCE = (
+    "tests/test_bodies_reference.py::test_moce_ir_training_output_and_top_k2_equal_the_official_code",
+    "tests/test_bodies_adair_moce.py::test_moce_router_top_k2_gates_and_balance_loss_by_hand",
+)
+DEGRADATIONS = "tests/test_degradations.py::"
+INFERENCE = "tests/test_inference_formulas.py::"
 
 
 @dataclass(frozen=True)
@@ -361,6 +376,206 @@ MUTATIONS: tuple[Mutation, ...] = (
         "nn.init.zeros_(module.bias)",
         "nn.init.ones_(module.bias)",
         ("tests/test_adapters.py",),
+    ),
+    # -- engine values (issue 30) ---------------------------------------------------------
+    Mutation(
+        "grad-clip-ignored",
+        "engine-values",
+        "src/restorekit/engine/train.py",
+        "max_norm = self.cfg.grad_clip if self.cfg.grad_clip else math.inf",
+        "max_norm = math.inf",
+        (FORMULAS + "test_one_training_step_equals_a_hand_clipped_sgd_step",),
+    ),
+    Mutation(
+        "ema-update-ignores-warmup",
+        "engine-values",
+        "src/restorekit/engine/ema.py",
+        "decay = self.current_decay()",
+        "decay = self.decay",
+        (FORMULAS + "test_ema_update_uses_the_warm_up_decay",),
+    ),
+    Mutation(
+        "cosine-ignores-min-lr-mid-course",
+        "engine-values",
+        "src/restorekit/engine/schedule.py",
+        "rate = self.min_lr + 0.5 * (self.base_lr - self.min_lr) * (1.0 + math.cos(math.pi * progress))",
+        "rate = 0.5 * self.base_lr * (1.0 + math.cos(math.pi * progress))",
+        (FORMULAS + "test_warmup_cosine_mid_course_values_by_hand",),
+    ),
+    Mutation(
+        "multistep-decays-a-step-late",
+        "engine-values",
+        "src/restorekit/engine/schedule.py",
+        "return self.base_lr * self.gamma ** bisect.bisect_right(self.milestones, step)",
+        "return self.base_lr * self.gamma ** bisect.bisect_left(self.milestones, step)",
+        (FORMULAS + "test_constant_and_multistep_values_by_hand",),
+    ),
+    # -- routing (issue 30) ----------------------------------------------------------------
+    Mutation(
+        "moce-router-keeps-one-expert",
+        "routing",
+        "src/restorekit/bodies/moce_blocks.py",
+        "noisy.softmax(dim=-1).topk(self.k, dim=-1)",
+        "noisy.softmax(dim=-1).topk(1, dim=-1)",
+        MOCE,
+    ),
+    Mutation(
+        "moce-importance-cv-not-squared",
+        "routing",
+        "src/restorekit/bodies/moce_blocks.py",
+        "return (importance.std() / (importance.mean() + 1e-8)) ** 2",
+        "return importance.std() / (importance.mean() + 1e-8)",
+        MOCE,
+    ),
+    # -- parts and losses (issue 30) -------------------------------------------------------
+    Mutation(
+        "dr-query-sides-swapped",
+        "parts",
+        "src/restorekit/adapters/dino_restore.py",
+        'query, context = (g, feature) if self.query == "guide" else (feature, g)',
+        'query, context = (feature, g) if self.query == "guide" else (g, feature)',
+        ("tests/test_adapters.py::test_cross_attention_fusion_equals_the_attention_by_hand",),
+    ),
+    Mutation(
+        "msf-temperature-multiplies",
+        "parts",
+        "src/restorekit/fusion/msf.py",
+        "logits = self.gate(x.mean(dim=(2, 3))) / self.temperature",
+        "logits = self.gate(x.mean(dim=(2, 3))) * self.temperature",
+        ("tests/test_fusion.py::test_msf_gate_and_load_balance_by_hand",),
+    ),
+    Mutation(
+        "msf-load-balance-without-k",
+        "parts",
+        "src/restorekit/fusion/msf.py",
+        "self.num_experts * importance.pow(2).sum() - 1.0",
+        "importance.pow(2).sum() - 1.0 / self.num_experts",
+        ("tests/test_fusion.py::test_msf_gate_and_load_balance_by_hand",),
+    ),
+    Mutation(
+        "dpc-cosine-over-width",
+        "dpc-formula",
+        "src/restorekit/losses/dpc.py",
+        "F.cosine_similarity(a, b, dim=1)",
+        "F.cosine_similarity(a, b, dim=-1)",
+        (
+            "tests/test_dpc.py::test_cosine_distance_is_per_token_over_channels_by_hand",
+            "tests/test_dpc.py::test_dpc_cosine_matches_its_formula",
+        ),
+    ),
+    # -- degradations ----------------------------------------------------------------------
+    Mutation(
+        "noise-uint8-rounds-instead-of-truncating",
+        "degradations",
+        "src/restorekit/data/degradations.py",
+        "return torch.floor((quantised + noise).clamp(0, 255)) / 255.0",
+        "return torch.round((quantised + noise).clamp(0, 255)) / 255.0",
+        (DEGRADATIONS + "test_noise_formulas_in_numpy",),
+    ),
+    Mutation(
+        "haze-transmission-inverted",
+        "degradations",
+        "src/restorekit/data/degradations.py",
+        "return x * t + airlight * (1 - t)",
+        "return x * (1 - t) + airlight * t",
+        (DEGRADATIONS + "test_haze_is_the_scattering_model_over_the_depth_proxy",),
+    ),
+    Mutation(
+        "gaussian-defocus-sigma-halved",
+        "degradations",
+        "src/restorekit/data/degradations.py",
+        "return _blur_separable(x, _gaussian_kernel1d(radius))",
+        "return _blur_separable(x, _gaussian_kernel1d(radius / 2))",
+        (DEGRADATIONS + "test_gaussian_defocus_blurs_with_sigma_equal_to_the_radius",),
+    ),
+    Mutation(
+        "large-kernel-fft-convolves-instead-of-correlating",
+        "degradations",
+        "src/restorekit/data/degradations.py",
+        "torch.fft.rfft2(torch.flip(kernel.to(x), (0, 1)), s=size)",
+        "torch.fft.rfft2(kernel.to(x), s=size)",
+        (DEGRADATIONS + "test_motion_blur_correlates_with_its_kernel_on_both_paths",),
+    ),
+    Mutation(
+        "low-light-gamma-inverted",
+        "degradations",
+        "src/restorekit/data/degradations.py",
+        "y = scale * x.clamp(0, 1) ** gamma",
+        "y = scale * x.clamp(0, 1) ** (1 / gamma)",
+        (DEGRADATIONS + "test_low_light_is_a_gamma_curve_then_read_noise",),
+    ),
+    Mutation(
+        "rain-add-blend-keeps-the-brighter",
+        "degradations",
+        "src/restorekit/data/degradations.py",
+        "        return x + rain",
+        "        return torch.maximum(x, rain)",
+        (DEGRADATIONS + "test_rain_blends_its_streak_layer",),
+    ),
+    # -- guide ------------------------------------------------------------------------------
+    Mutation(
+        "guide-ramp-one-token-short",
+        "guide",
+        "src/restorekit/backbones/guide.py",
+        "weight = torch.minimum(weight, (pos + 1) / (lead + 1))",
+        "weight = torch.minimum(weight, (pos + 1) / lead)",
+        (
+            "tests/test_guide.py::test_window_spans_and_ramp_weights_by_hand",
+            "tests/test_guide.py::test_windowed_pass_blends_the_window_maps_with_the_ramps_by_hand",
+        ),
+    ),
+    # -- seeds ------------------------------------------------------------------------------
+    Mutation(
+        "derive-seed-shift-32",
+        "seeds",
+        "src/restorekit/data/seeding.py",
+        "return (int(state[0]) << 31) ^ int(state[1])",
+        "return (int(state[0]) << 32) ^ int(state[1])",
+        ("tests/test_stream.py::test_derive_seed_is_numpys_seed_sequence_of_the_keys",),
+    ),
+    Mutation(
+        "worker-seed-ignores-the-rank",
+        "seeds",
+        "src/restorekit/data/stream.py",
+        "worker_init_fn=partial(_seed_worker, derive_seed(self.seed, self.rank))",
+        "worker_init_fn=partial(_seed_worker, derive_seed(self.seed, 0))",
+        ("tests/test_stream.py::test_each_worker_seeds_the_global_generators_from_the_rank_and_its_id",),
+    ),
+    Mutation(
+        "worker-seed-ignores-the-worker-id",
+        "seeds",
+        "src/restorekit/data/stream.py",
+        "seed = derive_seed(base_seed, worker_id)",
+        "seed = derive_seed(base_seed)",
+        ("tests/test_stream.py::test_each_worker_seeds_the_global_generators_from_the_rank_and_its_id",),
+    ),
+    # -- inference --------------------------------------------------------------------------
+    Mutation(
+        "tile-ramp-spans-the-guard-band",
+        "inference",
+        "src/restorekit/engine/infer.py",
+        "span = max(1, overlap - 2 * guard)",
+        "span = max(1, overlap - guard)",
+        (
+            INFERENCE + "test_tile_offsets_and_ramps_by_hand",
+            INFERENCE + "test_a_tiled_restore_is_the_ramp_weighted_average_of_the_tiles",
+        ),
+    ),
+    Mutation(
+        "ensemble-skips-the-identity",
+        "inference",
+        "src/restorekit/engine/ensemble.py",
+        "for index in range(TRANSFORMS):",
+        "for index in range(1, TRANSFORMS):",
+        (INFERENCE + "test_self_ensemble_of_a_row_ramp_adds_one_half_everywhere",),
+    ),
+    Mutation(
+        "export-pads-by-replication",
+        "inference",
+        "src/restorekit/engine/export.py",
+        'x = torch.nn.functional.pad(x, pads, mode="reflect")',
+        'x = torch.nn.functional.pad(x, pads, mode="replicate")',
+        (INFERENCE + "test_export_pads_by_reflection_to_the_next_multiple_and_crops_back",),
     ),
 )
 

@@ -66,7 +66,11 @@ MOCE_CASES = [("", "train/"), ("top_k2", "top_k2/"), ("top_k2", "top_k2/train/")
 
 
 def moce_body(ref, tmp_path: Path, variant: str) -> torch.nn.Module:
-    spec = {**ref.body, **(ref.variants[variant]["body"] if variant else {}), "weights": str(ref.write_release(tmp_path))}
+    spec = {
+        **ref.body,
+        **(ref.variants[variant]["body"] if variant else {}),
+        "weights": str(ref.write_release(tmp_path)),
+    }
     return build("body", spec)
 
 

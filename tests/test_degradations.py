@@ -294,7 +294,9 @@ def test_straight_motion_kernel_splats_a_centred_line():
             for xx, wx in ((x0, 1 - (px - x0)), (x0 + 1, px - x0)):
                 if 0 <= yy < 9 and 0 <= xx < 9:
                     want[yy, xx] += wy * wx
-    np.testing.assert_allclose(MotionBlur(size=9, curvature=0.0).kernel(replay(5)).numpy(), want / want.sum(), atol=1e-6)
+    np.testing.assert_allclose(
+        MotionBlur(size=9, curvature=0.0).kernel(replay(5)).numpy(), want / want.sum(), atol=1e-6
+    )
 
 
 def test_haze_is_the_scattering_model_over_the_depth_proxy():

@@ -40,6 +40,16 @@ def test_the_audited_mutations_and_every_claim_are_covered() -> None:
         "merge-switch-leaks-nested-mappings",
     }  # the survivors of issue 18's audit
     assert audited <= names
+    second_audit = {
+        "grad-clip-ignored",
+        "ema-update-ignores-warmup",
+        "cosine-ignores-min-lr-mid-course",
+        "dr-query-sides-swapped",
+        "dpc-cosine-over-width",
+        "moce-router-keeps-one-expert",
+        "moce-importance-cv-not-squared",
+    }  # seven survivors of issue 30's audit
+    assert second_audit <= names
     assert {m.claim for m in check.MUTATIONS} == set(check.CLAIMS)
 
 
