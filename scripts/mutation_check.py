@@ -57,7 +57,8 @@ CLAIMS = {
     "routing": "MoCE-IR routes each image to top_k experts; its balance loss is the official one",
     "dpc-formula": "DPC's distances are taken per token over the channels, as its formula says",
     "degradations": "each degradation computes its documented formula (docs/degradations.md)",
-    "guide": "the windowed guidance pass blends its windows with the documented linear ramps",
+    "guide": "the guidance pass blends its windows with the documented linear ramps, resizes the budget "
+    "pass bilinearly, and DINO-IR guides each point with its adapter of the fused layers",
     "seeds": "every draw is a function of its keys; each worker seeds its generators from (seed, rank, worker id)",
     "inference": "tiles blend with guard bands and ramps, the x8 ensemble averages the 8 symmetries, "
     "export pads by reflection to a multiple",
@@ -523,6 +524,22 @@ MUTATIONS: tuple[Mutation, ...] = (
             "tests/test_guide.py::test_window_spans_and_ramp_weights_by_hand",
             "tests/test_guide.py::test_windowed_pass_blends_the_window_maps_with_the_ramps_by_hand",
         ),
+    ),
+    Mutation(
+        "guide-budget-resizes-nearest",
+        "guide",
+        "src/restorekit/backbones/guide.py",
+        'F.interpolate(v, size=full, mode="bilinear", align_corners=False) for k, v in maps.items()',
+        'F.interpolate(v, size=full, mode="nearest") for k, v in maps.items()',
+        ("tests/test_guide.py::test_budget_rule_resizes_the_small_maps_back_bilinearly_by_hand",),
+    ),
+    Mutation(
+        "dino-ir-fuses-the-layers-sorted",
+        "guide",
+        "src/restorekit/models/dino_ir.py",
+        "guide = self.fusion([feats[layer] for layer in self.layers])",
+        "guide = self.fusion([feats[layer] for layer in sorted(self.layers)])",
+        ("tests/test_dino_ir.py::test_the_output_is_the_body_guided_by_each_points_adapter_of_the_fused_guide",),
     ),
     # -- seeds ------------------------------------------------------------------------------
     Mutation(

@@ -290,3 +290,23 @@ def test_weights_cast_to_bf16_take_fp32_images() -> None:
     model = tiny_dino_ir().to(torch.bfloat16)
     out = model(torch.rand(1, 3, 24, 24))
     assert out.dtype == torch.float32 and torch.isfinite(out).all()
+
+
+def test_the_output_is_the_body_guided_by_each_points_adapter_of_the_fused_guide() -> None:
+    """Recomposed from the parts: the backbone's ``layers`` on the stride grid of the padded input
+    (one pass: a training crop fits a window), fused in the order of ``layers``, and each point's
+    adapter applied to the body's feature there."""
+    torch.manual_seed(0)
+    model = tiny_dino_ir(layers=[5, 2], fusion={"type": "concat"}).eval()
+    _perturb_zero_init(model)
+    lq = torch.rand(1, 3, 45, 37)  # padded to 48 x 40: a 6 x 5 token grid
+    padded = torch.nn.functional.pad(lq, (0, 3, 0, 3), mode="reflect")
+    with torch.no_grad():
+        feats = model.backbone(padded, [2, 5], (6, 5))
+        guide = model.fusion([feats[5], feats[2]])
+        guidance = {
+            point: (lambda feature, a=model.adapters[point]: a(feature, guide)) for point in model.injection_points
+        }
+        expected = model.body(lq, guidance=guidance)
+        torch.testing.assert_close(model(lq), expected, rtol=0, atol=1e-6)
+        assert not torch.allclose(expected, model.body(lq), atol=1e-4)

@@ -256,3 +256,20 @@ def test_windowed_pass_blends_the_window_maps_with_the_ramps_by_hand() -> None:
         for k in range(4):
             want[start + k] += ramp[k] * mean
     torch.testing.assert_close(col, torch.tensor(want), rtol=1e-6, atol=1e-6)
+
+
+class ColumnIndex(nn.Module):
+    """Token (i, j) of the requested grid holds j: a ramp along the columns."""
+
+    patch_size = 8
+
+    def forward(self, x, layers, grid=None):  # noqa: ANN001, ANN201
+        ramp = torch.arange(grid[1], dtype=x.dtype).expand(x.shape[0], 1, *grid)
+        return {layer: ramp for layer in layers}
+
+
+def test_budget_rule_resizes_the_small_maps_back_bilinearly_by_hand() -> None:
+    """A 1 x 4 grid over a window of 2 runs at 1 x 2; (0, 1) resized to 4 columns (half-pixel
+    centres, edges clamped) is (0, 1/4, 3/4, 1)."""
+    maps = GuidePass(rule="budget", window=2, overlap=1)(ColumnIndex(), torch.rand(1, 3, 8, 32), [0])[0]
+    torch.testing.assert_close(maps[0, 0], torch.tensor([[0.0, 0.25, 0.75, 1.0]]))
