@@ -299,6 +299,10 @@ def test_the_output_is_the_body_guided_by_each_points_adapter_of_the_fused_guide
     torch.manual_seed(0)
     model = tiny_dino_ir(layers=[5, 2], fusion={"type": "concat"}).eval()
     _perturb_zero_init(model)
+    with torch.no_grad():  # LayerScale starts at 1e-5: wake the blocks so layers 2 and 5 differ
+        for name, p in model.backbone.named_parameters():
+            if name.endswith(("ls1.gamma", "ls2.gamma")):
+                p.fill_(0.5)
     lq = torch.rand(1, 3, 45, 37)  # padded to 48 x 40: a 6 x 5 token grid
     padded = torch.nn.functional.pad(lq, (0, 3, 0, 3), mode="reflect")
     with torch.no_grad():
@@ -310,3 +314,4 @@ def test_the_output_is_the_body_guided_by_each_points_adapter_of_the_fused_guide
         expected = model.body(lq, guidance=guidance)
         torch.testing.assert_close(model(lq), expected, rtol=0, atol=1e-6)
         assert not torch.allclose(expected, model.body(lq), atol=1e-4)
+        assert (feats[2] - feats[5]).abs().max() > 0.01  # so the order of the layers shows
