@@ -381,7 +381,9 @@ def official_results(model: torch.nn.Module, x: torch.Tensor, ref: Reference) ->
     return out
 
 
-def variant_results(ref: Reference, module: ModuleType, model: torch.nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+def variant_results(
+    ref: Reference, module: ModuleType, model: torch.nn.Module, x: torch.Tensor
+) -> dict[str, torch.Tensor]:
     """Each variant's results on the same (stored) weights, under ``<name>/``."""
     out: dict[str, torch.Tensor] = {}
     for name, (official_kwargs, _) in ref.variants.items():
