@@ -62,6 +62,8 @@ CLAIMS = {
     "seeds": "every draw is a function of its keys; each worker seeds its generators from (seed, rank, worker id)",
     "inference": "tiles blend with guard bands and ramps, the x8 ensemble averages the 8 symmetries, "
     "export pads by reflection to a multiple",
+    "evaluation": "a task's score is the mean of its images' scores, borders cropped by eval.crop_border; "
+    "the mean row averages the tasks",
 }
 
 REFERENCE = ("tests/test_bodies_reference.py",)
@@ -585,6 +587,14 @@ MUTATIONS: tuple[Mutation, ...] = (
         "for index in range(TRANSFORMS):",
         "for index in range(1, TRANSFORMS):",
         (INFERENCE + "test_self_ensemble_of_a_row_ramp_adds_one_half_everywhere",),
+    ),
+    Mutation(
+        "eval-restored-score-keeps-the-border",
+        "evaluation",
+        "src/restorekit/engine/evaluate.py",
+        "values.append(float(fn(out, gt.float(), crop_border=crop_border)[0]))",
+        "values.append(float(fn(out, gt.float(), crop_border=0)[0]))",
+        (FORMULAS + "test_evaluation_scores_are_per_image_psnr_averaged_per_task_then_over_tasks",),
     ),
     Mutation(
         "export-pads-by-replication",

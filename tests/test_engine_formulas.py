@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 
 import engine_fakes
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -102,3 +103,39 @@ def test_constant_and_multistep_values_by_hand() -> None:
     assert [steps(s) for s in (0, 1, 9, 10, 29, 30, 99)] == pytest.approx(
         [5e-4, 1e-3, 1e-3, 1e-4, 1e-4, 1e-5, 1e-5], rel=1e-12
     )
+
+
+# -- evaluation -------------------------------------------------------------------------------------
+class Dimmer(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 0.9 * x + 0.05
+
+
+def test_evaluation_scores_are_per_image_psnr_averaged_per_task_then_over_tasks() -> None:
+    """A task's PSNR is the mean over its images of 10 log10(1 / mse) (borders cropped, centre crop to
+    a multiple of 8); the mean row averages the tasks (not the images)."""
+    from restorekit.engine.config import EvalConfig
+    from restorekit.engine.evaluate import evaluate
+
+    sets = {"a": engine_fakes.FakeEvalSet(2, 21, seed=3), "b": engine_fakes.FakeEvalSet(1, 26, seed=4)}
+    cfg = EvalConfig(crop_multiple=8, crop_border=2, metrics=["psnr"])
+    result = evaluate(Dimmer(), sets, cfg, torch.device("cpu"))
+
+    def psnr(x: np.ndarray, y: np.ndarray) -> float:
+        return 10 * math.log10(1.0 / float(((x[:, 2:-2, 2:-2] - y[:, 2:-2, 2:-2]) ** 2).mean()))
+
+    want = {}
+    for task, data in sets.items():
+        scores_in, scores = [], []
+        for item in data.items:
+            side = item["gt"].shape[-1] // 8 * 8  # 21 -> 16, 26 -> 24
+            top = (item["gt"].shape[-1] - side) // 2
+            lq = item["lq"][:, top : top + side, top : top + side].double().numpy()
+            gt = item["gt"][:, top : top + side, top : top + side].double().numpy()
+            scores_in.append(psnr(lq, gt))
+            scores.append(psnr(np.clip(0.9 * lq + 0.05, 0, 1), gt))
+        want[task] = (sum(scores_in) / len(scores_in), sum(scores) / len(scores))
+        assert result["tasks"][task]["images"] == len(data)
+        assert result["tasks"][task]["psnr_in"] == pytest.approx(want[task][0], abs=1e-4)
+        assert result["tasks"][task]["psnr"] == pytest.approx(want[task][1], abs=1e-4)
+    assert result["mean"]["psnr"] == pytest.approx((want["a"][1] + want["b"][1]) / 2, abs=1e-4)
