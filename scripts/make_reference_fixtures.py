@@ -6,6 +6,9 @@ to a multiple of 8 and cropped back, as the official test scripts do) and writes
 ``tests/fixtures/<name>.safetensors`` holding:
 
 * ``input`` and ``output``: the input batch and the official model's output;
+* for a reference with a training pass (MoCE-IR), ``train/output`` and ``train/loss``: the
+  official model in training mode with its random draws made zero, and its loss attribute;
+  for each variant on the same weights (MoCE-IR at ``topk=2``), ``<variant>/output`` ...;
 * ``release/<key>``: the weights in the layout of the official release, one tensor per
   key of the released file, its nesting joined by ``/`` (``release/params/<name>`` for a
   BasicSR ``.pth``, ``release/state_dict/net.<name>`` for a Lightning ``.ckpt``);
