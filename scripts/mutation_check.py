@@ -384,8 +384,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "grad-clip-ignored",
         "engine-values",
-        "src/restorekit/engine/train.py",
-        "max_norm = self.cfg.grad_clip if self.cfg.grad_clip else math.inf",
+        "src/restorekit/engine/step.py",
+        "max_norm = settings.grad_clip if settings.grad_clip else math.inf",
         "max_norm = math.inf",
         (FORMULAS + "test_one_training_step_equals_a_hand_clipped_sgd_step",),
     ),
