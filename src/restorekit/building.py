@@ -16,7 +16,7 @@ from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
-from restorekit.errors import BuildError, RecipeError
+from restorekit.errors import BuildError, Problems, RecipeError
 from restorekit.recipes import find_recipe, load_recipe, merge
 from restorekit.registry import MODELS, registry
 from restorekit.value_types import type_mismatches
@@ -63,19 +63,38 @@ def build(kind: str, spec: str | Mapping[str, Any], **extra: Any) -> Any:
     check_keywords(kind, name, factory, kwargs, engine_given=extra)
     if kind in FUNCTION_KINDS:
         # update_wrapper: the function's declared attributes (a metric's higher_is_better) stay on the partial.
-        return functools.update_wrapper(functools.partial(factory, **kwargs), factory) if kwargs else factory
-    return factory(**kwargs)
+        part = functools.update_wrapper(functools.partial(factory, **kwargs), factory) if kwargs else factory
+    else:
+        part = factory(**kwargs)
+    return checked(kind, part)
+
+
+def checked(kind: str, part: Any) -> Any:
+    """``part``, once it keeps its kind's contract (the one place parts are checked: a BuildError
+    naming the missing members otherwise)."""
+    from restorekit.contracts import check_part  # contracts imports torch; `import restorekit` stays light
+
+    check_part(kind, part, kind)
+    return part
 
 
 def check_keywords(
-    kind: str, name: str, factory: Any, kwargs: Mapping[str, Any], *, engine_given: Collection[str] = ()
+    kind: str,
+    name: str,
+    factory: Any,
+    kwargs: Mapping[str, Any],
+    *,
+    engine_given: Collection[str] = (),
+    problems: Problems | None = None,
 ) -> None:
     """BuildError when ``kwargs`` holds a keyword ``factory`` does not take, or a value of a clearly
     wrong type for its annotation (key, expected and given type named).
 
     ``engine_given``: keywords the engine passes itself (``params``, ``lr``); their
-    names are checked, their values are not (a caller may pass placeholders).
+    names are checked, their values are not (a caller may pass placeholders). A
+    collecting ``problems`` gets both findings instead of the first.
     """
+    problems = Problems() if problems is None else problems
     names, var_kw = accepted_keywords(factory)
     unexpected = sorted(k for k in kwargs if k not in names)
     if unexpected and not var_kw:
@@ -83,21 +102,22 @@ def check_keywords(
 
         hints = [f"{k!r} -> {close[0]!r}" for k in unexpected
                  if (close := difflib.get_close_matches(k, names, n=1, cutoff=0.75))]  # fmt: skip
-        raise BuildError(
+        problems.report(
             f"{kind} {name!r} got unexpected keyword(s) {', '.join(map(repr, unexpected))}; "
             + (f"did you mean {', '.join(hints)}? " if hints else "")
-            + f"accepted: {', '.join(names) or '(none)'}"
+            + f"accepted: {', '.join(names) or '(none)'}",
+            error=BuildError,
         )
     wrong = type_mismatches(factory, kwargs, skip=engine_given)
     if wrong:
-        raise BuildError(f"{kind} {name!r}: wrong value type for " + "; ".join(wrong))
+        problems.report(f"{kind} {name!r}: wrong value type for " + "; ".join(wrong), error=BuildError)
 
 
 def build_part(kind: str, spec_or_part: Any, **extra: Any) -> Any:
     """Build ``spec_or_part`` if it is a spec; pass an already built part through."""
     if isinstance(spec_or_part, (str, Mapping)):
         return build(kind, spec_or_part, **extra)
-    return spec_or_part
+    return checked(kind, spec_or_part)
 
 
 def merge_spec(default: Mapping[str, Any], given: Any) -> Any:

@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "plugins": "restorekit.commands.plugins",
     "show": "restorekit.commands.show",
     "diff": "restorekit.commands.diff",
+    "check": "restorekit.commands.check",
     "data": "restorekit.commands.data",
     "init": "restorekit.commands.init",
     "train": "restorekit.commands.train",

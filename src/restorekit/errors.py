@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -62,6 +64,75 @@ class CheckpointError(RestorekitError, ValueError):
 
 class DataError(RestorekitError, ValueError):
     """A dataset cannot be read: missing folder, unmatched pairs, a task with no image."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a recipe: its message and, when known, the dotted key at fault."""
+
+    message: str
+    key: str | None = None
+
+
+@dataclass
+class Problems:
+    """Where a validator reports what is wrong: raise at the first problem, or collect them all.
+
+    Every validator takes one (``problems=None`` means a raising one), so the same code
+    serves a build that stops at the first mistake and ``validate`` / ``restorekit
+    check``, which report every mistake at once (torchtune's ``ConfigError`` style).
+    """
+
+    collect: bool = False
+    found: list[Problem] = field(default_factory=list)
+
+    def report(self, message: str, key: str | None = None, error: type[RestorekitError] | None = None) -> None:
+        """Raise ``error(message)`` (a RecipeError by default), or record the problem when collecting."""
+        if not self.collect:
+            raise (error or RecipeError)(message)
+        self.found.append(Problem(message, key))
+
+    @contextmanager
+    def gather(self, key: str | None = None) -> Iterator[None]:
+        """Run a check that raises at its first problem; when collecting, its error becomes one problem."""
+        try:
+            yield
+        except RestorekitError as exc:
+            if not self.collect:
+                raise
+            self.found.append(Problem(str(exc), key))
+
+    def raise_all(self, source: str, locations: Mapping[str, str] | None = None) -> None:
+        """One RecipeError listing every problem found (numbered, with file:line when known)."""
+        if self.found:
+            raise RecipeError(self.message(source, locations))
+
+    def message(self, source: str, locations: Mapping[str, str] | None = None) -> str:
+        """``source: N problems:`` then one numbered line per problem, ``(file:line)`` when the key is known.
+
+        A single problem reads as the validator that found it words it alone.
+        """
+        locations = locations or {}
+        found = self.found
+        if len(found) == 1:
+            where = _location(found[0].key, locations)
+            return found[0].message + (f" ({where})" if where else "")
+        lines = [f"{source}: {len(found)} problem{'s' if len(found) != 1 else ''}:"]
+        for number, problem in enumerate(found, 1):
+            text = problem.message.removeprefix(f"{source}: ")
+            where = _location(problem.key, locations)
+            lines.append(f"  {number}. {text}" + (f" ({where})" if where else ""))
+        return "\n".join(lines)
+
+
+def _location(key: str | None, locations: Mapping[str, str]) -> str | None:
+    """file:line of ``key``, else of the nearest enclosing key the loader saw."""
+    while key:
+        if key in locations:
+            return locations[key]
+        cut = max(key.rfind("."), key.rfind("["))
+        key = key[:cut] if cut > 0 else None
+    return None
 
 
 def first_line(exc: BaseException) -> str:

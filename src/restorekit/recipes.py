@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from restorekit.errors import RecipeError
+from restorekit.errors import Problems, RecipeError
 
 REPLACE_KEY = "_replace_"
 BASE_KEY = "base"
@@ -297,11 +297,19 @@ def load_recipe(
     name_or_path: str | os.PathLike,
     overrides: Sequence[str] | Mapping[str, Any] = (),
 ) -> dict:
-    """Load a recipe with its ``base`` chain, then apply ``-o`` style overrides."""
-    recipe = _load_with_base(find_recipe(name_or_path), stack=())
-    recipe = apply_overrides(recipe, overrides)
+    """Load a recipe with its ``base`` chain, then apply ``-o`` style overrides; top-level keys checked."""
+    recipe = resolve_recipe(name_or_path, overrides)
     validate_recipe(recipe, str(name_or_path))
     return recipe
+
+
+def resolve_recipe(
+    name_or_path: str | os.PathLike,
+    overrides: Sequence[str] | Mapping[str, Any] = (),
+) -> dict:
+    """The recipe with its ``base`` chain and overrides applied, nothing checked yet
+    (``restorekit.engine.validate.validate`` then reports every problem at once)."""
+    return apply_overrides(_load_with_base(find_recipe(name_or_path), stack=()), overrides)
 
 
 def _load_with_base(path: Path, stack: tuple[Path, ...]) -> dict:
@@ -367,20 +375,71 @@ def _merge_at(node: Any, path: list[str], value: Any, done: list[str]) -> Any:
     return out
 
 
-def validate_recipe(recipe: Mapping[str, Any], source: str) -> None:
-    """Top-level keys must be known; sections must be mappings."""
+def validate_recipe(recipe: Mapping[str, Any], source: str, problems: Problems | None = None) -> None:
+    """Top-level keys must be known; sections must be mappings; ``published:`` must have its shape."""
     import difflib
 
+    problems = Problems() if problems is None else problems
     for key, value in recipe.items():
         if key not in TOP_LEVEL_KEYS:
             close = difflib.get_close_matches(str(key), TOP_LEVEL_KEYS, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise RecipeError(f"{source}: unknown top-level key {key!r}{hint} (known: {', '.join(TOP_LEVEL_KEYS)})")
-        if key in {"model", "loss", "data", "train", "eval"} and not isinstance(value, (dict, type(None))):
-            raise RecipeError(f"{source}: key {key!r} must be a mapping, got {type(value).__name__}")
+            problems.report(
+                f"{source}: unknown top-level key {key!r}{hint} (known: {', '.join(TOP_LEVEL_KEYS)})", str(key)
+            )
+        elif key in {"model", "loss", "data", "train", "eval"} and not isinstance(value, (dict, type(None))):
+            problems.report(f"{source}: key {key!r} must be a mapping, got {type(value).__name__}", key)
     from restorekit.engine.published import check_published
 
-    check_published(recipe.get("published"), source)
+    check_published(recipe.get("published"), source, problems)
+
+
+def recipe_locations(
+    name_or_path: str | os.PathLike, overrides: Sequence[str] | Mapping[str, Any] = ()
+) -> dict[str, str]:
+    """Dotted key (``train.lr``, ``eval.metrics[0]``) -> ``file:line`` where its value was last written.
+
+    Keys set by an override map to ``-o key``. Read again from the files the loader
+    read (the merged recipe keeps no positions), for messages only.
+    """
+    out: dict[str, str] = {}
+    _locate_file(find_recipe(name_or_path), out, stack=())
+    keys = list(overrides) if isinstance(overrides, Mapping) else [o.partition("=")[0].strip() for o in overrides]
+    for key in keys:
+        out[key] = f"-o {key}"
+        parts = key.split(".")
+        for end in range(1, len(parts)):  # a new section or part named only by an override
+            out.setdefault(".".join(parts[:end]), f"-o {key}")
+    return out
+
+
+def _locate_file(path: Path, out: dict[str, str], stack: tuple[Path, ...]) -> None:
+    if path in stack:
+        return
+    root = yaml.compose(path.read_text(encoding="utf-8"), Loader=_RecipeLoader)  # noqa: S506 - a SafeLoader
+    if not isinstance(root, yaml.MappingNode):
+        return
+    for key_node, value_node in root.value:
+        if key_node.value == BASE_KEY:
+            values = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+            for base in values:
+                if isinstance(base, yaml.ScalarNode):
+                    _locate_file(find_recipe(base.value, relative_to=path.parent), out, stack + (path,))
+    _locate_node(root, "", str(path), out)
+
+
+def _locate_node(node: yaml.Node, prefix: str, file: str, out: dict[str, str]) -> None:
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.value != BASE_KEY:
+                key = f"{prefix}.{key_node.value}" if prefix else str(key_node.value)
+                out[key] = f"{file}:{key_node.start_mark.line + 1}"
+                _locate_node(value_node, key, file, out)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            key = f"{prefix}[{index}]"
+            out[key] = f"{file}:{item.start_mark.line + 1}"
+            _locate_node(item, key, file, out)
 
 
 # -- showing and comparing ---------------------------------------------------------

@@ -80,8 +80,9 @@ def run(args: argparse.Namespace) -> int:
     from restorekit.engine.infer import inference_amp
     from restorekit.engine.loading import load_model_for_inference
     from restorekit.engine.published import published_differences, published_tables
+    from restorekit.engine.validate import validate
     from restorekit.outputs import check_output_folder, refuse_existing, refuse_non_empty
-    from restorekit.recipes import load_recipe
+    from restorekit.recipes import recipe_locations, resolve_recipe
 
     if args.report:
         check_output_folder(Path(args.report), "--report")
@@ -91,7 +92,9 @@ def run(args: argparse.Namespace) -> int:
         check_output_folder(Path(args.save_outputs), "--save-outputs")
         if not args.overwrite:
             refuse_non_empty(Path(args.save_outputs), "--save-outputs")
-    recipe = load_recipe(args.recipe, args.override + (["eval.self_ensemble=true"] if args.self_ensemble else []))
+    overrides = args.override + (["eval.self_ensemble=true"] if args.self_ensemble else [])
+    recipe = resolve_recipe(args.recipe, overrides)
+    validate(recipe, str(args.recipe), locations=recipe_locations(args.recipe, overrides), train=False, data=("val",))
     cfg = eval_config(recipe, str(args.recipe))
     device = pick_device(args.device)
     model, weights, notes = load_model_for_inference(

@@ -50,15 +50,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from restorekit.data.build import name_origin
     from restorekit.engine.train import train
+    from restorekit.engine.validate import validate
     from restorekit.errors import DataError
     from restorekit.recipe_origins import inherited_data_tasks
-    from restorekit.recipes import apply_overrides, load_recipe
+    from restorekit.recipes import apply_overrides, recipe_locations, resolve_recipe, validate_recipe
 
-    recipe = load_recipe(args.recipe, args.override)
+    recipe = resolve_recipe(args.recipe, args.override)
     if args.weights:
         recipe = apply_overrides(recipe, {"train.init_weights": args.weights})
-    if args.dry_run:
+    if args.dry_run:  # lists what it can, each data task's problem beside the others
+        validate_recipe(recipe, str(args.recipe))
         return dry_run(recipe, args)
+    validate(
+        recipe,
+        str(args.recipe),
+        locations=recipe_locations(args.recipe, args.override),
+        origins=inherited_data_tasks(args.recipe),
+    )
     try:
         result = train(recipe, source=str(args.recipe), resume=args.resume, eval_after=args.eval_after)
     except DataError as exc:  # a missing inherited task: name the base recipe it comes from

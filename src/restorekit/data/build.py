@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from restorekit.errors import DataError, RecipeError, RestorekitError
+from restorekit.errors import DataError, Problems, RecipeError, RestorekitError
 
 log = logging.getLogger("restorekit.data")
 
@@ -62,45 +62,49 @@ class TaskEntry:
         return float(self.repeat if self.repeat is not None else 1) * len(self.dataset)
 
 
-def _unknown(keys: Any, allowed: tuple[str, ...], where: str) -> None:
+DATA_DEFAULTS: dict[str, Any] = {"root": None, "layout": None, "patch_size": 128, "augment": True,
+                                 "num_workers": 0, "pin_memory": None, "prefetch": 2, "train": {}, "val": {}}  # fmt: skip
+
+
+def _unknown(keys: Any, allowed: tuple[str, ...], where: str, problems: Problems) -> None:
     import difflib
 
     for key in keys:
         if key not in allowed:
             close = difflib.get_close_matches(str(key), allowed, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise RecipeError(f"{where}: unknown key {key!r}{hint} (known: {', '.join(allowed)})")
+            problems.report(f"{where}: unknown key {key!r}{hint} (known: {', '.join(allowed)})", f"{where}.{key}")
 
 
-def check_data_config(data_cfg: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The data section with defaults filled in; RecipeError naming the key at fault."""
+def check_data_config(data_cfg: Mapping[str, Any] | None, problems: Problems | None = None) -> dict[str, Any]:
+    """The data section with defaults filled in; RecipeError naming the key at fault.
+
+    With a collecting ``problems`` every bad key is reported and left at its default.
+    """
+    problems = Problems() if problems is None else problems
     if not data_cfg:
-        raise RecipeError("the recipe has no 'data' section")
+        problems.report("the recipe has no 'data' section", "data")
+        return dict(DATA_DEFAULTS)
     if not isinstance(data_cfg, Mapping):
-        raise RecipeError(f"data must be a mapping, got {type(data_cfg).__name__}")
-    _unknown(data_cfg, DATA_KEYS, "data")
-    cfg = {
-        "root": None,
-        "layout": None,
-        "patch_size": 128,
-        "augment": True,
-        "num_workers": 0,
-        "pin_memory": None,
-        "prefetch": 2,
-        "train": {},
-        "val": {},
-    }
-    cfg.update({k: v for k, v in data_cfg.items() if v is not None})
+        problems.report(f"data must be a mapping, got {type(data_cfg).__name__}", "data")
+        return dict(DATA_DEFAULTS)
+    _unknown(data_cfg, DATA_KEYS, "data", problems)
+    cfg = dict(DATA_DEFAULTS)
+    cfg.update({k: v for k, v in data_cfg.items() if v is not None and k in DATA_KEYS})
     for key, least in (("patch_size", 1), ("num_workers", 0), ("prefetch", 1)):
         value = cfg[key]
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise RecipeError(f"data.{key} must be an integer >= {least}, got {value!r}")
+            problems.report(f"data.{key} must be an integer >= {least}, got {value!r}", f"data.{key}")
+            cfg[key] = DATA_DEFAULTS[key]
     if not isinstance(cfg["augment"], bool):
-        raise RecipeError(f"data.augment must be true or false, got {cfg['augment']!r}")
+        problems.report(f"data.augment must be true or false, got {cfg['augment']!r}", "data.augment")
+        cfg["augment"] = DATA_DEFAULTS["augment"]
     if cfg["pin_memory"] is not None and not isinstance(cfg["pin_memory"], bool):
-        raise RecipeError(
-            f"data.pin_memory must be true, false or null (when training on CUDA), got {cfg['pin_memory']!r}"
+        problems.report(
+            f"data.pin_memory must be true, false or null (when training on CUDA), got {cfg['pin_memory']!r}",
+            "data.pin_memory",
         )
+        cfg["pin_memory"] = None
     from restorekit.data.layouts import LAYOUTS, detect_layout
 
     if cfg["layout"] is None:
@@ -108,54 +112,73 @@ def check_data_config(data_cfg: Mapping[str, Any] | None) -> dict[str, Any]:
         if cfg["layout"] != "restorekit":
             log.info("data layout: %s (detected under %s)", cfg["layout"], cfg["root"] or ".")
     elif cfg["layout"] not in LAYOUTS:
-        raise RecipeError(f"data.layout must be one of {', '.join(LAYOUTS)} (or null: detected), got {cfg['layout']!r}")
+        problems.report(
+            f"data.layout must be one of {', '.join(LAYOUTS)} (or null: detected), got {cfg['layout']!r}", "data.layout"
+        )
+        cfg["layout"] = detect_layout(cfg["root"])
     for section in ("train", "val"):
         if not isinstance(cfg[section], Mapping):
-            raise RecipeError(f"data.{section} must map task names to {{dataset: ...}}, got {cfg[section]!r}")
+            problems.report(
+                f"data.{section} must map task names to {{dataset: ...}}, got {cfg[section]!r}", f"data.{section}"
+            )
+            cfg[section] = {}
     return cfg
 
 
-def _check_dataset_spec(spec: Any, where: str) -> None:
+def _check_dataset_spec(spec: Any, where: str, problems: Problems) -> bool:
     """A dataset spec is a name or a mapping whose ``type`` is a name; say which key is not."""
     if isinstance(spec, str):
-        return
+        return True
     if not isinstance(spec, Mapping):
-        raise RecipeError(
-            f"{where} must be a dataset name or a mapping with 'type', got a {type(spec).__name__}: {spec!r}"
+        problems.report(
+            f"{where} must be a dataset name or a mapping with 'type', got a {type(spec).__name__}: {spec!r}", where
         )
+        return False
     if "type" in spec and not isinstance(spec["type"], str):
-        raise RecipeError(f"{where}.type must be a dataset name (a string), got {spec['type']!r}")
+        problems.report(f"{where}.type must be a dataset name (a string), got {spec['type']!r}", f"{where}.type")
+        return False
+    return True
 
 
-def task_entries(cfg: Mapping[str, Any], section: str) -> list[TaskEntry]:
-    """The entries of ``data.train`` or ``data.val``, checked but not built."""
+def task_entries(cfg: Mapping[str, Any], section: str, problems: Problems | None = None) -> list[TaskEntry]:
+    """The entries of ``data.train`` or ``data.val``, checked but not built (a collecting
+    ``problems`` gets every bad entry, which is then left out)."""
+    problems = Problems() if problems is None else problems
     allowed = TRAIN_KEYS if section == "train" else VAL_KEYS
     entries = []
     for name, entry in cfg[section].items():
         where = f"data.{section}.{name}"
         if not isinstance(entry, Mapping) or "dataset" not in entry:
-            raise RecipeError(f"{where} must be a mapping with a 'dataset' spec, e.g. {{dataset: {{type: denoise}}}}")
-        _unknown(entry, allowed, where)
-        _check_dataset_spec(entry["dataset"], f"{where}.dataset")
+            problems.report(
+                f"{where} must be a mapping with a 'dataset' spec, e.g. {{dataset: {{type: denoise}}}}", where
+            )
+            continue
+        _unknown(entry, allowed, where, problems)
+        ok = _check_dataset_spec(entry["dataset"], f"{where}.dataset", problems)
         out = TaskEntry(section, str(name), entry["dataset"])
         for key in ("repeat", "weight"):
             value = entry.get(key)
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
-                raise RecipeError(f"{where}.{key} must be a number > 0, got {value!r}")
+                problems.report(f"{where}.{key} must be a number > 0, got {value!r}", f"{where}.{key}")
+                ok, value = False, None
             setattr(out, key, value)
         if out.repeat is not None and out.weight is not None:
-            raise RecipeError(f"{where}: give repeat or weight, not both")
+            problems.report(f"{where}: give repeat or weight, not both", where)
+            ok = False
         limit = entry.get("limit")
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-            raise RecipeError(f"{where}.limit must be an integer >= 1, got {limit!r}")
+            problems.report(f"{where}.limit must be an integer >= 1, got {limit!r}", f"{where}.limit")
+            ok, limit = False, None
         out.limit = limit
-        entries.append(out)
+        if ok:
+            entries.append(out)
     if section == "train":
         uses_weight = {e.weight is not None for e in entries}
         if len(uses_weight) > 1:
             mixed = ", ".join(e.name for e in entries if e.weight is None)
-            raise RecipeError(
-                f"data.train: some tasks set weight and others ({mixed}) do not; use weight for all or repeat for all"
+            problems.report(
+                f"data.train: some tasks set weight and others ({mixed}) do not; use weight for all or repeat for all",
+                "data.train",
             )
     return entries
 

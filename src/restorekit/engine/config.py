@@ -14,10 +14,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
-from restorekit.errors import RecipeError, RestorekitError
+from restorekit.errors import Problems, RecipeError, RestorekitError
 
 DEFAULT_OPTIMIZER: dict[str, Any] = {"type": "adamw", "betas": [0.9, 0.999], "weight_decay": 0.01}
 DEFAULT_SCHEDULE: dict[str, Any] = {"type": "warmup_cosine", "warmup_iters": 0, "min_lr": 1e-6}
+DEFAULT_LR = 2e-4
 # Keys that were flat in train: before the optimizer and schedule became specs.
 _MOVED = {"min_lr": "train.schedule.min_lr", "warmup_iters": "train.schedule.warmup_iters",
           "betas": "train.optimizer.betas", "weight_decay": "train.optimizer.weight_decay"}  # fmt: skip
@@ -30,7 +31,7 @@ class TrainConfig:
     iterations: int = 1000
     batch_size: int = 8  # the GLOBAL batch (one optimizer step): ranks x accumulate x micro-batch
     accumulate: int = 1  # micro-batches per optimizer step; each rank's micro-batch is batch_size / (N * accumulate)
-    lr: float = 2e-4  # the peak rate; the schedule scales it per step
+    lr: float = DEFAULT_LR  # the peak rate; the schedule scales it per step
     optimizer: Any = field(default_factory=lambda: dict(DEFAULT_OPTIMIZER))  # an optimizer spec
     schedule: Any = field(default_factory=lambda: dict(DEFAULT_SCHEDULE))  # a schedule spec
     grad_clip: Optional[float] = 1.0  # max gradient norm; null or 0 switches clipping off
@@ -58,37 +59,45 @@ class TrainConfig:
     loggers: list[Any] = field(default_factory=lambda: ["jsonl"])  # logger specs: jsonl, tensorboard, plugins
     callbacks: list[Any] = field(default_factory=list)  # callback specs: early_stopping, plugins
 
-    def check(self, source: str) -> None:
+    def check(self, source: str, problems: Problems | None = None) -> None:
+        problems = Problems() if problems is None else problems
+        report = problems.report
         positive = ["iterations", "batch_size", "accumulate", "log_every", "ckpt_every", "keep_last", "max_nonfinite"]
         for key in positive:
             if getattr(self, key) < 1:
-                raise RecipeError(f"{source}: train.{key} must be >= 1, got {getattr(self, key)}")
+                report(f"{source}: train.{key} must be >= 1, got {getattr(self, key)}", f"train.{key}")
         if self.val_every < 0:
-            raise RecipeError(f"{source}: train.val_every must be >= 0, got {self.val_every}")
+            report(f"{source}: train.val_every must be >= 0, got {self.val_every}", "train.val_every")
         if self.lr <= 0:
-            raise RecipeError(f"{source}: train.lr must be > 0, got {self.lr}")
-        self.optimizer = _spec(DEFAULT_OPTIMIZER, self.optimizer, "train.optimizer", source)
-        self.schedule = _spec(DEFAULT_SCHEDULE, self.schedule, "train.schedule", source)
-        # Both are cheap to build: a bad knob fails here, before any model is built.
-        check_spec_keywords("optimizer", self.optimizer, f"{source}: train.optimizer", ("params", "lr"))
-        _try_build("optimizer", self.optimizer, f"{source}: train.optimizer", params=[_probe_parameter()], lr=self.lr)
-        build_schedule(self, source)
+            report(f"{source}: train.lr must be > 0, got {self.lr}", "train.lr")
+        with problems.gather("train.optimizer"):
+            self.optimizer = _spec(DEFAULT_OPTIMIZER, self.optimizer, "train.optimizer", source)
+            # Both are cheap to build: a bad knob fails here, before any model is built.
+            check_spec_keywords("optimizer", self.optimizer, f"{source}: train.optimizer", ("params", "lr"))
+            lr = self.lr if self.lr > 0 else DEFAULT_LR  # a bad lr is reported once, above
+            _try_build("optimizer", self.optimizer, f"{source}: train.optimizer", params=[_probe_parameter()], lr=lr)
+        with problems.gather("train.schedule"):
+            self.schedule = _spec(DEFAULT_SCHEDULE, self.schedule, "train.schedule", source)
+            if self.lr > 0 and self.iterations >= 1:
+                build_schedule(self, source)
         if self.ema_decay is not None and not 0 <= self.ema_decay < 1:
-            raise RecipeError(f"{source}: train.ema_decay must lie in [0, 1) or be null, got {self.ema_decay}")
+            report(f"{source}: train.ema_decay must lie in [0, 1) or be null, got {self.ema_decay}", "train.ema_decay")
         if self.grad_clip is not None and self.grad_clip < 0:
-            raise RecipeError(f"{source}: train.grad_clip must be >= 0 or null, got {self.grad_clip}")
+            report(f"{source}: train.grad_clip must be >= 0 or null, got {self.grad_clip}", "train.grad_clip")
         for key in ["threads", "val_max_images"]:
             value = getattr(self, key)
             if value is not None and value < 1:
-                raise RecipeError(f"{source}: train.{key} must be >= 1 or null, got {value}")
-        if self.batch_size % self.accumulate:
-            raise RecipeError(
+                report(f"{source}: train.{key} must be >= 1 or null, got {value}", f"train.{key}")
+        if self.accumulate >= 1 and self.batch_size % self.accumulate:
+            report(
                 f"{source}: train.batch_size ({self.batch_size}) is the global batch and must be "
-                f"divisible by train.accumulate ({self.accumulate})"
+                f"divisible by train.accumulate ({self.accumulate})",
+                "train.batch_size",
             )
-        check_logger_specs(self.loggers, source)
+        check_logger_specs(self.loggers, source, problems)
         for i, spec in enumerate(self.callbacks):
-            check_spec_keywords("callback", spec, f"{source}: train.callbacks[{i}]")
+            with problems.gather(f"train.callbacks[{i}]"):
+                check_spec_keywords("callback", spec, f"{source}: train.callbacks[{i}]")
 
 
 @dataclass
@@ -108,26 +117,32 @@ class EvalConfig:
     metrics: list[Any] = field(default_factory=lambda: ["psnr", "ssim"])  # metric specs (names or mappings)
     self_ensemble: bool = False  # x8 self-ensemble (flips and rotations) at test time
 
-    def check(self, source: str) -> None:
+    def check(self, source: str, problems: Problems | None = None) -> None:
+        problems = Problems() if problems is None else problems
+        report = problems.report
         for key in ["crop_multiple", "crop_border", "overlap"]:
             if getattr(self, key) < 0:
-                raise RecipeError(f"{source}: eval.{key} must be >= 0, got {getattr(self, key)}")
+                report(f"{source}: eval.{key} must be >= 0, got {getattr(self, key)}", f"eval.{key}")
         if self.tile is not None and self.tile <= 2 * (self.overlap // 4) + 8:
-            raise RecipeError(f"{source}: eval.tile ({self.tile}) is too small for eval.overlap ({self.overlap})")
-        if self.tile is not None and self.overlap >= self.tile:
-            raise RecipeError(f"{source}: eval.overlap ({self.overlap}) must be smaller than eval.tile ({self.tile})")
+            report(f"{source}: eval.tile ({self.tile}) is too small for eval.overlap ({self.overlap})", "eval.tile")
+        elif self.tile is not None and self.overlap >= self.tile:
+            report(
+                f"{source}: eval.overlap ({self.overlap}) must be smaller than eval.tile ({self.tile})", "eval.overlap"
+            )
         if self.grid_images < 1:
-            raise RecipeError(f"{source}: eval.grid_images must be >= 1, got {self.grid_images}")
+            report(f"{source}: eval.grid_images must be >= 1, got {self.grid_images}", "eval.grid_images")
         if self.max_images is not None and self.max_images < 1:
-            raise RecipeError(f"{source}: eval.max_images must be >= 1 or null, got {self.max_images}")
+            report(f"{source}: eval.max_images must be >= 1 or null, got {self.max_images}", "eval.max_images")
         if not self.metrics:
-            raise RecipeError(f"{source}: eval.metrics must name at least one metric")
-        names = [metric_name(spec, f"{source}: eval.metrics[{i}]") for i, spec in enumerate(self.metrics)]
+            report(f"{source}: eval.metrics must name at least one metric", "eval.metrics")
+        names = []
+        for i, spec in enumerate(self.metrics):
+            with problems.gather(f"eval.metrics[{i}]"):
+                names.append(metric_name(spec, f"{source}: eval.metrics[{i}]"))
+                check_spec_keywords("metric", _without_name(spec), f"{source}: eval.metrics[{i}]")
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
-            raise RecipeError(f"{source}: eval.metrics names {repeated} twice (give one a 'name:')")
-        for i, spec in enumerate(self.metrics):
-            check_spec_keywords("metric", _without_name(spec), f"{source}: eval.metrics[{i}]")
+            report(f"{source}: eval.metrics names {repeated} twice (give one a 'name:')", "eval.metrics")
 
     def metric_names(self) -> list[str]:
         """The names validation rows and ``train.best_metric`` use, in order."""
@@ -141,25 +156,35 @@ class EvalConfig:
 C = typing.TypeVar("C")
 
 
-def section_from_mapping(cls: type[C], data: Mapping[str, Any] | None, section: str, source: str) -> C:
-    """Build the dataclass ``cls`` from a recipe section, checking names and types."""
+def section_from_mapping(
+    cls: type[C], data: Mapping[str, Any] | None, section: str, source: str, problems: Problems | None = None
+) -> C:
+    """Build the dataclass ``cls`` from a recipe section, checking names and types.
+
+    With a collecting ``problems``, every bad key is reported and left at its default.
+    """
+    problems = Problems() if problems is None else problems
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
-        raise RecipeError(f"{source}: key {section!r} must be a mapping, got {type(data).__name__}")
+        problems.report(f"{source}: key {section!r} must be a mapping, got {type(data).__name__}", section)
+        data = {}
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
     values: dict[str, Any] = {}
     for key, value in data.items():
+        where = f"{section}.{key}"
         if section == "train" and key in _MOVED:
-            raise RecipeError(f"{source}: train.{key} has moved to {_MOVED[key]} (see docs/training.md)")
-        if key not in hints:
+            problems.report(f"{source}: train.{key} has moved to {_MOVED[key]} (see docs/training.md)", where)
+        elif key not in hints:
             close = difflib.get_close_matches(str(key), names, n=3, cutoff=0.5)
             hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-            raise RecipeError(f"{source}: unknown key {section}.{key}{hint} (known: {', '.join(names)})")
-        values[key] = _coerce(value, hints[key], f"{section}.{key}", source)
+            problems.report(f"{source}: unknown key {section}.{key}{hint} (known: {', '.join(names)})", where)
+        else:
+            with problems.gather(where):
+                values[key] = _coerce(value, hints[key], where, source)
     obj = cls(**values)
-    obj.check(source)  # type: ignore[attr-defined]
+    obj.check(source, problems)  # type: ignore[attr-defined]
     return obj
 
 
@@ -201,14 +226,24 @@ def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
     return value
 
 
-def train_config(recipe: Mapping[str, Any], source: str = "recipe") -> TrainConfig:
+def train_config(recipe: Mapping[str, Any], source: str = "recipe", problems: Problems | None = None) -> TrainConfig:
     """The validated ``train:`` section of a resolved recipe."""
-    return section_from_mapping(TrainConfig, recipe.get("train"), "train", source)
+    return section_from_mapping(TrainConfig, recipe.get("train"), "train", source, problems)
 
 
-def eval_config(recipe: Mapping[str, Any], source: str = "recipe") -> EvalConfig:
+def eval_config(recipe: Mapping[str, Any], source: str = "recipe", problems: Problems | None = None) -> EvalConfig:
     """The validated ``eval:`` section of a resolved recipe."""
-    return section_from_mapping(EvalConfig, recipe.get("eval"), "eval", source)
+    return section_from_mapping(EvalConfig, recipe.get("eval"), "eval", source, problems)
+
+
+def check_best_metric(cfg: TrainConfig, eval_cfg: EvalConfig, source: str, problems: Problems | None = None) -> None:
+    """``train.best_metric`` must name one of the ``eval.metrics`` rows (null: the first one)."""
+    if cfg.best_metric is not None and cfg.best_metric not in eval_cfg.metric_names():
+        (Problems() if problems is None else problems).report(
+            f"{source}: train.best_metric {cfg.best_metric!r} is not among eval.metrics "
+            f"({', '.join(eval_cfg.metric_names())})",
+            "train.best_metric",
+        )
 
 
 def _spec(default: Mapping[str, Any], value: Any, key: str, source: str) -> dict[str, Any]:
@@ -261,24 +296,28 @@ def _probe_parameter() -> Any:
     return torch.nn.Parameter(torch.zeros(1))
 
 
-def check_logger_specs(specs: list[Any], source: str) -> None:
+def check_logger_specs(specs: list[Any], source: str, problems: Problems | None = None) -> None:
     """Each ``train.loggers`` entry names a logger that takes its knobs and whose packages are installed."""
     from restorekit.engine.loggers import missing_extra
 
+    problems = Problems() if problems is None else problems
     names = []
     for i, spec in enumerate(specs):
-        where = f"{source}: train.loggers[{i}]"
+        key = f"train.loggers[{i}]"
+        where = f"{source}: {key}"
         if not isinstance(spec, (str, Mapping)):
-            raise RecipeError(f"{where} must be a logger name or a mapping with 'type', got {spec!r}")
-        check_spec_keywords("logger", spec, where, ("run_dir",))
-        name = spec if isinstance(spec, str) else str(spec.get("type"))
-        problem = missing_extra(name)
-        if problem:
-            raise RecipeError(f"{where}: {problem}")
-        names.append(name)
+            problems.report(f"{where} must be a logger name or a mapping with 'type', got {spec!r}", key)
+            continue
+        with problems.gather(key):
+            check_spec_keywords("logger", spec, where, ("run_dir",))
+            name = spec if isinstance(spec, str) else str(spec.get("type"))
+            problem = missing_extra(name)
+            if problem:
+                raise RecipeError(f"{where}: {problem}")
+            names.append(name)
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
-        raise RecipeError(f"{source}: train.loggers names {repeated} twice")
+        problems.report(f"{source}: train.loggers names {repeated} twice", "train.loggers")
 
 
 def build_schedule(cfg: TrainConfig, source: str = "recipe") -> Any:

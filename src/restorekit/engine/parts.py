@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from restorekit.contracts import BindsToModel, GuidedModel, Schedule, check_part, is_frozen, sparse_gradient_prefixes
+from restorekit.contracts import BindsToModel, GuidedModel, Schedule, is_frozen, sparse_gradient_prefixes
 from restorekit.engine.config import TrainConfig, build_schedule
 from restorekit.errors import RecipeError
 
@@ -44,7 +44,6 @@ def build_model_and_loss(
 
     model = build_model(model_spec).to(device)
     loss_fn = build("loss", loss_spec or DEFAULT_LOSS)
-    check_part("loss", loss_fn, "loss")
     if bind and isinstance(loss_fn, BindsToModel):  # first: a bound loss lets go of parts it will not use
         loss_fn.bind(model)
     if isinstance(loss_fn, nn.Module):

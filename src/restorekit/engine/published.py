@@ -22,35 +22,45 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from restorekit.errors import RecipeError
+from restorekit.errors import Problems
 
 ENTRY_KEYS = ("citation", "tasks")
 
 
-def check_published(section: Any, source: str) -> None:
-    """Raise a RecipeError naming the dotted key unless ``published:`` has the documented shape."""
+def check_published(section: Any, source: str, problems: Problems | None = None) -> None:
+    """Report (by default: raise a RecipeError for) each entry of ``published:`` not of the documented shape."""
+    problems = Problems() if problems is None else problems
     if section is None:
         return
     if not isinstance(section, Mapping):
-        raise RecipeError(f"{source}: key 'published' must map a method name to its numbers")
+        problems.report(f"{source}: key 'published' must map a method name to its numbers", "published")
+        return
     for method, entry in section.items():
-        where = f"{source}: published.{method}"
+        key = f"published.{method}"
+        where = f"{source}: {key}"
         if not isinstance(entry, Mapping):
-            raise RecipeError(f"{where} must be a mapping with {' and '.join(ENTRY_KEYS)}")
+            problems.report(f"{where} must be a mapping with {' and '.join(ENTRY_KEYS)}", key)
+            continue
         unknown = sorted(set(entry) - set(ENTRY_KEYS))
         if unknown:
-            raise RecipeError(f"{where}: unknown key(s) {unknown} (known: {', '.join(ENTRY_KEYS)})")
+            problems.report(f"{where}: unknown key(s) {unknown} (known: {', '.join(ENTRY_KEYS)})", key)
         if not isinstance(entry.get("citation"), str) or not entry["citation"].strip():
-            raise RecipeError(f"{where}.citation must name the paper (and table) the numbers come from")
+            problems.report(
+                f"{where}.citation must name the paper (and table) the numbers come from", f"{key}.citation"
+            )
         tasks = entry.get("tasks")
         if not isinstance(tasks, Mapping) or not tasks:
-            raise RecipeError(f"{where}.tasks must map task names to {{metric: value}}")
+            problems.report(f"{where}.tasks must map task names to {{metric: value}}", f"{key}.tasks")
+            continue
         for task, scores in tasks.items():
             if not isinstance(scores, Mapping) or not scores:
-                raise RecipeError(f"{where}.tasks.{task} must map metric names to numbers")
+                problems.report(f"{where}.tasks.{task} must map metric names to numbers", f"{key}.tasks.{task}")
+                continue
             for metric, value in scores.items():
                 if isinstance(value, bool) or not isinstance(value, (int, float)):
-                    raise RecipeError(f"{where}.tasks.{task}.{metric} must be a number, got {value!r}")
+                    problems.report(
+                        f"{where}.tasks.{task}.{metric} must be a number, got {value!r}", f"{key}.tasks.{task}.{metric}"
+                    )
 
 
 def gain(measured: float, published: float, higher_is_better: bool) -> float:

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from restorekit.backbones.guide import DEFAULT_GUIDE_BACKBONE, GRID_RULES, GuidePass
 from restorekit.building import build_part, merge_spec
-from restorekit.contracts import GuidedModel, ModelAux, check_part
+from restorekit.contracts import GuidedModel, ModelAux
 from restorekit.errors import BuildError
 
 DISTANCES = ("l1", "cosine")
@@ -90,8 +90,6 @@ class DPCLoss(nn.Module):
         self.own_backbone = (
             build_part("backbone", merge_spec(DEFAULT_GUIDE_BACKBONE, backbone)) if backbone is not None else None
         )
-        if self.own_backbone is not None:
-            check_part("backbone", self.own_backbone, "dpc: backbone")
         self._bound: list[nn.Module] = []  # a plain list: the model is not our submodule
 
     def bind(self, model: nn.Module) -> None:

@@ -31,7 +31,7 @@ from restorekit.backbones.guide import (
     GuidePass,
 )
 from restorekit.building import build_part, merge_spec
-from restorekit.contracts import Gated, ModelAux, check_frozen, check_part, is_frozen, is_pretrained
+from restorekit.contracts import Gated, ModelAux, check_frozen, is_frozen, is_pretrained
 from restorekit.errors import BuildError
 
 DEFAULT_BODY: dict[str, Any] = {"type": "restormer"}
@@ -107,9 +107,7 @@ class DinoIR(nn.Module):
         except BuildError as exc:
             raise BuildError(f"dino_ir: {exc}") from None
         self.body = build_part("body", merge_spec(DEFAULT_BODY, body))
-        check_part("body", self.body, "dino_ir: body")
         self.backbone = build_part("backbone", merge_spec(DEFAULT_GUIDE_BACKBONE, backbone))
-        check_part("backbone", self.backbone, "dino_ir: backbone")
         check_frozen(self.backbone, "dino_ir: backbone")
         self.layers = [int(layer) for layer in layers]
         self._check_layers("layers", self.layers)
@@ -138,9 +136,8 @@ class DinoIR(nn.Module):
                      out_channels=self.fusion_channels)  # fmt: skip
         if isinstance(spec, Mapping):
             _reject_model_set_keys("fusion", spec, _MODEL_SET_FUSION_KEYS, "layers / fusion_channels")
-            spec = build_part("fusion", spec, **extra)
-        check_part("fusion", spec, "dino_ir: fusion")
-        return spec
+            return build_part("fusion", spec, **extra)
+        return build_part("fusion", spec)  # a built fusion, checked against its contract
 
     def _build_adapters(self, adapter: Any, overrides: Mapping[str, Any]) -> nn.ModuleDict:
         points = self.body.injection_points
@@ -158,7 +155,6 @@ class DinoIR(nn.Module):
             adapters[point] = build_part(
                 "adapter", spec, guide_channels=self.fusion_channels, channels=points[point].channels
             )
-            check_part("adapter", adapters[point], f"dino_ir: adapter at {point}")
         return nn.ModuleDict(adapters)
 
     # -- the guidance grid and extra layers -----------------------------------------
