@@ -390,6 +390,83 @@ def test_a_plugin_backbone_without_the_frozen_contract_is_refused_by_name(contra
                                                 "layers": [0, 1]}))  # fmt: skip
 
 
+BROKEN_PLUGIN = """
+class Stateless:
+    def __init__(self, lr, iterations):
+        self.lr = lr
+
+    def __call__(self, step):
+        return self.lr
+
+
+class Lenless:
+    def __getitem__(self, index):
+        return {}
+"""
+
+
+@pytest.fixture
+def broken_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    write_dist(tmp_path, "rk-broken", "0.1", {
+        "restorekit.schedules": {"stateless": "rkt_broken:Stateless"},
+        "restorekit.datasets": {"lenless": "rkt_broken:Lenless"},
+    }, {"rkt_broken.py": BROKEN_PLUGIN})  # fmt: skip
+    monkeypatch.syspath_prepend(str(tmp_path))
+    refresh_plugins()
+    yield tmp_path
+    refresh_plugins()
+
+
+def test_broken_plugin_parts_of_two_more_kinds_are_refused_by_build(broken_plugin: Path) -> None:
+    """build() checks every kind: a schedule without state_dict, a dataset without __len__."""
+    with pytest.raises(
+        BuildError, match=r"^schedule: Stateless does not keep the schedule contract \(missing: state_dict;"
+    ):
+        restorekit.build("schedule", "stateless", lr=1e-3, iterations=10)
+    with pytest.raises(BuildError, match=r"^dataset: Lenless does not keep the dataset contract \(missing: __len__;"):
+        restorekit.build("dataset", "lenless")
+
+
+class _Bare(nn.Module):
+    """A module with nothing of any contract but a call."""
+
+    def __init__(self, **knobs: Any) -> None:
+        super().__init__()
+
+
+class _Inert:
+    """Not even callable."""
+
+    def __init__(self, **knobs: Any) -> None:
+        pass
+
+
+# Per kind with a contract: a part missing members, and the members the message must name.
+BROKEN = {
+    "backbone": (_Bare, "embed_dim, frozen, num_layers, patch_size, weights_record"),
+    "body": (_Bare, "injection_points, pad_multiple"),
+    "schedule": (_Inert, "__call__, state_dict"),
+    "logger": (_Inert, "add_images, add_text, close, takes_images, write"),
+    "degradation": (_Inert, "__call__"),
+    "dataset": (_Inert, "__getitem__, __len__"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BROKEN))
+def test_build_refuses_a_part_of_any_kind_that_breaks_its_contract(kind: str) -> None:
+    """One check, inside build(), for every kind with a contract (fusion, adapter and loss ask
+    only for a call, which every module has; a metric is the registered function itself)."""
+    assert set(BROKEN) | {"fusion", "adapter", "loss", "metric"} == set(contracts.PROTOCOLS)
+    part, missing = BROKEN[kind]
+    registry(kind).register("rk_test_broken", part)
+    try:
+        with pytest.raises(BuildError, match=rf"^{kind}: {part.__name__} does not keep the {kind} contract "
+                           rf"\(missing: {missing}; see docs/interfaces.md\)$"):  # fmt: skip
+            restorekit.build(kind, "rk_test_broken")
+    finally:
+        registry(kind).unregister("rk_test_broken")
+
+
 def test_a_frozen_part_with_trainable_parameters_is_refused() -> None:
     from restorekit.backbones.timm_vit import DINOv2Backbone
 

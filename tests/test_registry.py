@@ -11,14 +11,22 @@ from restorekit.registry import FUSIONS, KINDS, registry
 
 
 class Widget:
+    """A fake fusion: it keeps the fusion contract (a call on the features), as build() checks."""
+
     def __init__(self, size: int, color: str = "red") -> None:
         self.size, self.color = size, color
+
+    def __call__(self, feats: list) -> object:
+        return feats[0]
 
 
 class Holder:
     def __init__(self, inner: dict | Widget, scale: float = 1.0) -> None:
         self.inner = build_part("fusion", merge_spec({"type": "rk_test_widget", "size": 1}, inner))
         self.scale = scale
+
+    def __call__(self, feats: list) -> object:
+        return self.inner(feats)
 
 
 @pytest.fixture

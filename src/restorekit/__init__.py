@@ -19,9 +19,14 @@ __all__ = [
     "register",
     "save_pretrained",
     "from_pretrained",
+    "validate",
     "__version__",
 ]
-_LAZY = {"save_pretrained": "restorekit.pretrained", "from_pretrained": "restorekit.pretrained"}
+_LAZY = {
+    "save_pretrained": "restorekit.pretrained",
+    "from_pretrained": "restorekit.pretrained",
+    "validate": "restorekit.engine.validate",
+}
 
 
 def __getattr__(name: str):  # torch is imported only when a pretrained package is used

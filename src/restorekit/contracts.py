@@ -343,13 +343,18 @@ def check_part(kind: str, part: Any, where: str) -> None:
     )
 
 
+# The special methods a contract may ask for (a Protocol class holds other dunders of its own).
+_CONTRACT_DUNDERS = frozenset({"__call__", "__len__", "__getitem__"})
+
+
 def _members(protocol: type) -> Iterable[str]:
     names: set[str] = set()
     for klass in protocol.__mro__:
         if klass in (object, Protocol) or not getattr(klass, "_is_protocol", False):
             continue
         names.update(getattr(klass, "__annotations__", {}))
-        names.update(n for n, v in vars(klass).items() if callable(v) and not n.startswith("_"))
+        names.update(n for n, v in vars(klass).items() if (callable(v) or isinstance(v, property))
+                     and (not n.startswith("_") or n in _CONTRACT_DUNDERS))  # fmt: skip
     return sorted(names)
 
 

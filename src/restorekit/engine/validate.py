@@ -58,14 +58,14 @@ def find_problems(
     """Every problem of ``recipe``, collected (see :func:`validate`)."""
     problems = Problems(collect=True)
     validate_recipe(recipe, source, problems)
-    eval_cfg = eval_config(_section(recipe, "eval"), source, problems)
-    if train:
-        train_cfg = train_config(_section(recipe, "train"), source, problems)
-        with problems.gather("train.best_metric"):
-            check_best_metric(train_cfg, eval_cfg, source, problems)
     _check_model_and_loss(recipe, problems)
     if data:
         _check_data(recipe.get("data"), data, problems, origins)
+    train_cfg = train_config(_section(recipe, "train"), source, problems) if train else None
+    eval_cfg = eval_config(_section(recipe, "eval"), source, problems)
+    if train_cfg is not None:
+        with problems.gather("train.best_metric"):
+            check_best_metric(train_cfg, eval_cfg, source, problems)
     return problems
 
 
