@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import torch
 
-from restorekit.bodies.base import Inject, check_layout
+from restorekit.bodies.base import Inject, UNetKnobs, check_layout
 from restorekit.bodies.frequency import FreModule
 from restorekit.bodies.restormer import RestormerUNet
 from restorekit.errors import BuildError
@@ -50,6 +50,7 @@ class AdaIR(RestormerUNet):
         grad_checkpointing: bool = False,
         weights: str | os.PathLike[str] | None = None,
     ) -> None:
+        knobs = UNetKnobs.of(locals())
         super().__init__()
         widths = {"fre1": dim * 8, "fre2": dim * 4, "fre3": dim * 2}
         check_layout(
@@ -58,24 +59,13 @@ class AdaIR(RestormerUNet):
         )  # fmt: skip
         if dim < 8:
             raise BuildError(f"adair: dim must be >= 8 (fre3's channel gate reduces 2*dim channels 16-fold), got {dim}")
-        if global_residual and in_channels != out_channels:
-            raise BuildError(
-                f"adair: global_residual needs in_channels == out_channels, got {in_channels} and {out_channels}"
-            )
-        self.global_residual = bool(global_residual)
-        self.config = dict(dim=dim, num_blocks=list(num_blocks), heads=list(heads), layernorm_type=layernorm_type)
-        self._build_unet(
-            in_channels=in_channels, out_channels=out_channels, dim=dim,
-            num_blocks=num_blocks, heads=heads, num_refinement_blocks=num_refinement_blocks,
-            ffn_expansion_factor=ffn_expansion_factor, bias=bias, layernorm_type=layernorm_type,
-            latent_out=dim * 8, decoder3_out=dim * 4,
-        )  # fmt: skip
+        self._set_residual(global_residual, in_channels, out_channels)
+        self.config = knobs.config()
+        self._build_unet(knobs, latent_out=dim * 8, decoder3_out=dim * 4)
         self.fre1 = FreModule(widths["fre1"], heads[2], bias, in_dim=in_channels)
         self.fre2 = FreModule(widths["fre2"], heads[2], bias, in_dim=in_channels)
         self.fre3 = FreModule(widths["fre3"], heads[2], bias, in_dim=in_channels)
-        self.set_grad_checkpointing(grad_checkpointing)
-        if weights is not None:
-            self.load_weights(weights)
+        self._finish(grad_checkpointing, weights)
 
     def _forward_padded(self, x: torch.Tensor, inject: Inject) -> torch.Tensor:
         hooks = [functools.partial(module, x) for module in (self.fre1, self.fre2, self.fre3)]

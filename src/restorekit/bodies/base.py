@@ -1,14 +1,20 @@
-"""What every U-Net body shares: padding to a multiple of 8, dtype, guidance, weights.
+"""What every U-Net body shares: its knobs, padding to a multiple of 8, dtype, guidance, weights.
 
 A body implements ``_forward_padded(x, inject)`` and ``_encode_padded(x)`` on an
 input whose sides are multiples of 8; :class:`UNetBody` pads, casts and crops
-around them, checks the guidance mapping and loads released weights.
+around them, checks the guidance mapping and loads released weights. Its
+constructor starts with :meth:`UNetBody._set_residual` and ends with
+:meth:`UNetBody._finish`; the Restormer family passes the shared knobs on as one
+:class:`UNetKnobs`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -40,6 +46,31 @@ def pad_to_multiple(x: torch.Tensor, multiple: int = PAD_MULTIPLE) -> torch.Tens
     return x
 
 
+@dataclass(frozen=True)
+class UNetKnobs:
+    """The knobs every Restormer-style body takes, under its constructor's names (one list, here)."""
+
+    in_channels: int
+    out_channels: int
+    dim: int
+    num_blocks: Sequence[int]
+    heads: Sequence[int]
+    num_refinement_blocks: int
+    ffn_expansion_factor: float
+    bias: bool
+    layernorm_type: str
+
+    @classmethod
+    def of(cls, arguments: Mapping[str, Any]) -> UNetKnobs:
+        """The knobs among a body constructor's arguments (its ``locals()``, taken first thing)."""
+        return cls(**{f.name: arguments[f.name] for f in dataclasses.fields(cls)})
+
+    def config(self, **extra: Any) -> dict[str, Any]:
+        """The body's ``config`` (named in messages): the layout knobs, then ``extra``."""
+        return dict(dim=self.dim, num_blocks=list(self.num_blocks), heads=list(self.heads),
+                    layernorm_type=self.layernorm_type, **extra)  # fmt: skip
+
+
 class UNetBody(nn.Module):
     """Base of the restoration bodies (see ``docs/interfaces.md``, section body)."""
 
@@ -51,6 +82,23 @@ class UNetBody(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self._points: dict[str, InjectionPoint] = {}
+        self.global_residual = False
+        self.config: dict[str, Any] = {}
+
+    def _set_residual(self, global_residual: bool, in_channels: int, out_channels: int) -> None:
+        """The global residual (``out + x``), which needs as many output channels as input ones."""
+        if global_residual and in_channels != out_channels:
+            raise BuildError(
+                f"{self.architecture}: global_residual needs in_channels == out_channels, "
+                f"got {in_channels} and {out_channels}"
+            )
+        self.global_residual = bool(global_residual)
+
+    def _finish(self, grad_checkpointing: bool, weights: str | os.PathLike[str] | None) -> None:
+        """The end of every body's constructor: checkpointing switched, then the weights loaded."""
+        self.set_grad_checkpointing(grad_checkpointing)
+        if weights is not None:
+            self.load_weights(weights)
 
     # -- contract ---------------------------------------------------------------
     @property
@@ -83,8 +131,9 @@ class UNetBody(nn.Module):
         return load_weights(self, path, architecture=self.describe(), ignorable=self.unused_official_modules, key=key)
 
     def describe(self) -> str:
-        """Short architecture description for messages."""
-        return self.architecture
+        """Short architecture description for messages: the name and its ``config``."""
+        knobs = ", ".join(f"{k}={v!r}" for k, v in self.config.items())
+        return f"{self.architecture} ({knobs})" if knobs else self.architecture
 
     # -- for subclasses -----------------------------------------------------------
     def _forward_padded(self, x: torch.Tensor, inject: Inject) -> torch.Tensor:

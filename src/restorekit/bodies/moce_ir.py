@@ -184,11 +184,7 @@ class MoCEIR(UNetBody):
         check_knobs(dim=dim, num_blocks=num_blocks, num_dec_blocks=num_dec_blocks, heads=heads,
                     layernorm_type=layernorm_type, num_experts=num_experts, top_k=top_k, rank_type=rank_type,
                     complexity_scale=complexity_scale)  # fmt: skip
-        if global_residual and in_channels != out_channels:
-            raise BuildError(
-                f"moce_ir: global_residual needs in_channels == out_channels, got {in_channels} and {out_channels}"
-            )
-        self.global_residual = bool(global_residual)
+        self._set_residual(global_residual, in_channels, out_channels)
         self.balance_loss_weight = float(balance_loss_weight)
         self.num_dec_blocks = [int(n) for n in num_dec_blocks]
         self.config = dict(dim=dim, num_blocks=list(num_blocks), num_dec_blocks=self.num_dec_blocks,
@@ -213,9 +209,7 @@ class MoCEIR(UNetBody):
         self.aux_loss: torch.Tensor | None = None
         points = {"latent": (3, 8), "decoder3": (2, 4), "decoder2": (1, 2), "decoder1": (0, 1)}
         self._set_points({name: InjectionPoint(dims[level], stride) for name, (level, stride) in points.items()})
-        self.set_grad_checkpointing(grad_checkpointing)
-        if weights is not None:
-            self.load_weights(weights)
+        self._finish(grad_checkpointing, weights)
 
     def _decoder_levels(
         self, dims: list[int], heads: Sequence[int], ffn_expansion_factor: float, bias: bool, layernorm_type: str,
@@ -230,10 +224,6 @@ class MoCEIR(UNetBody):
             fuse = nn.Conv2d(dims[level + 1], width, 1, bias=bias)
             levels.append(nn.ModuleList([Upsample(dims[level + 1]), fuse, DecoderResidualGroup(blocks)]))
         return nn.ModuleList(levels)
-
-    def describe(self) -> str:
-        knobs = ", ".join(f"{k}={v!r}" for k, v in self.config.items())
-        return f"{self.architecture} ({knobs})"
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         super().set_grad_checkpointing(enable)

@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from restorekit.bodies.base import check_layout
+from restorekit.bodies.base import UNetKnobs, check_layout
 from restorekit.bodies.blocks import TransformerBlock
 from restorekit.bodies.restormer import RestormerUNet
 from restorekit.errors import BuildError
@@ -89,6 +89,7 @@ class PromptIR(RestormerUNet):
         grad_checkpointing: bool = False,
         weights: str | os.PathLike[str] | None = None,
     ) -> None:
+        knobs = UNetKnobs.of(locals())
         super().__init__()
         if len(prompt_dims) != 3 or len(prompt_sizes) != 3:
             raise BuildError(
@@ -103,24 +104,9 @@ class PromptIR(RestormerUNet):
             "promptir", dim, num_blocks, heads, layernorm_type,
             [(f"heads[2] (fusion after {k})", c, heads[2]) for k, c in fused.items()],
         )  # fmt: skip
-        if global_residual and in_channels != out_channels:
-            raise BuildError(
-                f"promptir: global_residual needs in_channels == out_channels, got {in_channels} and {out_channels}"
-            )
-        self.global_residual = bool(global_residual)
-        self.config = dict(
-            dim=dim,
-            num_blocks=list(num_blocks),
-            heads=list(heads),
-            layernorm_type=layernorm_type,
-            prompt_dims=[p1, p2, p3],
-        )
-        self._build_unet(
-            in_channels=in_channels, out_channels=out_channels, dim=dim,
-            num_blocks=num_blocks, heads=heads, num_refinement_blocks=num_refinement_blocks,
-            ffn_expansion_factor=ffn_expansion_factor, bias=bias, layernorm_type=layernorm_type,
-            latent_out=dim * 4, decoder3_out=dim * 4,
-        )  # fmt: skip
+        self._set_residual(global_residual, in_channels, out_channels)
+        self.config = knobs.config(prompt_dims=[p1, p2, p3])
+        self._build_unet(knobs, latent_out=dim * 4, decoder3_out=dim * 4)
         s1, s2, s3 = (int(s) for s in prompt_sizes)
         n = int(prompt_len)
 
@@ -136,9 +122,7 @@ class PromptIR(RestormerUNet):
         self.reduce_noise_level2 = nn.Conv2d(fused["prompt2"], dim * 4, 1, bias=bias)
         self.noise_level1 = fusion(fused["prompt1"])
         self.reduce_noise_level1 = nn.Conv2d(fused["prompt1"], dim * 2, 1, bias=bias)
-        self.set_grad_checkpointing(grad_checkpointing)
-        if weights is not None:
-            self.load_weights(weights)
+        self._finish(grad_checkpointing, weights)
 
     def _after_latent(self, x: torch.Tensor) -> torch.Tensor:
         x = self.noise_level3(torch.cat([x, self.prompt3(x)], 1))

@@ -18,10 +18,9 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn as nn
 
-from restorekit.bodies.base import Inject, UNetBody, check_layout
+from restorekit.bodies.base import Inject, UNetBody, UNetKnobs, check_layout
 from restorekit.bodies.blocks import Downsample, OverlapPatchEmbed, Upsample, transformer_stage
 from restorekit.bodies.points import InjectionPoint
-from restorekit.errors import BuildError
 
 Hook = Callable[[torch.Tensor], torch.Tensor]
 
@@ -34,27 +33,15 @@ class RestormerUNet(UNetBody):
     stages (and hooks), ``decoder1`` after decoder level 1, before refinement.
     """
 
-    def _build_unet(
-        self,
-        *,
-        in_channels: int,
-        out_channels: int,
-        dim: int,
-        num_blocks: Sequence[int],
-        heads: Sequence[int],
-        num_refinement_blocks: int,
-        ffn_expansion_factor: float,
-        bias: bool,
-        layernorm_type: str,
-        latent_out: int,
-        decoder3_out: int,
-    ) -> None:
-        def stage(width: int, n_heads: int, depth: int) -> nn.Sequential:
-            return transformer_stage(width, n_heads, depth, ffn_expansion_factor, bias, layernorm_type)
+    def _build_unet(self, knobs: UNetKnobs, *, latent_out: int, decoder3_out: int) -> None:
+        dim, bias = knobs.dim, knobs.bias
 
-        n1, n2, n3, n4 = (int(n) for n in num_blocks)
-        h1, h2, h3, h4 = (int(h) for h in heads)
-        self.patch_embed = OverlapPatchEmbed(in_channels, dim)
+        def stage(width: int, n_heads: int, depth: int) -> nn.Sequential:
+            return transformer_stage(width, n_heads, depth, knobs.ffn_expansion_factor, bias, knobs.layernorm_type)
+
+        n1, n2, n3, n4 = (int(n) for n in knobs.num_blocks)
+        h1, h2, h3, h4 = (int(h) for h in knobs.heads)
+        self.patch_embed = OverlapPatchEmbed(knobs.in_channels, dim)
         self.encoder_level1 = stage(dim, h1, n1)
         self.down1_2 = Downsample(dim)
         self.encoder_level2 = stage(dim * 2, h2, n2)
@@ -70,8 +57,8 @@ class RestormerUNet(UNetBody):
         self.decoder_level2 = stage(dim * 2, h2, n2)
         self.up2_1 = Upsample(dim * 2)  # no channel reduction at level 1 (as published)
         self.decoder_level1 = stage(dim * 2, h1, n1)
-        self.refinement = stage(dim * 2, h1, int(num_refinement_blocks))
-        self.output = nn.Conv2d(dim * 2, out_channels, 3, padding=1, bias=bias)
+        self.refinement = stage(dim * 2, h1, int(knobs.num_refinement_blocks))
+        self.output = nn.Conv2d(dim * 2, knobs.out_channels, 3, padding=1, bias=bias)
         self._set_points(
             {
                 "latent": InjectionPoint(latent_out, 8),
@@ -80,10 +67,6 @@ class RestormerUNet(UNetBody):
                 "decoder1": InjectionPoint(dim * 2, 1),
             }
         )
-
-    def describe(self) -> str:
-        knobs = ", ".join(f"{k}={v!r}" for k, v in getattr(self, "config", {}).items())
-        return f"{self.architecture} ({knobs})" if knobs else self.architecture
 
     # Hooks PromptIR overrides (identity here).
     def _after_latent(self, x: torch.Tensor) -> torch.Tensor:
@@ -161,34 +144,18 @@ class Restormer(RestormerUNet):
         grad_checkpointing: bool = False,
         weights: str | os.PathLike[str] | None = None,
     ) -> None:
+        knobs = UNetKnobs.of(locals())
         super().__init__()
         check_layout("restormer", dim, num_blocks, heads, layernorm_type)
-        if global_residual is None:
-            global_residual = not dual_pixel_task
-        if global_residual and in_channels != out_channels:
-            raise BuildError(
-                f"restormer: global_residual needs in_channels == out_channels, got {in_channels} and {out_channels}"
-            )
-        self.global_residual = bool(global_residual)
-        self.dual_pixel_task = bool(dual_pixel_task)
-        self.config = dict(
-            dim=dim,
-            num_blocks=list(num_blocks),
-            heads=list(heads),
-            layernorm_type=layernorm_type,
-            dual_pixel_task=self.dual_pixel_task,
+        self._set_residual(
+            not dual_pixel_task if global_residual is None else global_residual, in_channels, out_channels
         )
-        self._build_unet(
-            in_channels=in_channels, out_channels=out_channels, dim=dim,
-            num_blocks=num_blocks, heads=heads, num_refinement_blocks=num_refinement_blocks,
-            ffn_expansion_factor=ffn_expansion_factor, bias=bias, layernorm_type=layernorm_type,
-            latent_out=dim * 8, decoder3_out=dim * 4,
-        )  # fmt: skip
+        self.dual_pixel_task = bool(dual_pixel_task)
+        self.config = knobs.config(dual_pixel_task=self.dual_pixel_task)
+        self._build_unet(knobs, latent_out=dim * 8, decoder3_out=dim * 4)
         if self.dual_pixel_task:
             self.skip_conv = nn.Conv2d(dim, dim * 2, kernel_size=1, bias=bias)
-        self.set_grad_checkpointing(grad_checkpointing)
-        if weights is not None:
-            self.load_weights(weights)
+        self._finish(grad_checkpointing, weights)
 
     def _forward_padded(self, x: torch.Tensor, inject: Inject) -> torch.Tensor:
         if not self.dual_pixel_task:
