@@ -23,7 +23,7 @@ def test_import_restorekit_is_light():
         """
         import json, sys
         import restorekit
-        restorekit.list_components()
+        restorekit.list_parts()
         restorekit.load_recipe
         from restorekit import cli
         cli.make_parser()

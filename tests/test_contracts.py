@@ -28,7 +28,8 @@ from restorekit.frozen import trainable_state_dict
 from restorekit.registry import KINDS, refresh_plugins, registry
 from restorekit.tiny import BUILD_CONTEXT, TINY, tiny_model_spec
 
-BUILTIN_PARTS = [(kind, name) for kind in KINDS for name in BUILTINS.get(kind, {})]
+# Every builtin each kind offers, the bodies offered as models included (registry.INCLUDED_KINDS).
+BUILTIN_PARTS = [(kind, e.name) for kind in KINDS for e in registry(kind).entries() if e.source == "builtin"]
 
 
 def test_every_kind_has_builtins_and_every_builtin_a_tiny_spec() -> None:
@@ -477,7 +478,7 @@ def test_a_frozen_part_with_trainable_parameters_is_refused() -> None:
 
 
 def test_frozen_has_one_meaning_everywhere() -> None:
-    """Frozen parts: no grad in the guidance pass, not trained, not checkpointed, DDP unaffected."""
+    """Frozen parts: no grad in the guide pass, not trained, not checkpointed, DDP unaffected."""
     from restorekit.engine.parts import has_unused_parameters
     from restorekit.frozen import frozen_prefixes, iter_trainable
 

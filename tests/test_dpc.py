@@ -147,7 +147,7 @@ def test_bind_shares_the_model_backbone_without_owning_it() -> None:
     _, aux = model(lq, return_aux=True)
     assert {1, 3} <= set(aux.lq_features) and {2, 5, 8, 11} <= set(aux.lq_features)
     assert loss.guide_pass() is model.guide_pass and loss.guide_pass().token_grid(24, 32) == (3, 4)
-    # The loss reads phi(D) from the guidance pass: the same value as a fresh pass on lq.
+    # The loss reads phi(D) from the guide pass: the same value as a fresh pass on lq.
     fresh = DPCLoss(layers=[1, 3], backbone=model.backbone)
     restored = torch.rand(1, 3, 24, 32)
     assert torch.allclose(loss(restored, lq, aux=aux), fresh(restored, lq, lq=lq), rtol=1e-5)

@@ -128,7 +128,7 @@ def _cli(*args: str, path) -> subprocess.CompletedProcess:
 
 
 def test_a_plugin_calling_sys_exit_at_import_is_contained(plugin_path) -> None:
-    from restorekit.errors import ComponentLoadError
+    from restorekit.errors import PartLoadError
     from restorekit.registry import registry
 
     write_dist(
@@ -138,7 +138,7 @@ def test_a_plugin_calling_sys_exit_at_import_is_contained(plugin_path) -> None:
         {"restorekit.losses": {"quits": "rkt_exits:Loss"}},
         {"rkt_exits.py": "import sys\nsys.exit(3)\n"},
     )
-    with pytest.raises(ComponentLoadError, match=r"loss 'quits' from plugin rk-exits==0.2 .*SystemExit: 3"):
+    with pytest.raises(PartLoadError, match=r"loss 'quits' from plugin rk-exits==0.2 .*SystemExit: 3"):
         build("loss", "quits")
     assert [e.name for e in registry("loss").check_all()] == ["quits"]
     check = _cli("plugins", "--check", path=plugin_path)

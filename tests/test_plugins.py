@@ -11,8 +11,8 @@ import pytest
 from plugin_dists import write_dist
 
 from restorekit.building import build
-from restorekit.errors import AmbiguousComponentError, ComponentLoadError, UnknownComponentError
-from restorekit.listing import list_components
+from restorekit.errors import AmbiguousPartError, PartLoadError, UnknownPartError
+from restorekit.listing import list_parts
 from restorekit.registry import registry
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,7 +33,7 @@ def test_good_plugin_listed_without_import_then_built(plugin_path):
     write_dist(
         plugin_path, "rk-good", "1.2.3", {"restorekit.fusions": {"stamp": "rkt_good:Stamp"}}, {"rkt_good.py": GOOD}
     )
-    rows = {r.name: r for r in list_components("fusion")}
+    rows = {r.name: r for r in list_parts("fusion")}
     assert rows["stamp"].source == "rk-good==1.2.3" and rows["stamp"].status == "lazy"
     assert "rkt_good" not in sys.modules  # listing imported nothing
     part = build("fusion", {"type": "stamp", "out_channels": 7})
@@ -58,21 +58,21 @@ def test_broken_plugin_never_breaks_listing_or_other_parts(plugin_path):
     write_dist(
         plugin_path, "rk-good", "1.0", {"restorekit.fusions": {"stamp": "rkt_good:Stamp"}}, {"rkt_good.py": GOOD}
     )
-    names = {r.name for r in list_components("fusion")}
+    names = {r.name for r in list_parts("fusion")}
     assert {"crash", "noattr", "notmodule", "msf"} <= names
-    with pytest.raises(ComponentLoadError) as err:
+    with pytest.raises(PartLoadError) as err:
         registry("fusion").get("crash")
     msg = str(err.value)
     assert "rk-broken==0.1" in msg and "rkt_broken:Thing" in msg and "boom at import" in msg
-    with pytest.raises(ComponentLoadError, match="AttributeError"):
+    with pytest.raises(PartLoadError, match="AttributeError"):
         registry("fusion").get("noattr")
-    with pytest.raises(ComponentLoadError, match="not callable"):
+    with pytest.raises(PartLoadError, match="not callable"):
         registry("fusion").get("notmodule")
-    failed = {r.name: r for r in list_components("fusion") if r.status == "failed"}
+    failed = {r.name: r for r in list_parts("fusion") if r.status == "failed"}
     assert "boom at import" in failed["crash"].error
     # Other parts still work, and unknown-name errors mention the failed plugins.
     assert build("fusion", "stamp").out_channels == 2
-    with pytest.raises(UnknownComponentError, match="plugins that failed to load: .*boom at import"):
+    with pytest.raises(UnknownPartError, match="plugins that failed to load: .*boom at import"):
         registry("fusion").get("stampp")
 
 
@@ -84,7 +84,7 @@ def test_wrong_kind_class_is_reported(plugin_path):
         {"restorekit.fusions": {"plain": "rkt_wrong:Plain"}},
         {"rkt_wrong.py": "class Plain:\n    pass\n"},
     )
-    with pytest.raises(ComponentLoadError, match="not a torch.nn.Module"):
+    with pytest.raises(PartLoadError, match="not a torch.nn.Module"):
         registry("fusion").get("plain")
 
 
@@ -103,7 +103,7 @@ def test_two_plugins_claiming_one_name_is_ambiguous(plugin_path):
     for dist in ("rk-one", "rk-two"):
         mod = dist.replace("-", "_").replace("rk_", "rkt_")
         write_dist(plugin_path, dist, "1.0", {"restorekit.fusions": {"same": f"{mod}:Stamp"}}, {f"{mod}.py": GOOD})
-    with pytest.raises(AmbiguousComponentError) as err:
+    with pytest.raises(AmbiguousPartError) as err:
         registry("fusion").get("same")
     assert "rk-one==1.0" in str(err.value) and "rk-two==1.0" in str(err.value)
     assert "rk-one/same" in str(err.value)

@@ -6,7 +6,7 @@ import pytest
 
 import restorekit
 from restorekit.building import build, build_part, merge_spec, model_spec
-from restorekit.errors import BuildError, DuplicateComponentError, UnknownComponentError
+from restorekit.errors import BuildError, DuplicatePartError, UnknownPartError
 from restorekit.registry import FUSIONS, KINDS, registry
 
 
@@ -98,14 +98,14 @@ def test_decorator_form_registers_and_returns_the_class():
 
 
 def test_unknown_name_suggests_close_matches():
-    with pytest.raises(UnknownComponentError) as err:
+    with pytest.raises(UnknownPartError) as err:
         registry("fusion").get("msff")
     msg = str(err.value)
     assert "unknown fusion 'msff'" in msg and "'msf'" in msg
 
 
 def test_unknown_kind_suggests_close_kinds():
-    with pytest.raises(UnknownComponentError, match="did you mean 'fusion'"):
+    with pytest.raises(UnknownPartError, match="did you mean 'fusion'"):
         registry("fusions")
 
 
@@ -121,10 +121,10 @@ def test_spec_without_type_is_a_clear_error():
 
 
 def test_duplicate_registration_says_where_the_existing_one_lives(widget):
-    with pytest.raises(DuplicateComponentError) as err:
+    with pytest.raises(DuplicatePartError) as err:
         FUSIONS.register("rk_test_widget", Widget)
     assert "test_registry:Widget" in str(err.value)
-    with pytest.raises(DuplicateComponentError, match="restorekit.fusion.msf:MultiLayerSemanticFusion"):
+    with pytest.raises(DuplicatePartError, match="restorekit.fusion.msf:MultiLayerSemanticFusion"):
         FUSIONS.register("msf", Widget)
 
 
@@ -148,7 +148,7 @@ def test_model_spec_merges_keyword_overrides():
 
 
 def test_model_spec_unknown_name_is_a_model_error():
-    with pytest.raises(UnknownComponentError, match="unknown model 'dino_irr'.*'dino_ir'"):
+    with pytest.raises(UnknownPartError, match="unknown model 'dino_irr'.*'dino_ir'"):
         model_spec("dino_irr")
 
 
@@ -157,3 +157,32 @@ def test_a_misspelled_keyword_gets_its_close_match() -> None:
         build("dataset", {"type": "samples", "split": "train", "max_sise": 64})
     with pytest.raises(BuildError, match=r"unexpected keyword\(s\) 'zzz'; accepted: "):  # nothing close
         build("dataset", {"type": "samples", "split": "train", "zzz": 64})
+
+
+def test_bodies_are_models_through_one_registration():
+    """A body is a complete model: offered by the model registry, registered once (as a body)."""
+    from restorekit.catalog import BUILTINS
+    from restorekit.listing import list_parts
+
+    bodies = set(BUILTINS["body"])
+    assert bodies.isdisjoint(BUILTINS["model"])  # no second registration
+    assert bodies <= set(registry("model").names()) and all(name in registry("model") for name in bodies)
+    assert registry("model").get("restormer") is registry("body").get("restormer")
+    rows = {row.name: row for row in list_parts("model")}
+    assert rows["restormer"].source == "builtin (body)" and rows["dino_ir"].source == "builtin"
+    model = build("model", {"type": "restormer", "dim": 8, "num_blocks": [1, 1, 1, 1], "num_refinement_blocks": 1})
+    assert type(model).__name__ == "Restormer"
+
+
+def test_a_model_of_the_same_name_wins_over_a_body():
+    class Mine:
+        def __init__(self, size: int = 1) -> None:
+            self.size = size
+
+    registry("model").register("restormer", Mine)
+    try:
+        assert isinstance(build("model", "restormer"), Mine)
+        assert [row.source for row in registry("model").entries() if row.name == "restormer"] == ["user"]
+    finally:
+        registry("model").unregister("restormer")
+    assert registry("model").get("restormer") is registry("body").get("restormer")

@@ -5,7 +5,8 @@ open_clip and no plugin.
 """
 
 from restorekit.building import build, build_model, build_part
-from restorekit.listing import list_components
+from restorekit.deprecation import warn_renamed
+from restorekit.listing import list_parts
 from restorekit.recipes import load_recipe
 from restorekit.registry import register
 
@@ -15,7 +16,7 @@ __all__ = [
     "build_model",
     "build_part",
     "load_recipe",
-    "list_components",
+    "list_parts",
     "register",
     "save_pretrained",
     "from_pretrained",
@@ -34,4 +35,7 @@ def __getattr__(name: str):  # torch is imported only when a pretrained package 
         import importlib
 
         return getattr(importlib.import_module(_LAZY[name]), name)
+    if name == "list_components":  # renamed in 0.2, removed in 0.3
+        warn_renamed("restorekit.list_components", "restorekit.list_parts")
+        return list_parts
     raise AttributeError(f"module 'restorekit' has no attribute {name!r}")

@@ -27,12 +27,7 @@ BUILTINS: dict[str, dict[str, str]] = {
     },
     "model": {
         "dino_ir": "restorekit.models.dino_ir:DinoIR",
-        # A body is a complete restoration model on its own (the baselines).
-        "restormer": "restorekit.bodies.restormer:Restormer",
-        "promptir": "restorekit.bodies.promptir:PromptIR",
-        "adair": "restorekit.bodies.adair:AdaIR",
-        "moce_ir": "restorekit.bodies.moce_ir:MoCEIR",
-        "moce_ir_s": "restorekit.bodies.moce_ir:MoCEIRS",
+        # Every body is a model too (registry.INCLUDED_KINDS), without a second registration.
     },
     "loss": {
         "l1": "restorekit.losses.pixel:L1Loss",

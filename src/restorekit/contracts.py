@@ -9,7 +9,7 @@ Two ideas are defined here once for the whole library:
 
 * **frozen** (:func:`is_frozen`): a part whose ``frozen`` is True. It never
   trains (eval mode, no parameter requires grad), runs under ``no_grad`` in a
-  guidance pass, is left out of optimizers and training checkpoints, is recorded
+  guide pass, is left out of optimizers and training checkpoints, is recorded
   by name and sha256 instead, and makes DDP look for unused parameters when it is
   *not* frozen.
 * **auxiliary losses** (:func:`collect_aux_losses`): a module that reports an
@@ -161,7 +161,7 @@ class GuidedModel(Protocol):
     """A model guided by a backbone; its forward can also hand its loss a :class:`ModelAux`.
 
     A loss that runs the backbone itself (DPC) asks for layers to be kept from the
-    guidance pass, and runs its own passes by the model's ``guide_pass`` (the image's
+    guide pass, and runs its own passes by the model's ``guide_pass`` (the image's
     preparation, the token grid and the windows), exactly as that pass ran.
     """
 

@@ -7,12 +7,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from restorekit.deprecation import deprecated_names
+
 
 class RestorekitError(Exception):
     """Base class for errors caused by user input (recipes, names, files)."""
 
 
-class UnknownComponentError(RestorekitError, KeyError):
+class UnknownPartError(RestorekitError, KeyError):
     """An unknown part name (or kind), with close matches and failed plugins."""
 
     def __init__(self, kind: str, name: str, close: Sequence[str] = (), failed: Sequence[Any] = ()) -> None:
@@ -28,7 +30,7 @@ class UnknownComponentError(RestorekitError, KeyError):
         super().__init__(msg)
 
     @classmethod
-    def for_kind(cls, kind: str, hint: str) -> UnknownComponentError:
+    def for_kind(cls, kind: str, hint: str) -> UnknownPartError:
         err = cls.__new__(cls)
         err.kind, err.name, err.close, err.failed = "kind", kind, [], []
         RestorekitError.__init__(err, f"unknown kind of part {kind!r}{hint}")
@@ -38,15 +40,15 @@ class UnknownComponentError(RestorekitError, KeyError):
         return str(self.args[0])
 
 
-class AmbiguousComponentError(RestorekitError):
+class AmbiguousPartError(RestorekitError):
     """Two plugins claim the same name."""
 
 
-class DuplicateComponentError(RestorekitError):
+class DuplicatePartError(RestorekitError):
     """A name is registered twice."""
 
 
-class ComponentLoadError(RestorekitError):
+class PartLoadError(RestorekitError):
     """A part (usually a plugin) could not be imported or is of the wrong kind."""
 
 
@@ -139,3 +141,15 @@ def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (its type's name when it has none)."""
     lines = str(exc).strip().splitlines()
     return lines[0] if lines else type(exc).__name__
+
+
+# Renamed in 0.2 ("part", the library's one word for a registered piece); removed in 0.3.
+__getattr__ = deprecated_names(
+    __name__,
+    {
+        "UnknownComponentError": ("UnknownPartError", UnknownPartError),
+        "AmbiguousComponentError": ("AmbiguousPartError", AmbiguousPartError),
+        "DuplicateComponentError": ("DuplicatePartError", DuplicatePartError),
+        "ComponentLoadError": ("PartLoadError", PartLoadError),
+    },
+)

@@ -35,8 +35,8 @@ from typing import Any
 
 from torch import nn
 
-from restorekit.engine.checkpoint import FILE_FORMAT, cpu_copy
-from restorekit.engine.checkpoint import MODEL_FILE as WEIGHTS_FILE
+from restorekit.deprecation import deprecated_names
+from restorekit.engine.checkpoint import FILE_FORMAT, MODEL_FILE, cpu_copy
 from restorekit.engine.run_folder import RECIPE_FILE, RUN_FILE
 from restorekit.engine.sources import WeightsSource
 from restorekit.errors import CheckpointError
@@ -59,7 +59,7 @@ class Package:
 
     @property
     def weights_file(self) -> Path:
-        return self.folder / WEIGHTS_FILE
+        return self.folder / MODEL_FILE
 
     @property
     def frozen(self) -> dict[str, Any]:
@@ -86,7 +86,7 @@ def read_package(folder: str | os.PathLike[str]) -> Package:
             f"package {folder} has format version {manifest.get('version')}; this restorekit "
             f"reads up to {PACKAGE_VERSION} (upgrade restorekit)"
         )
-    for name in (WEIGHTS_FILE, RECIPE_FILE):
+    for name in (MODEL_FILE, RECIPE_FILE):
         if not (folder / name).is_file():
             raise CheckpointError(f"package {folder} has no {name}")
     return Package(folder, manifest, load_recipe(folder / RECIPE_FILE))
@@ -341,10 +341,14 @@ def _write_files(
     tmp.mkdir(parents=True)
     # safetensors' save_file creates its file 0600; written here, it follows the umask like the others.
     weights = save(cpu_copy(state), metadata={"format": FILE_FORMAT, "package": str(PACKAGE_VERSION)})
-    (tmp / WEIGHTS_FILE).write_bytes(weights)
-    manifest = {**manifest, WEIGHTS_SHA256: {WEIGHTS_FILE: hashlib.sha256(weights).hexdigest()}}
+    (tmp / MODEL_FILE).write_bytes(weights)
+    manifest = {**manifest, WEIGHTS_SHA256: {MODEL_FILE: hashlib.sha256(weights).hexdigest()}}
     (tmp / RECIPE_FILE).write_text(dump_recipe(recipe), encoding="utf-8")
     (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, default=str) + "\n", encoding="utf-8")
     if report is not None:
         (tmp / EVAL_FILE).write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
     (tmp / CARD_FILE).write_text(card, encoding="utf-8")
+
+
+# A package's weights file is a checkpoint's model file: one name (MODEL_FILE) since 0.2; removed in 0.3.
+__getattr__ = deprecated_names(__name__, {"WEIGHTS_FILE": ("restorekit.engine.checkpoint.MODEL_FILE", MODEL_FILE)})

@@ -422,7 +422,7 @@ def compare_rules(
 ) -> ProbeResult:
     """Per layer, the cosine similarity of each rule's guide to the global pass's.
 
-    Each image goes through the backbone as DINO-IR's guidance pass would see it
+    Each image goes through the backbone as DINO-IR's guide pass would see it
     (padded as the body pads it, on the stride grid), once globally and once per
     rule; 1 means the rule changes nothing. Images are taken at the size given (the
     rules differ only where the grid exceeds one window).

@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from restorekit.errors import (
-    AmbiguousComponentError,
-    ComponentLoadError,
-    DuplicateComponentError,
-    UnknownComponentError,
+    AmbiguousPartError,
+    PartLoadError,
+    DuplicatePartError,
+    UnknownPartError,
 )
 
 KINDS: tuple[str, ...] = (
@@ -45,6 +45,11 @@ KINDS: tuple[str, ...] = (
 )
 
 DISABLE_ENV = "RESTOREKIT_DISABLE_PLUGINS"
+
+# Kinds whose every part is also a part of another kind: a body is a complete restoration
+# model on its own (the baselines), so ``build("model", "restormer")`` and
+# ``restorekit list model`` reach the body registry; nothing is registered twice.
+INCLUDED_KINDS: dict[str, tuple[str, ...]] = {"model": ("body",)}
 
 # Kinds whose parts are torch modules: a plugin class for them must subclass nn.Module.
 _MODULE_KINDS = {"backbone", "fusion", "adapter", "body", "model", "loss"}
@@ -124,6 +129,7 @@ class Registry:
     """Name -> part for one kind, with builtins, user registrations and plugins."""
 
     kind: str
+    includes: tuple[str, ...] = ()  # kinds whose parts this kind also offers (own names win)
     _entries: dict[str, Entry] = field(default_factory=dict)
     _plugins_found: bool = False
     _plugin_disable_key: Any = None
@@ -146,7 +152,7 @@ class Registry:
 
         ``@REG.register("name")`` decorates; ``REG.register("name", obj)`` registers
         now; ``REG.register("name", target="mod:attr")`` defers the import.
-        A name that is taken raises :class:`DuplicateComponentError` saying where
+        A name that is taken raises :class:`DuplicatePartError` saying where
         the existing part lives, unless ``replace=True``.
         """
         if target is not None:
@@ -171,7 +177,7 @@ class Registry:
     def _add(self, entry: Entry, replace: bool) -> None:
         existing = self._entries.get(entry.name)
         if existing is not None and not replace:
-            raise DuplicateComponentError(
+            raise DuplicatePartError(
                 f"{self.kind} {entry.name!r} is already registered by {existing.where}; "
                 f"pick another name or pass replace=True"
             )
@@ -251,15 +257,26 @@ class Registry:
             if "/" in key and self._entries.get(entry.name) is entry:
                 continue
             rows.append(entry if key == entry.name else dataclasses.replace(entry, name=key))
+        own = {row.name for row in rows}
+        rows += [row for other in self._included() for row in other.entries() if row.name not in own]
         return sorted(rows, key=lambda e: (e.entry_point is not None, e.name))
 
     def names(self) -> list[str]:
         self._find_plugins()
-        return sorted(self._entries)
+        return sorted(set(self._entries).union(*(other.names() for other in self._included())))
 
     def __contains__(self, name: str) -> bool:
         self._find_plugins()
-        return name in self._entries
+        return name in self._entries or any(name in other for other in self._included())
+
+    def _included(self) -> list[Registry]:
+        return [REGISTRIES[kind] for kind in self.includes]
+
+    def _offered_by(self, name: str) -> Registry | None:
+        """The included registry offering ``name`` when this one does not hold it."""
+        if name in self._entries:
+            return None
+        return next((other for other in self._included() if name in other), None)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
@@ -277,11 +294,13 @@ class Registry:
         """Return the part called ``name``, importing it (or its plugin) if needed."""
         self._find_plugins()
         entry = self._entries.get(name)
+        if entry is None and (other := self._offered_by(name)) is not None:
+            return other.get(name)
         if entry is None:
-            raise UnknownComponentError(self.kind, name, self._close(name), self.failed())
+            raise UnknownPartError(self.kind, name, self._close(name), self.failed())
         if entry.source == "ambiguous":
             options = [n for n, e in self._entries.items() if "/" in n and n.endswith("/" + name)]
-            raise AmbiguousComponentError(
+            raise AmbiguousPartError(
                 f"{self.kind} {name!r} is claimed by several plugins ({entry.error[11:]}); "
                 f"ask for one of {sorted(options)}"
             )
@@ -292,18 +311,18 @@ class Registry:
     def _load(self, entry: Entry) -> None:
         assert entry.target is not None  # lazy entries always carry a target
         if entry.error is not None:
-            raise ComponentLoadError(_load_message(entry, entry.error))
+            raise PartLoadError(_load_message(entry, entry.error))
         try:
             obj = import_target(entry.target)
         except KeyboardInterrupt:
             raise  # the user's Ctrl-C, not the plugin's doing
         except BaseException as exc:  # noqa: BLE001 - any plugin failure, sys.exit() at import too
             entry.error = f"{type(exc).__name__}: {exc}"
-            raise ComponentLoadError(_load_message(entry, entry.error)) from exc
+            raise PartLoadError(_load_message(entry, entry.error)) from exc
         problem = _wrong_kind(self.kind, obj)
         if problem:
             entry.error = problem
-            raise ComponentLoadError(_load_message(entry, problem))
+            raise PartLoadError(_load_message(entry, problem))
         entry.obj = obj
 
     def check_all(self) -> list[Entry]:
@@ -318,14 +337,14 @@ class Registry:
             if entry.obj is None and entry.error is None:
                 try:
                     self._load(entry)
-                except ComponentLoadError:
+                except PartLoadError:
                     pass
             if entry.error:
                 bad.append(entry)
         return bad
 
     def _close(self, name: str) -> list[str]:
-        return difflib.get_close_matches(name, list(self._entries), n=3, cutoff=0.5)
+        return difflib.get_close_matches(name, self.names(), n=3, cutoff=0.5)
 
 
 def entry_points_of(group: str) -> list[metadata.EntryPoint]:
@@ -363,7 +382,7 @@ def _wrong_kind(kind: str, obj: Any) -> str | None:
     return None
 
 
-REGISTRIES: dict[str, Registry] = {kind: Registry(kind) for kind in KINDS}
+REGISTRIES: dict[str, Registry] = {kind: Registry(kind, INCLUDED_KINDS.get(kind, ())) for kind in KINDS}
 BACKBONES = REGISTRIES["backbone"]
 FUSIONS = REGISTRIES["fusion"]
 ADAPTERS = REGISTRIES["adapter"]
@@ -386,7 +405,7 @@ def registry(kind: str) -> Registry:
     except KeyError:
         close = difflib.get_close_matches(kind, KINDS, n=3)
         hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
-        raise UnknownComponentError.for_kind(kind, hint) from None
+        raise UnknownPartError.for_kind(kind, hint) from None
 
 
 def refresh_plugins() -> None:

@@ -1,6 +1,6 @@
-"""How a guidance pass lays a backbone over an image (shared by DINO-IR and DPC).
+"""How a guide pass lays a backbone over an image (shared by DINO-IR and DPC).
 
-Two independent choices make a guidance pass, and :class:`GuidePass` holds both, so
+Two independent choices make a guide pass, and :class:`GuidePass` holds both, so
 the model's pass and the DPC loss's passes follow one rule:
 
 * the **grid** the guide is delivered on: ``stride`` (``ceil(H/stride) x
@@ -113,7 +113,7 @@ def _interpolation_antialias(backbone: nn.Module) -> bool:
 
 @dataclass(frozen=True)
 class GuidePass:
-    """The rule of a guidance pass: grid, pass rule and the body's padding (module docstring).
+    """The rule of a guide pass: grid, pass rule and the body's padding (module docstring).
 
     ``prepare(x)`` is the image the pass sees (padded as the body pads it, on the
     stride grid); ``token_grid(H, W)`` the grid of a prepared image (None: native);

@@ -12,7 +12,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from restorekit.listing import list_components
+    from restorekit.listing import list_parts
     from restorekit.recipes import list_recipes
     from restorekit.registry import registry
 
@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.kind:
         registry(args.kind)  # clear error for an unknown kind
-    rows = list_components(args.kind)
+    rows = list_parts(args.kind)
     width = max((len(r.name) for r in rows), default=4)
     print(f"{'name':{width}s}  {'kind':11s} source")
     for row in rows:

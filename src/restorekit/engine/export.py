@@ -22,7 +22,7 @@ prove for every size in the range):
   resized by float64 matrices built from the symbolic grid
   (:mod:`restorekit.backbones.pos_embed`), where ``F.interpolate`` with Meta's scale
   factor ``(n + 0.1) / 37`` would specialise to the example size.
-* **One global guidance pass.** How many windows a windowed (or budgeted) guide pass
+* **One global guide pass.** How many windows a windowed (or budgeted) guide pass
   runs depends on the size, which one graph for every size cannot hold: the trace
   would be cut to grids that fit one window (296 px at stride 8). The guided model is
   traced with its pass rule set to ``global``, so the exported model equals the eager
@@ -137,7 +137,7 @@ def export_model(
 
 @contextlib.contextmanager
 def global_guide_pass(module: nn.Module) -> Iterator[None]:
-    """Guided models inside ``module`` run one global guidance pass while the block runs
+    """Guided models inside ``module`` run one global guide pass while the block runs
     (see the module doc); their own rule is restored after."""
     from restorekit.contracts import GuidedModel
 
@@ -146,7 +146,7 @@ def global_guide_pass(module: nn.Module) -> Iterator[None]:
     for m in guided:
         window = m.guide_pass.window
         log.warning(
-            "%s: exported with one global guidance pass instead of %r (a graph for every size cannot "
+            "%s: exported with one global guide pass instead of %r (a graph for every size cannot "
             "hold a number of windows that depends on the size): the same as the eager model while "
             "the token grid fits %d x %d, one global pass beyond",
             type(m).__name__,

@@ -8,12 +8,12 @@ averaged over the batch; d is the mean L1 distance or the mean cosine distance
 of token features.
 
 Cost rule: one backbone serves guidance and loss. ``bind(model)`` asks the model
-to keep ``layers`` from its guidance pass on D (``aux["lq_features"]``) and
+to keep ``layers`` from its guide pass on D (``aux["lq_features"]``) and
 keeps a plain reference to ``model.backbone`` (not a submodule: no second copy,
-no double parameters). Per step: phi(D) comes free from the guidance pass
+no double parameters). Per step: phi(D) comes free from the guide pass
 (``aux.lq_features``),
 phi(G) runs under ``no_grad``, phi(R) runs with gradients up to ``max(layers)``
-only. All three run by the model's guidance pass rule (``aux.guide_pass``: the
+only. All three run by the model's guide pass rule (``aux.guide_pass``: the
 body's padding, the token grid and, for large images, the windows), so the guidance
 features are reusable token for token; a loss used without such a model applies its
 own grid (``grid``/``grid_stride``) under the default pass rule.
@@ -93,7 +93,7 @@ class DPCLoss(nn.Module):
         self._bound: list[nn.Module] = []  # a plain list: the model is not our submodule
 
     def bind(self, model: nn.Module) -> None:
-        """Share ``model.backbone`` and ask the model's guidance pass to keep our layers."""
+        """Share ``model.backbone`` and ask the model's guide pass to keep our layers."""
         if not isinstance(model, GuidedModel):
             if self.own_backbone is None:
                 raise BuildError(
@@ -128,7 +128,7 @@ class DPCLoss(nn.Module):
         """The pass rule all three feature passes follow: the model's, when there is one.
 
         R, G and D must be prepared and covered alike (padding, grid, windows) for
-        phi(D) from the guidance pass to compare with phi(R) and phi(G) token for token.
+        phi(D) from the guide pass to compare with phi(R) and phi(G) token for token.
         """
         if aux is not None and aux.guide_pass is not None:
             return aux.guide_pass
@@ -153,7 +153,7 @@ class DPCLoss(nn.Module):
     def _degraded_features(
         self, backbone: nn.Module, rule: GuidePass, lq: Tensor | None, aux: ModelAux | None
     ) -> Mapping[int, Tensor]:
-        """phi(D): from the guidance pass when it kept our layers, else a no-grad pass on lq."""
+        """phi(D): from the guide pass when it kept our layers, else a no-grad pass on lq."""
         cached = aux.lq_features if aux is not None else {}
         if all(layer in cached for layer in self.layers):
             return cached

@@ -159,7 +159,7 @@ class DinoIR(nn.Module):
 
     # -- the guidance grid and extra layers -----------------------------------------
     def guide_input(self, x: Tensor) -> Tensor:
-        """``x`` as the guidance pass sees it (the body's padding on the stride grid)."""
+        """``x`` as the guide pass sees it (the body's padding on the stride grid)."""
         return self.guide_pass.prepare(x)
 
     def token_grid(self, height: int, width: int) -> tuple[int, int] | None:
@@ -168,7 +168,7 @@ class DinoIR(nn.Module):
         return self.guide_pass.token_grid(height, width)
 
     def request_backbone_layers(self, layers: Sequence[int]) -> None:
-        """Keep these backbone layers from the guidance pass in ``aux['lq_features']``."""
+        """Keep these backbone layers from the guide pass in ``aux['lq_features']``."""
         layers = [int(layer) for layer in layers]
         self._check_layers("requested backbone layers", layers)
         self._requested_layers.update(layers)
