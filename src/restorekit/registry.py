@@ -23,8 +23,8 @@ from typing import Any
 
 from restorekit.errors import (
     AmbiguousPartError,
-    PartLoadError,
     DuplicatePartError,
+    PartLoadError,
     UnknownPartError,
 )
 
