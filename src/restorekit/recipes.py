@@ -425,7 +425,15 @@ def _locate_file(path: Path, out: dict[str, str], stack: tuple[Path, ...]) -> No
             for base in values:
                 if isinstance(base, yaml.ScalarNode):
                     _locate_file(find_recipe(base.value, relative_to=path.parent), out, stack + (path,))
-    _locate_node(root, "", str(path), out)
+    _locate_node(root, "", _shown(path), out)
+
+
+def _shown(path: Path) -> str:
+    """``path`` as a message shows it: relative to the working directory when inside it."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def _locate_node(node: yaml.Node, prefix: str, file: str, out: dict[str, str]) -> None:
