@@ -442,26 +442,34 @@ class _Inert:
         pass
 
 
-# Per kind with a contract: a part missing members, and the members the message must name.
+def _directionless(pred: Any, target: Any, crop_border: int = 0) -> Any:
+    """A metric that does not say whether higher is better."""
+    return pred
+
+
+# Per kind with a contract: a part missing members, the class the message names, and the members.
 BROKEN = {
-    "backbone": (_Bare, "embed_dim, frozen, num_layers, patch_size, weights_record"),
-    "body": (_Bare, "injection_points, pad_multiple"),
-    "schedule": (_Inert, "__call__, state_dict"),
-    "logger": (_Inert, "add_images, add_text, close, takes_images, write"),
-    "degradation": (_Inert, "__call__"),
-    "dataset": (_Inert, "__getitem__, __len__"),
-}
+    "backbone": (_Bare, "_Bare", "embed_dim, frozen, num_layers, patch_size, weights_record"),
+    "body": (_Bare, "_Bare", "injection_points, pad_multiple"),
+    "metric": (_directionless, "function", "higher_is_better"),  # a metric is the registered function itself
+    "schedule": (_Inert, "_Inert", "__call__, state_dict"),
+    "logger": (_Inert, "_Inert", "add_images, add_text, close, takes_images, write"),
+    "callback": (_Inert, "_Inert", "on_checkpoint, on_overflow, on_skip, on_step, on_stop, on_train_end, "
+                 "on_train_start, on_validation"),
+    "degradation": (_Inert, "_Inert", "__call__"),
+    "dataset": (_Inert, "_Inert", "__getitem__, __len__"),
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("kind", sorted(BROKEN))
 def test_build_refuses_a_part_of_any_kind_that_breaks_its_contract(kind: str) -> None:
     """One check, inside build(), for every kind with a contract (fusion, adapter and loss ask
-    only for a call, which every module has; a metric is the registered function itself)."""
-    assert set(BROKEN) | {"fusion", "adapter", "loss", "metric"} == set(contracts.PROTOCOLS)
-    part, missing = BROKEN[kind]
+    only for a call, which every module has)."""
+    assert set(BROKEN) | {"fusion", "adapter", "loss"} == set(contracts.PROTOCOLS)
+    part, name, missing = BROKEN[kind]
     registry(kind).register("rk_test_broken", part)
     try:
-        with pytest.raises(BuildError, match=rf"^{kind}: {part.__name__} does not keep the {kind} contract "
+        with pytest.raises(BuildError, match=rf"^{kind}: {name} does not keep the {kind} contract "
                            rf"\(missing: {missing}; see docs/interfaces.md\)$"):  # fmt: skip
             restorekit.build(kind, "rk_test_broken")
     finally:

@@ -14,7 +14,7 @@ from restorekit.engine.published import check_published
 from restorekit.engine.validate import find_problems, validate
 from restorekit.errors import RecipeError, RestorekitError
 from restorekit.recipes import apply_overrides, load_recipe, recipe_locations, resolve_recipe
-from restorekit.registry import SCHEDULES
+from restorekit.registry import SCHEDULES, registry
 
 
 class Stateless:
@@ -165,3 +165,28 @@ def test_train_validates_the_whole_recipe_before_it_starts(tmp_path: Path, capsy
     err = capsys.readouterr().err
     assert code == 2 and "2 problems" in err and "train.lr must be > 0" in err and "train.keep_last must be >= 1" in err
     assert not out_dir.exists()  # nothing started
+
+
+def test_a_callback_and_a_metric_that_break_their_contracts_are_both_found() -> None:
+    """build() checks each part once; validate builds the cheap ones (callbacks, metrics) to find them."""
+
+    class Deaf:
+        def on_step(self, loop: Any, event: Any) -> None: ...
+
+    def directionless(pred: Any, target: Any, crop_border: int = 0) -> Any:
+        return pred
+
+    registry("callback").register("rk_test_deaf", Deaf)
+    registry("metric").register("rk_test_directionless", directionless)
+    try:
+        recipe = apply_overrides(load_recipe("demo/restormer_tiny"), {
+            "train.callbacks": ["rk_test_deaf"], "eval.metrics": ["psnr", "rk_test_directionless"]})  # fmt: skip
+        messages = [p.message for p in find_problems(recipe, "r").found]
+    finally:
+        registry("callback").unregister("rk_test_deaf")
+        registry("metric").unregister("rk_test_directionless")
+    assert len(messages) == 2
+    assert messages[0].startswith(
+        "r: eval.metrics[1]: metric: function does not keep the metric contract (missing: higher_is_better;"
+    )
+    assert messages[1].startswith("callback: Deaf does not keep the callback contract (missing: on_checkpoint,")

@@ -139,7 +139,8 @@ class EvalConfig:
         for i, spec in enumerate(self.metrics):
             with problems.gather(f"eval.metrics[{i}]"):
                 names.append(metric_name(spec, f"{source}: eval.metrics[{i}]"))
-                check_spec_keywords("metric", _without_name(spec), f"{source}: eval.metrics[{i}]")
+                # Cheap to build (the function, its knobs bound): its keywords and contract are checked here.
+                _try_build("metric", _without_name(spec), f"{source}: eval.metrics[{i}]")
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
             report(f"{source}: eval.metrics names {repeated} twice (give one a 'name:')", "eval.metrics")

@@ -80,14 +80,9 @@ def build_metrics(cfg: EvalConfig) -> dict[str, MetricFn]:
 
 
 def metric_directions(cfg: EvalConfig) -> dict[str, bool]:
-    """Row name -> the metric's ``higher_is_better`` (the Metric contract), for the best rule and comparisons."""
-    from restorekit.contracts import check_part
-
-    directions = {}
-    for name, metric in build_metrics(cfg).items():
-        check_part("metric", metric, f"eval.metrics: {name}")
-        directions[name] = bool(metric.higher_is_better)
-    return directions
+    """Row name -> the metric's ``higher_is_better`` (the Metric contract, checked by build()), for the
+    best rule and comparisons (``on_luma`` keeps the attribute)."""
+    return {name: bool(metric.higher_is_better) for name, metric in build_metrics(cfg).items()}
 
 
 def output_name(name: object, index: int) -> str:

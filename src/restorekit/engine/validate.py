@@ -66,7 +66,17 @@ def find_problems(
     if train_cfg is not None:
         with problems.gather("train.best_metric"):
             check_best_metric(train_cfg, eval_cfg, source, problems)
+        _build_each("callback", train_cfg.callbacks, "train.callbacks", problems)
     return problems
+
+
+def _build_each(kind: str, specs: list[Any], key: str, problems: Problems) -> None:
+    """Build each spec not yet found at fault once, so build() checks it against its kind's contract."""
+    reported = {problem.key for problem in problems.found}
+    for i, spec in enumerate(specs):
+        if f"{key}[{i}]" not in reported:
+            with problems.gather(f"{key}[{i}]"):
+                build(kind, spec)
 
 
 def _section(recipe: Mapping[str, Any], name: str) -> dict[str, Any]:
