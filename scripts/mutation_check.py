@@ -57,7 +57,7 @@ CLAIMS = {
     "routing": "MoCE-IR routes each image to top_k experts; its balance loss is the official one",
     "dpc-formula": "DPC's distances are taken per token over the channels, as its formula says",
     "degradations": "each degradation computes its documented formula (docs/degradations.md)",
-    "guide": "the guidance pass blends its windows with the documented linear ramps, resizes the budget "
+    "guide": "the guide pass blends its windows with the documented linear ramps, resizes the budget "
     "pass bilinearly, and DINO-IR guides each point with its adapter of the fused layers",
     "seeds": "every draw is a function of its keys; each worker seeds its generators from (seed, rank, worker id)",
     "inference": "tiles blend with guard bands and ramps, the x8 ensemble averages the 8 symmetries, "
