@@ -26,7 +26,9 @@ ARGS = [
 
 def chromium_path() -> str:
     found = str(CHROMIUM) if CHROMIUM.exists() else shutil.which("chromium")
-    assert found, "the browser tests need Debian's chromium package: run scripts/setup_env.sh (apt-get install chromium)"
+    assert found, (
+        "the browser tests need Debian's chromium package: run scripts/setup_env.sh (apt-get install chromium)"
+    )
     return found
 
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from browser import browser_page, keep_screenshot
 from PIL import Image
 from skimage import data
 from skimage.metrics import peak_signal_noise_ratio
 
-from browser import browser_page, keep_screenshot
 from restorekit import build_model, load_recipe
 from restorekit.app.session import Session, load_models
 from restorekit.cli import main

@@ -326,7 +326,10 @@ def test_task_scaling_tiny_reports_psnr_per_task_as_tasks_are_added(tmp_path):
     assert (tmp_path / "task_scaling_tiny.png").stat().st_size > 0
     report = (tmp_path / "task_scaling_tiny_report.md").read_text()  # --report: restorekit report of both runs
     assert "| run | recipe |" in report and "restormer-1tasks" in report and "restormer-2tasks" in report
-    assert "**restormer-2tasks against restormer-1tasks**" in report and "| data.val.rain.dataset.degradation.type | (absent) | 'rain' |" in report
+    assert (
+        "**restormer-2tasks against restormer-1tasks**" in report
+        and "| data.val.rain.dataset.degradation.type | (absent) | 'rain' |" in report
+    )
     assert (tmp_path / "task_scaling_tiny_report.html").read_text().count('class="series"') >= 2
 
 

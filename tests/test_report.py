@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from browser import browser_page, keep_screenshot
 from PIL import Image
 
 from restorekit.cli import main
@@ -19,12 +19,17 @@ from restorekit.recipes import dump_recipe, load_recipe
 from restorekit.report.render import crop_box
 from restorekit.report.runs import RunReadError, read_runs
 from restorekit.report.svg import BOTTOM, HEIGHT, LEFT, RIGHT, TOP, WIDTH, line_chart, nice_ticks
-from browser import browser_page, keep_screenshot
 
 # What the two runs hold: losses per step, validation PSNR per step, final scores.
 RUNS = {
     "base": {"lr": 2.0e-3, "loss": {1: 0.30, 2: 0.20, 4: 0.10}, "val": {2: 20.0, 4: 24.0}, "psnr": 24.0, "ssim": 0.80},
-    "low_lr": {"lr": 1.0e-3, "loss": {1: 0.32, 2: 0.25, 4: 0.15}, "val": {2: 19.0, 4: 22.0}, "psnr": 22.0, "ssim": 0.75},
+    "low_lr": {
+        "lr": 1.0e-3,
+        "loss": {1: 0.32, 2: 0.25, 4: 0.15},
+        "val": {2: 19.0, 4: 22.0},
+        "psnr": 22.0,
+        "ssim": 0.75,
+    },
 }
 PUBLISHED = {"PaperNet": {"citation": "A. Author, PaperNet, Table 1", "tasks": {"noise": {"psnr": 30.5}}}}
 

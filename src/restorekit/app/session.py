@@ -16,7 +16,7 @@ from pathlib import Path
 
 from restorekit.data.image_io import LoadedImage, load_image
 from restorekit.engine.infer import ImageRestoreError, plan_outputs
-from restorekit.engine.restoring import Restorer, RestoreOptions, load_restorer
+from restorekit.engine.restoring import RestoreOptions, Restorer, load_restorer
 from restorekit.metrics import psnr, ssim
 
 Progress = Callable[[float, str], None]  # (fraction done of the whole request, what is running)
@@ -98,10 +98,10 @@ class Session:
         folder = self.workdir / f"request-{self.requests:04d}"
         jobs: list[tuple[Path, AppModel, Path]] = []
         for index, image in enumerate(map(Path, images)):
-            for number, label in enumerate(labels):
+            out_dir = folder / f"{index:03d}"  # one folder per upload: two uploads may share a name
+            out_dir.mkdir(parents=True, exist_ok=True)
+            for label in labels:
                 model = self.models[label]
-                out_dir = folder / f"{index:03d}"
-                out_dir.mkdir(parents=True, exist_ok=True)
                 name = f"{image.stem}_{slug(label)}{image.suffix}" if len(labels) > 1 else image.name
                 jobs += [(src, model, out) for src, out in plan_outputs(image, out_dir / name)]
         target_image = _read_target(Path(target)) if target else None
@@ -109,7 +109,9 @@ class Session:
         for done, (src, model, out) in enumerate(jobs):
             request = model.options.with_(**options)
 
-            def tick(_: Path, tiles_done: int, tiles: int, done: int = done, src: Path = src, model: AppModel = model) -> None:
+            def tick(
+                _: Path, tiles_done: int, tiles: int, done: int = done, src: Path = src, model: AppModel = model
+            ) -> None:
                 if on_progress is not None:
                     on_progress((done + tiles_done / max(tiles, 1)) / len(jobs), f"{src.name} with {model.label}")
 

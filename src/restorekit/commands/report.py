@@ -8,8 +8,12 @@ HELP = "compare run folders in one self-contained HTML page (and a markdown twin
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("runs", nargs="+", metavar="RUN", help="run folders; the first is the one the others are compared to")
-    parser.add_argument("-o", "--output", default="report.html", help="the HTML file (the markdown twin: same name, .md)")
+    parser.add_argument(
+        "runs", nargs="+", metavar="RUN", help="run folders; the first is the one the others are compared to"
+    )
+    parser.add_argument(
+        "-o", "--output", default="report.html", help="the HTML file (the markdown twin: same name, .md)"
+    )
     parser.add_argument("--overwrite", action="store_true", help="allow replacing an existing report")
     parser.add_argument("--crop", type=int, default=96, help="side of the crop shown of each restored image, in pixels")
     parser.add_argument("--images", type=int, default=4, help="restored test images shown per run (eval/outputs)")

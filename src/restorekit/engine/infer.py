@@ -314,9 +314,7 @@ def restore_files(
             raise ImageRestoreError(f"OUTPUT {out}: {_message_without_path(exc, out)}") from exc
 
 
-def _advance(
-    bar: Any, done: int, total: int, src: Path, on_progress: Callable[[Path, int, int], None] | None
-) -> None:
+def _advance(bar: Any, done: int, total: int, src: Path, on_progress: Callable[[Path, int, int], None] | None) -> None:
     """Move a tqdm bar (and the caller's ``on_progress``) to ``done`` of ``total`` tiles."""
     bar.total = total
     bar.update(done - bar.n)

@@ -146,7 +146,9 @@ def eval_section(runs: Sequence[RunSummary]) -> Section:
                         + [_fmt(metric, (r.evaluation.get("mean") or {}).get(metric)) for r in scored]  # type: ignore[union-attr]
                         + ["-" for _ in published])  # fmt: skip
         css = "scores" if metric in directions else "scores unmarked"
-        section.tables.append((metric.upper(), Table(head, rows, css=css, higher_is_better=directions.get(metric, True))))
+        section.tables.append(
+            (metric.upper(), Table(head, rows, css=css, higher_is_better=directions.get(metric, True)))
+        )
     return section
 
 
@@ -326,7 +328,9 @@ def _md_cell(text: str) -> str:
 
 
 def _md_table(table: Table) -> str:
-    align = ["---"] + (["---:"] * (len(table.head) - 1) if table.css.startswith("scores") else ["---"] * (len(table.head) - 1))
+    align = ["---"] + (
+        ["---:"] * (len(table.head) - 1) if table.css.startswith("scores") else ["---"] * (len(table.head) - 1)
+    )
     lines = ["| " + " | ".join(map(_md_cell, table.head)) + " |", "|" + "|".join(align) + "|"]
     lines += ["| " + " | ".join(map(_md_cell, row)) + " |" for row in table.rows]
     return "\n".join(lines)

@@ -71,8 +71,12 @@ def line_chart(title: str, series: Mapping[str, Sequence[tuple[float, float]]], 
         parts.append(f'<text x="{LEFT - 4}" y="{y + 4:.1f}" class="tick" text-anchor="end">{_label(tick)}</text>')
     for tick in nice_ticks(x0, x1):
         x = px(tick)
-        parts.append(f'<text x="{x:.1f}" y="{TOP + plot_h + 14}" class="tick" text-anchor="middle">{_label(tick)}</text>')
-    parts.append(f'<text x="{LEFT + plot_w / 2:.1f}" y="{HEIGHT - 4}" class="axis" text-anchor="middle">{escape(x_label)}</text>')
+        parts.append(
+            f'<text x="{x:.1f}" y="{TOP + plot_h + 14}" class="tick" text-anchor="middle">{_label(tick)}</text>'
+        )
+    parts.append(
+        f'<text x="{LEFT + plot_w / 2:.1f}" y="{HEIGHT - 4}" class="axis" text-anchor="middle">{escape(x_label)}</text>'
+    )
     parts.append(f'<text x="12" y="{TOP + plot_h / 2:.1f}" class="axis" text-anchor="middle" '
                  f'transform="rotate(-90 12 {TOP + plot_h / 2:.1f})">{escape(y_label)}</text>')  # fmt: skip
     for index, (name, pts) in enumerate(points.items()):
