@@ -34,7 +34,11 @@ def chromium_path() -> str:
 
 @contextlib.contextmanager
 def browser_page(viewport: tuple[int, int] = (1100, 900)) -> Iterator[tuple[object, list[str]]]:
-    """(page, console errors seen so far): a fresh headless page, downloads allowed."""
+    """(page, errors seen so far): a fresh headless page, downloads allowed.
+
+    Errors are the console's errors, uncaught exceptions, and every request that
+    leaves this machine (it is aborted): a page under test must work offline.
+    """
     from playwright.sync_api import sync_playwright
 
     errors: list[str] = []
@@ -42,12 +46,24 @@ def browser_page(viewport: tuple[int, int] = (1100, 900)) -> Iterator[tuple[obje
         browser = playwright.chromium.launch(executable_path=chromium_path(), args=ARGS, headless=True)
         try:
             context = browser.new_context(accept_downloads=True, viewport={"width": viewport[0], "height": viewport[1]})
+            # Waits are on elements; the limit only bounds them on a machine shared with other jobs.
+            context.set_default_timeout(120_000)
             page = context.new_page()
             page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
             page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.route("**/*", lambda route: _local_only(route, errors))
             yield page, errors
         finally:
             browser.close()
+
+
+def _local_only(route: object, errors: list[str]) -> None:
+    url = route.request.url  # type: ignore[attr-defined]
+    if url.startswith(("file:", "data:", "blob:", "http://127.0.0.1", "http://localhost")):
+        route.continue_()  # type: ignore[attr-defined]
+        return
+    errors.append(f"request off this machine: {url}")
+    route.abort()  # type: ignore[attr-defined]
 
 
 def keep_screenshot(shot: Path, name: str) -> None:
