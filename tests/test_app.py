@@ -16,7 +16,7 @@ from skimage import data
 from skimage.metrics import peak_signal_noise_ratio
 
 from restorekit import build_model, load_recipe
-from restorekit.app.session import Session, load_models
+from restorekit.app.session import Session, load_models, slug
 from restorekit.cli import main
 from restorekit.engine.infer import ImageRestoreError
 from restorekit.engine.restoring import RestoreOptions
@@ -64,6 +64,25 @@ def test_session_writes_what_restore_writes_and_scores_it(package: Path, photo: 
     assert result.scores["psnr_in"] == pytest.approx(
         peak_signal_noise_ratio(target, np.asarray(Image.open(photo)), data_range=255), abs=1e-6
     )
+
+
+def test_session_compares_models_each_as_restore_writes_it(package: Path, photo: Path, tmp_path: Path):
+    recipe = load_recipe("demo/restormer_tiny")
+    torch.manual_seed(1)
+    other = save_pretrained(build_model(recipe["model"]), tmp_path / "other", recipe=recipe)
+    choices = [RestoreOptions(weights=str(package)), RestoreOptions(weights=str(other))]
+    session = Session(load_models(choices), tmp_path / "work")
+    results = session.restore([photo], [str(package), str(other)], {"tile": 0})
+    assert [r.output.name for r in results] == [f"astronaut_{slug(str(w))}.png" for w in (package, other)]
+    for result, weights in zip(results, (package, other)):
+        assert result.output.read_bytes() == cli_restore(
+            weights, photo, tmp_path / f"{weights.name}.png", "--tile", "0"
+        )
+    assert results[0].output.read_bytes() != results[1].output.read_bytes()
+    small = tmp_path / "small.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(small)
+    with pytest.raises(ImageRestoreError, match=r"TARGET small.png is 8x8 pixels but astronaut.png is 64x64"):
+        session.restore([photo], [str(package)], {}, target=small)
 
 
 def test_session_refuses_undecodable_files_before_writing(package: Path, tmp_path: Path):
