@@ -107,35 +107,49 @@ def free_port() -> int:
 def test_app_in_a_browser(package: Path, photo: Path, tmp_path: Path):
     from restorekit.app.ui import build_app, launch
 
+    noisy = tmp_path / "noisy.png"
+    clean = np.asarray(Image.open(photo))
+    noise = np.random.default_rng(0).normal(0, 12, clean.shape)
+    Image.fromarray(np.clip(clean + noise, 0, 255).round().astype(np.uint8)).save(noisy)
     options = RestoreOptions(weights=str(package))
     workdir = tmp_path / "work"
     demo = build_app(Session(load_models([options]), workdir), options)
     _, url = launch(demo, host="127.0.0.1", port=free_port(), share=False, workdir=workdir, block=False)
     try:
         assert url.startswith("http://127.0.0.1:")
-        with browser_page() as (page, errors):
+        with browser_page(viewport=(1100, 1000)) as (page, errors):
             page.goto(url)
-            page.locator("#inputs input[type=file]").set_input_files(str(photo))
-            page.wait_for_selector("#inputs :text('astronaut.png')")
+            page.locator("#inputs input[type=file]").set_input_files(str(noisy))
+            page.wait_for_selector("#inputs td[aria-label='noisy.png']")
+            page.locator("#target input[type=file]").set_input_files(str(photo))
+            page.wait_for_selector("#target td[aria-label='astronaut.png']")
             page.locator("#restore").click()
             link = page.locator("#downloads a[download]").first
             link.wait_for()
             page.wait_for_selector("#compare img")
+            row = page.locator("#scores table tbody tr").first
+            row.wait_for()
             with page.expect_download() as download:
                 link.click()
             saved = tmp_path / "downloaded.png"
             download.value.save_as(saved)
+            cells = row.locator("td").all_inner_texts()
             page.screenshot(path=str(tmp_path / "app.png"))
             # A file that is no image: a message on the page, no traceback.
             broken = tmp_path / "broken.png"
             broken.write_bytes(b"this is no image")
             page.locator("#inputs button[aria-label='Clear']").first.click()
             page.locator("#inputs input[type=file]").set_input_files(str(broken))
-            page.wait_for_selector("#inputs :text('broken.png')")
+            page.wait_for_selector("#inputs td[aria-label='broken.png']")
             page.locator("#restore").click()
             page.wait_for_selector("text=cannot read it")
             assert errors == []
-        assert saved.read_bytes() == cli_restore(package, photo, tmp_path / "cli.png")
+        assert saved.read_bytes() == cli_restore(package, noisy, tmp_path / "cli.png")
+        restored, given = np.asarray(Image.open(saved)), np.asarray(Image.open(noisy))
+        assert cells[0] == "noisy.png" and cells[1:3] == [
+            f"{peak_signal_noise_ratio(clean, given, data_range=255):.2f}",
+            f"{peak_signal_noise_ratio(clean, restored, data_range=255):.2f}",
+        ]
         keep_screenshot(tmp_path / "app.png", "app.png")
     finally:
         demo.close()

@@ -145,17 +145,16 @@ def score_file(output: Path, source: Path, target: LoadedImage, target_path: Pat
 
 
 def scores_table(results: Sequence[Restored]) -> str:
-    """Markdown: one row per restored image with input and restored PSNR/SSIM (empty without a target)."""
+    """Markdown: PSNR/SSIM of the input and of the restored file per image (and model, when several ran)."""
     rows = [r for r in results if r.scores]
     if not rows:
         return ""
-    lines = [
-        "| image | model | PSNR input | PSNR restored | SSIM input | SSIM restored |",
-        "|---|---|---:|---:|---:|---:|",
-    ]
+    by_model = len({r.model for r in rows}) > 1
+    head = ["image"] + (["model"] if by_model else []) + ["PSNR in", "PSNR out", "SSIM in", "SSIM out"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * (1 + by_model) + ["---:"] * 4) + "|"]
     for r in rows:
         s = r.scores or {}
-        lines.append(
-            f"| {r.source.name} | {r.model} | {s['psnr_in']:.2f} | {s['psnr']:.2f} | {s['ssim_in']:.4f} | {s['ssim']:.4f} |"
-        )
+        cells = [r.source.name] + ([r.model] if by_model else [])
+        cells += [f"{s['psnr_in']:.2f}", f"{s['psnr']:.2f}", f"{s['ssim_in']:.4f}", f"{s['ssim']:.4f}"]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

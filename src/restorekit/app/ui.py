@@ -92,6 +92,7 @@ def build_app(session: Session, defaults: RestoreOptions) -> gr.Blocks:
                                         elem_id="max-memory")  # fmt: skip
                 ensemble = gr.Checkbox(defaults.self_ensemble, label="x8 self-ensemble (8x slower)", elem_id="ensemble")
                 run = gr.Button("Restore", variant="primary", elem_id="restore")
+                scores = gr.Markdown(elem_id="scores")
             with gr.Column():
                 if SLIDER is not None:
                     compare = SLIDER(label="before / after", type="filepath", elem_id="compare")
@@ -99,7 +100,6 @@ def build_app(session: Session, defaults: RestoreOptions) -> gr.Blocks:
                     compare = gr.Gallery(label="before / after", columns=2, elem_id="compare")
                 view = gr.Dropdown([], label="show", visible=False, elem_id="view")
                 downloads = gr.File(label="restored files", file_count="multiple", elem_id="downloads")
-                scores = gr.Markdown(elem_id="scores")
         views = gr.State({})
         run.click(
             restore,
