@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from browser import browser_page, keep_screenshot
 from PIL import Image
+from skimage import data
 
 from restorekit.cli import main
 from restorekit.engine.config import EvalConfig
@@ -35,8 +36,10 @@ PUBLISHED = {"PaperNet": {"citation": "A. Author, PaperNet, Table 1", "tasks": {
 
 
 def restored_image(seed: int) -> np.ndarray:
-    """A 40 x 56 RGB test output, different per run."""
-    return np.random.default_rng(seed).integers(0, 256, size=(40, 56, 3), dtype=np.uint8)
+    """A 40 x 56 RGB test output, different per run: part of scikit-image's astronaut with some noise."""
+    photo = data.astronaut()[20:180:4, 40:264:4].astype(float)
+    noise = np.random.default_rng(seed).normal(0, 6 * seed, photo.shape)
+    return np.clip(photo + noise, 0, 255).round().astype(np.uint8)
 
 
 def make_run(folder: Path, key: str, seed: int) -> Path:
@@ -126,7 +129,7 @@ def _decoded(uri: str) -> np.ndarray:
 
 def test_report_in_a_browser(two_runs: list[Path], tmp_path: Path):
     html = tmp_path / "report.html"
-    assert main(["report", *map(str, two_runs), "-o", str(html), "--crop", "16"]) == 0
+    assert main(["report", *map(str, two_runs), "-o", str(html), "--crop", "32"]) == 0
     with browser_page() as (page, errors):
         page.goto(html.as_uri())
         page.wait_for_selector("svg.curve polyline.series")
@@ -142,10 +145,9 @@ def test_report_in_a_browser(two_runs: list[Path], tmp_path: Path):
         assert crops.count() == 2
         for index, seed in enumerate((1, 2)):
             crop = crops.nth(index)
-            assert crop.evaluate("img => img.complete && img.naturalWidth") == 16
-            expected = restored_image(seed)[12:28, 20:36]  # crop_box((56, 40), 16), computed by hand
+            assert crop.evaluate("img => img.complete && img.naturalWidth") == 32
+            expected = restored_image(seed)[4:36, 12:44]  # the centre 32 x 32 of 56 x 40, by hand
             np.testing.assert_array_equal(_decoded(crop.get_attribute("src")), expected)
-        page.locator("#evaluation").scroll_into_view_if_needed()
-        page.screenshot(path=str(tmp_path / "report.png"))
+        page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
         assert errors == []
     keep_screenshot(tmp_path / "report.png", "report.png")
