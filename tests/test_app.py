@@ -20,6 +20,7 @@ from restorekit.app.session import Session, load_models, slug
 from restorekit.cli import main
 from restorekit.engine.infer import ImageRestoreError
 from restorekit.engine.restoring import RestoreOptions
+from restorekit.errors import RecipeError
 from restorekit.pretrained import save_pretrained
 
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # as restorekit app sets it, before gradio is imported
@@ -91,6 +92,8 @@ def test_session_refuses_undecodable_files_before_writing(package: Path, tmp_pat
     session = Session(load_models([RestoreOptions(weights=str(package))]), tmp_path / "work")
     with pytest.raises(ImageRestoreError, match=r"INPUT .*broken.png: cannot read it \(not an image"):
         session.restore([broken], [str(package)], {})
+    with pytest.raises(RecipeError, match=r"--overlap \(40\) must be >= 0 and smaller than --tile \(32\)"):
+        session.restore([broken], [str(package)], {"tile": 32, "overlap": 40})
     assert not any(p.is_file() for p in (tmp_path / "work").rglob("*"))
 
 

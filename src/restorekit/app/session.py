@@ -94,6 +94,7 @@ class Session:
         unknown = [label for label in labels if label not in self.models]
         if not labels or unknown:
             raise ImageRestoreError(f"choose a model among: {', '.join(self.models)}")
+        asked = {label: self.models[label].options.with_(**options) for label in labels}  # refused before any work
         self.requests += 1
         folder = self.workdir / f"request-{self.requests:04d}"
         jobs: list[tuple[Path, AppModel, Path]] = []
@@ -107,7 +108,6 @@ class Session:
         target_image = _read_target(Path(target)) if target else None
         results = []
         for done, (src, model, out) in enumerate(jobs):
-            request = model.options.with_(**options)
 
             def tick(
                 _: Path, tiles_done: int, tiles: int, done: int = done, src: Path = src, model: AppModel = model
@@ -115,7 +115,7 @@ class Session:
                 if on_progress is not None:
                     on_progress((done + tiles_done / max(tiles, 1)) / len(jobs), f"{src.name} with {model.label}")
 
-            model.restorer.restore([(src, out)], request, overwrite=False, on_progress=tick)
+            model.restorer.restore([(src, out)], asked[model.label], overwrite=False, on_progress=tick)
             scores = score_file(out, src, target_image, Path(target)) if target_image is not None else None
             results.append(Restored(src, model.label, out, scores))
         return results
