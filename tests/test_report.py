@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -120,6 +121,25 @@ def test_report_refuses_a_folder_that_is_no_run(tmp_path: Path):
     with pytest.raises(RunReadError, match=r"empty: no recipe.yaml here"):
         read_runs([tmp_path / "empty"])
     assert not (tmp_path / "report.html").exists()
+
+
+def test_report_of_runs_without_scores_shows_their_grids(tmp_path: Path):
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / RECIPE_FILE).write_text(dump_recipe(load_recipe("demo/restormer_tiny")))
+    (bare / "eval").mkdir()
+    grid = np.zeros((30, 1000, 3), np.uint8)
+    grid[:, 500:] = 255
+    Image.fromarray(grid).save(bare / "eval" / "grid.png")
+    html = tmp_path / "r.html"
+    assert main(["report", str(bare), "-o", str(html)]) == 0
+    md = html.with_suffix(".md").read_text()
+    assert "No run has a final evaluation (eval/eval.json)." in md
+    assert "No training records (metrics.jsonl) in these runs." in md
+    [uri] = re.findall(r"!\[bare\]\((data:image/png;base64,[^)]+)\)", md)
+    shown = _decoded(uri)
+    assert shown.shape == (22, 720, 3)  # wider than 720 px: scaled to 720, the aspect kept (30 * 720 / 1000 = 21.6)
+    assert shown[:, :350].max() == 0 and shown[:, 370:].min() == 255
 
 
 def _decoded(uri: str) -> np.ndarray:
