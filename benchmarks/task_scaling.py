@@ -8,6 +8,7 @@ DINO-IR loses less. Training and scoring go through the engine's loop
 (``restorekit.engine.train.train``).
 
     python benchmarks/task_scaling.py --tiny                       # CPU, photographs, minutes
+    python benchmarks/task_scaling.py --tiny --report              # and a report comparing the runs
     python benchmarks/task_scaling.py --data-recipe my_5task_data  # GPU, your data, full size
 
 Without ``--data-recipe`` the tasks are synthetic degradations of scikit-image's
@@ -48,6 +49,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--tasks", help="comma-separated tasks in the order they are added (default: all, in order)")
     parser.add_argument("--max-tasks", type=int, help="stop after this many tasks (default: all)")
+    parser.add_argument(
+        "--report",
+        action="store_true",
+        help="also write OUT/<name>_report.html (and .md): restorekit report of every finished run "
+        "(recipes, scores, curves), the first run the baseline",
+    )
     short_runs.add_run_arguments(parser, "task_scaling", "training steps per run (default: 600 tiny, 20000 full)")
     return parser.parse_args(argv)
 
@@ -166,6 +173,15 @@ def plot(result: Mapping[str, Any], path: Path) -> bool:
     return True
 
 
+def write_run_report(run_dirs: Sequence[Path], html: Path) -> Path:
+    """``restorekit report`` of the runs (replacing an earlier report, as the other outputs are)."""
+    from restorekit.report.render import write_report
+    from restorekit.report.runs import read_runs
+
+    write_report(read_runs(list(run_dirs)), html, overwrite=True)
+    return html
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     from restorekit import load_recipe
@@ -188,6 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     input_psnr: dict[str, float] = {}
     failed = 0
+    finished: list[Path] = []
     with tempfile.TemporaryDirectory(prefix="restorekit-task-scaling-") as scratch:
         runs_root = keep or Path(scratch)
         for n in range(1, len(tasks) + 1):
@@ -209,6 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     row["mean_psnr"] = scores["mean"]["psnr"]
                     for t, s in scores["tasks"].items():
                         input_psnr.setdefault(t, s["psnr_in"])
+                    finished.append(run_dir)
                 except Exception as exc:  # noqa: BLE001 - report and go on with the next run
                     import traceback
 
@@ -217,6 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     row["error"] = f"{type(exc).__name__}: {exc}"
                 row["wall_s"] = time.perf_counter() - t0
                 rows.append(row)
+        report = write_run_report(finished, folder / f"{name}_report.html") if args.report and finished else None
     import torch
 
     columns = list(dict.fromkeys(t for r in rows for t in r.get("psnr", {})))  # scored sets, in order
@@ -232,6 +251,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     plotted = plot(result, folder / f"{name}.png")
     print("\n" + text)
     print(f"\nwrote {folder / (name + '.json')}, {name}.md" + (f", {name}.png" if plotted else ""))
+    if report is not None:
+        print(f"report of the runs: {report}")
     return 1 if failed else 0
 
 

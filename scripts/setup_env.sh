@@ -15,3 +15,14 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || ! .venv/bin/python -
   .venv/bin/python -m pip install --quiet -e '.[dev]' 'torch!=2.13.0'
   echo "$want" > "$stamp"
 fi
+# The browser tests (tests/test_app.py, tests/test_report.py) drive Debian's chromium through
+# Playwright; `playwright install` (a downloaded browser) is never used.
+if [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing the chromium package for the browser tests" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "warning: /usr/bin/chromium is missing; the browser tests need it: sudo apt-get install chromium" >&2
+  fi
+fi

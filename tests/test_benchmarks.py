@@ -312,7 +312,7 @@ def test_speed_loop_and_dpc_reuse_lever(tmp_path):
 @pytest.mark.slow
 def test_task_scaling_tiny_reports_psnr_per_task_as_tasks_are_added(tmp_path):
     _run("task_scaling.py", "--tiny", "--models", "baselines/restormer", "--max-tasks", "2",
-         "--iterations", "2", "--eval-size", "48", "--out", str(tmp_path))  # fmt: skip
+         "--iterations", "2", "--eval-size", "48", "--out", str(tmp_path), "--report")  # fmt: skip
     result = json.loads((tmp_path / "task_scaling_tiny.json").read_text())
     assert result["tasks"] == ["noise", "rain"] and result["models"] == ["restormer"]
     rows = sorted(result["rows"], key=lambda r: r["n_tasks"])
@@ -324,6 +324,13 @@ def test_task_scaling_tiny_reports_psnr_per_task_as_tasks_are_added(tmp_path):
     text = (tmp_path / "task_scaling_tiny.md").read_text()
     assert "| model | tasks | noise | rain | mean |" in text
     assert (tmp_path / "task_scaling_tiny.png").stat().st_size > 0
+    report = (tmp_path / "task_scaling_tiny_report.md").read_text()  # --report: restorekit report of both runs
+    assert "| run | recipe |" in report and "restormer-1tasks" in report and "restormer-2tasks" in report
+    assert (
+        "**restormer-2tasks against restormer-1tasks**" in report
+        and "| data.val.rain.dataset.degradation.type | (absent) | 'rain' |" in report
+    )
+    assert (tmp_path / "task_scaling_tiny_report.html").read_text().count('class="series"') >= 2
 
 
 @pytest.mark.slow

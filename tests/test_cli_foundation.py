@@ -27,7 +27,8 @@ def test_import_restorekit_is_light():
         restorekit.load_recipe
         from restorekit import cli
         cli.make_parser()
-        heavy = [m for m in ("torch", "timm", "open_clip", "torchvision") if m in sys.modules]
+        heavy = [m for m in ("torch", "timm", "open_clip", "torchvision", "gradio", "playwright", "PIL")
+                 if m in sys.modules]
         print(json.dumps(heavy))
         """
     )

@@ -32,6 +32,8 @@ COMMANDS: dict[str, str] = {
     "package": "restorekit.commands.package",
     "push": "restorekit.commands.push",
     "export": "restorekit.commands.export",
+    "app": "restorekit.commands.app",
+    "report": "restorekit.commands.report",
 }
 
 

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from restorekit.commands.eval import add_weights_arguments
 from restorekit.commands.show import add_override_argument
+
+if TYPE_CHECKING:  # the command module stays light: no torch at import
+    from restorekit.engine.restoring import RestoreOptions
 
 HELP = "restore an image file or a folder of images with trained weights (tiled for large images)"
 
@@ -47,42 +51,34 @@ def tile_size(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"--tile takes a number of pixels or auto, got {text!r}") from None
 
 
-def run(args: argparse.Namespace) -> int:
-    from restorekit.engine.distributed import pick_device
-    from restorekit.engine.infer import inference_amp, plan_outputs, restore_files
-    from restorekit.engine.loading import load_model_for_inference, recipe_for_weights
-    from restorekit.engine.memory import parse_memory
-    from restorekit.errors import RecipeError
+def options_from_args(args: argparse.Namespace) -> RestoreOptions:
+    """The restore options of ``args`` (``restorekit app`` builds the same value from its own flags)."""
+    from restorekit.engine.restoring import RestoreOptions
 
-    if args.tile != "auto" and args.tile < 0:
-        raise RecipeError(f"--tile must be >= 0 (0: always the whole image), got {args.tile}")
-    if args.overlap < 0 or (args.tile not in (0, "auto") and args.overlap >= args.tile):
-        raise RecipeError(f"--overlap ({args.overlap}) must be >= 0 and smaller than --tile ({args.tile})")
-    if args.max_memory is not None and args.tile != "auto":
-        raise RecipeError(f"--max-memory sets the tile size; it does not apply with --tile {args.tile}")
-    max_memory = None if args.max_memory is None else parse_memory(args.max_memory)
-    pairs = plan_outputs(args.input, args.output, overwrite=args.overwrite)
-    recipe = recipe_for_weights(args.weights, args.recipe, args.override)
-    device = pick_device(args.device)
-    model, weights, notes = load_model_for_inference(
-        recipe, args.weights, use_ema=not args.no_ema, device=device, verify_weights=not args.no_verify_weights
-    )
-    for note in notes:
-        print(note)
-    if args.self_ensemble:
-        from restorekit.engine.ensemble import SelfEnsemble
-
-        model = SelfEnsemble(model)
-    restore_files(
-        model,
-        pairs,
-        tile=args.tile or None,
+    return RestoreOptions(
+        weights=args.weights,
+        recipe=args.recipe,
+        overrides=tuple(args.override or ()),
+        device=args.device,
+        precision=args.precision,
+        use_ema=not args.no_ema,
+        verify_weights=not args.no_verify_weights,
+        self_ensemble=args.self_ensemble,
+        tile=args.tile,
         overlap=args.overlap,
-        device=device,
-        amp=inference_amp(args.precision, recipe, device),
-        max_memory=max_memory,
-        progress=not args.no_progress,
-        overwrite=args.overwrite,
-    )
-    print(f"restored {len(pairs)} image(s) with {weights}")
+        max_memory=args.max_memory,
+    ).checked()
+
+
+def run(args: argparse.Namespace) -> int:
+    from restorekit.engine.infer import plan_outputs
+    from restorekit.engine.restoring import load_restorer
+
+    options = options_from_args(args)
+    pairs = plan_outputs(args.input, args.output, overwrite=args.overwrite)
+    restorer = load_restorer(options)
+    for note in restorer.notes:
+        print(note)
+    restorer.restore(pairs, options, progress=not args.no_progress, overwrite=args.overwrite)
+    print(f"restored {len(pairs)} image(s) with {restorer.weights}")
     return 0

@@ -256,6 +256,7 @@ def restore_files(
     max_memory: int | None = None,
     progress: bool = False,
     overwrite: bool = True,
+    on_progress: Callable[[Path, int, int], None] | None = None,
 ) -> None:
     """Restore each input and write it in the input's format (gray, alpha, bit depth kept).
 
@@ -264,7 +265,8 @@ def restore_files(
     plus a share of the free memory; :mod:`restorekit.engine.memory`). ``amp``:
     :func:`autocast_context`'s switch (None: bf16 on CUDA). ``progress``: a bar over
     each image's tiles on stderr. ``overwrite=False``: an output is created only if no
-    file has its name when it is written (another restore may have written it meanwhile)."""
+    file has its name when it is written (another restore may have written it meanwhile).
+    ``on_progress(input, done, total)``: called as each image's tiles are restored (the app's bar)."""
     amp = device.type == "cuda" if amp is None else amp
     from tqdm import tqdm
 
@@ -296,7 +298,7 @@ def restore_files(
                 overlap=overlap,
                 amp=amp,
                 tile_batch=batch,
-                progress=lambda done, total: _advance(bar, done, total),
+                progress=lambda done, total, src=src: _advance(bar, done, total, src, on_progress),
             )[0].cpu()
         problem = non_finite_output(restored)
         if problem:
@@ -312,7 +314,9 @@ def restore_files(
             raise ImageRestoreError(f"OUTPUT {out}: {_message_without_path(exc, out)}") from exc
 
 
-def _advance(bar: Any, done: int, total: int) -> None:
-    """Move a tqdm bar to ``done`` of ``total`` tiles."""
+def _advance(bar: Any, done: int, total: int, src: Path, on_progress: Callable[[Path, int, int], None] | None) -> None:
+    """Move a tqdm bar (and the caller's ``on_progress``) to ``done`` of ``total`` tiles."""
     bar.total = total
     bar.update(done - bar.n)
+    if on_progress is not None:
+        on_progress(src, done, total)
