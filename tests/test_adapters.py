@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -11,7 +14,7 @@ from restorekit import build
 from restorekit.adapters.dino_restore import DinoRestoreAdapter, default_heads
 
 FAST = settings(max_examples=10, deadline=None)
-FUSIONS = ["attention", "concat", "add"]
+FUSIONS = ["self_attention", "cross_attention", "concat", "add"]
 
 
 def _perturb_zero_init(adapter: DinoRestoreAdapter, seed: int = 0) -> None:
@@ -21,14 +24,18 @@ def _perturb_zero_init(adapter: DinoRestoreAdapter, seed: int = 0) -> None:
             module.weight.copy_(torch.randn(module.weight.shape, generator=gen) * 0.1)
 
 
+# (fusion, query): the query side exists only for cross attention.
+FUSION_QUERIES = [(f, "guide") for f in FUSIONS] + [("cross_attention", "feature")]
+
+
 @FAST
 @given(
-    fusion=st.sampled_from(FUSIONS),
-    query=st.sampled_from(["guide", "feature"]),
+    fusion_query=st.sampled_from(FUSION_QUERIES),
     guide_hw=st.tuples(st.integers(1, 6), st.integers(1, 6)),
     feat_hw=st.tuples(st.integers(1, 12), st.integers(1, 12)),
 )
-def test_adapter_is_identity_at_init_for_any_sizes(fusion, query, guide_hw, feat_hw) -> None:
+def test_adapter_is_identity_at_init_for_any_sizes(fusion_query, guide_hw, feat_hw) -> None:
+    fusion, query = fusion_query
     torch.manual_seed(0)
     adapter = DinoRestoreAdapter(12, 8, fusion=fusion, query=query, head_channels=4)
     feature = torch.randn(2, 8, *feat_hw)
@@ -49,8 +56,7 @@ def test_adapter_with_biases_is_identity_at_init(fusion) -> None:
     assert torch.equal(adapter(feature, torch.randn(2, 12, 4, 3)), feature)
 
 
-@pytest.mark.parametrize("fusion", FUSIONS)
-@pytest.mark.parametrize("query", ["guide", "feature"])
+@pytest.mark.parametrize(("fusion", "query"), FUSION_QUERIES)
 def test_every_parameter_trains_once_the_zero_init_layer_moves(fusion, query) -> None:
     torch.manual_seed(1)
     adapter = DinoRestoreAdapter(12, 8, fusion=fusion, query=query, heads=2, bias=True)
@@ -71,8 +77,8 @@ def test_every_parameter_trains_once_the_zero_init_layer_moves(fusion, query) ->
 
 def test_query_side_changes_the_result() -> None:
     torch.manual_seed(2)
-    a = DinoRestoreAdapter(12, 8, query="guide", heads=2)
-    b = DinoRestoreAdapter(12, 8, query="feature", heads=2)
+    a = DinoRestoreAdapter(12, 8, fusion="cross_attention", query="guide", heads=2)
+    b = DinoRestoreAdapter(12, 8, fusion="cross_attention", query="feature", heads=2)
     b.load_state_dict(a.state_dict())
     _perturb_zero_init(a), _perturb_zero_init(b)
     feature, guide = torch.randn(2, 8, 6, 6), torch.randn(2, 12, 3, 3)
@@ -103,8 +109,9 @@ def test_attention_adapter_uses_the_shared_channel_attention(monkeypatch) -> Non
         return original(q, k, v, heads, temperature)
 
     monkeypatch.setattr(dr, "channel_attention", spy)
-    DinoRestoreAdapter(12, 96)(torch.randn(1, 96, 4, 4), torch.randn(1, 12, 2, 2))
-    assert calls == [2]
+    DinoRestoreAdapter(12, 96, fusion="cross_attention")(torch.randn(1, 96, 4, 4), torch.randn(1, 12, 2, 2))
+    DinoRestoreAdapter(12, 96)(torch.randn(1, 96, 4, 4), torch.randn(1, 12, 2, 2))  # self: 192 channels, 2 heads
+    assert calls == [2, 2]
 
 
 def test_default_heads_follow_restormer_widths() -> None:
@@ -118,6 +125,90 @@ def test_adapter_rejects_bad_knobs() -> None:
         DinoRestoreAdapter(12, 8, query="both")
     with pytest.raises(ValueError, match="heads=3"):
         DinoRestoreAdapter(12, 8, heads=3)
+    for fusion in ("self_attention", "concat", "add"):
+        with pytest.raises(ValueError, match="needs fusion='cross_attention'"):
+            DinoRestoreAdapter(12, 8, fusion=fusion, query="feature")
+
+
+def test_attention_is_the_old_name_of_the_cross_form() -> None:
+    """Recipes and checkpoints written before self-attention existed keep their meaning."""
+    torch.manual_seed(4)
+    old = DinoRestoreAdapter(12, 8, fusion="attention", heads=2)
+    new = DinoRestoreAdapter(12, 8, fusion="cross_attention", heads=2)
+    assert old.fusion_type == "cross_attention"
+    new.load_state_dict(old.state_dict())  # same parameter names
+    _perturb_zero_init(old), new.load_state_dict(old.state_dict())
+    feature, guide = torch.randn(1, 8, 5, 5), torch.randn(1, 12, 5, 5)
+    assert torch.equal(old(feature, guide), new(feature, guide))
+
+
+# An independent NumPy evaluation of the self-attention fusion's formula:
+#   g = W2 * gelu(conv3x3(guide; W1, b1)) + b2          (adaption, same size: no resize)
+#   x = LayerNorm_channels([feature, g])               (2C channels, eps 1e-5)
+#   q, k, v = dwconv3x3(conv1x1(x))                    (no bias)
+#   per head h: A = softmax(T_h * (q/|q|)(k/|k|)^T over channels), o = A v
+#   out = feature + conv1x1(o)                         (2C -> C)
+
+
+def _np_conv(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, groups: int = 1) -> np.ndarray:
+    """Zero-padded 'same' convolution of (C, H, W) by (O, C/groups, k, k), loops only."""
+    c, h, wd = x.shape
+    o, cg, k, _ = w.shape
+    pad = k // 2
+    xp = np.zeros((c, h + 2 * pad, wd + 2 * pad))
+    xp[:, pad : pad + h, pad : pad + wd] = x
+    out = np.zeros((o, h, wd))
+    per_group = o // groups
+    for oc in range(o):
+        g0 = (oc // per_group) * cg
+        for i in range(h):
+            for j in range(wd):
+                out[oc, i, j] = np.sum(xp[g0 : g0 + cg, i : i + k, j : j + k] * w[oc])
+        if b is not None:
+            out[oc] += b[oc]
+    return out
+
+
+def _np_self_attention_fusion(params: dict[str, np.ndarray], feature: np.ndarray, guide: np.ndarray, heads: int):
+    hidden = _np_conv(guide, params["adaption.conv.weight"], params["adaption.conv.bias"])
+    hidden = 0.5 * hidden * (1 + np.vectorize(math.erf)(hidden / math.sqrt(2)))
+    g = _np_conv(hidden, params["adaption.proj.weight"], params["adaption.proj.bias"])
+    x = np.concatenate([feature, g], axis=0)
+    mu, var = x.mean(axis=0), x.var(axis=0)
+    x = (x - mu) / np.sqrt(var + 1e-5) * params["attention.norm.body.weight"][:, None, None]
+    x = x + params["attention.norm.body.bias"][:, None, None]
+    qkv = _np_conv(_np_conv(x, params["attention.qkv.weight"]), params["attention.qkv_dwconv.weight"],
+                   groups=x.shape[0] * 3)  # fmt: skip
+    c2, h, w = x.shape
+    q, k, v = (a.reshape(heads, c2 // heads, h * w) for a in np.split(qkv, 3, axis=0))
+    q = q / np.linalg.norm(q, axis=-1, keepdims=True)
+    k = k / np.linalg.norm(k, axis=-1, keepdims=True)
+    logits = np.einsum("hcn,hdn->hcd", q, k) * params["attention.temperature"].reshape(heads, 1, 1)
+    attn = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    attn = attn / attn.sum(axis=-1, keepdims=True)
+    o = np.einsum("hcd,hdn->hcn", attn, v).reshape(c2, h, w)
+    return feature + _np_conv(o, params["project_out.weight"])
+
+
+def test_self_attention_fusion_matches_a_numpy_evaluation_of_its_formula() -> None:
+    adapter = DinoRestoreAdapter(3, 4, fusion="self_attention", heads=2).double()
+    gen = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for p in adapter.parameters():  # every weight set, the zero-initialised projection included
+            p.copy_(torch.randn(p.shape, generator=gen, dtype=torch.float64) * 0.5)
+        adapter.attention.temperature.copy_(torch.tensor([[[0.7]], [[1.9]]], dtype=torch.float64))
+    feature = torch.randn(1, 4, 3, 5, generator=gen, dtype=torch.float64)
+    guide = torch.randn(1, 3, 3, 5, generator=gen, dtype=torch.float64)
+    params = {n: p.detach().numpy() for n, p in adapter.named_parameters()}
+    assert set(params) == {
+        "adaption.conv.weight", "adaption.conv.bias", "adaption.proj.weight", "adaption.proj.bias",
+        "attention.norm.body.weight", "attention.norm.body.bias", "attention.qkv.weight",
+        "attention.qkv_dwconv.weight", "attention.temperature", "project_out.weight",
+    }  # fmt: skip
+    expected = _np_self_attention_fusion(params, feature[0].numpy(), guide[0].numpy(), heads=2)
+    out = adapter(feature, guide)[0].detach().numpy()
+    np.testing.assert_allclose(out, expected, rtol=1e-10, atol=1e-10)
+    assert np.abs(expected - feature[0].numpy()).max() > 0.1  # the fusion did change the feature
 
 
 def test_adapter_builds_from_the_registry() -> None:

@@ -49,9 +49,9 @@ def test_build_model_gives_the_defaults() -> None:
     assert list(model.adapters) == ["latent", "decoder3", "decoder2"]
     widths = {p: (a.fusion_type, a.query, a.heads, a.adaption.proj.out_channels) for p, a in model.adapters.items()}
     assert widths == {
-        "latent": ("attention", "guide", 8, 384),
-        "decoder3": ("attention", "guide", 4, 192),
-        "decoder2": ("attention", "guide", 2, 96),
+        "latent": ("self_attention", "guide", 8, 384),
+        "decoder3": ("self_attention", "guide", 4, 192),
+        "decoder2": ("self_attention", "guide", 2, 96),
     }
     body_params = sum(p.numel() for p in model.body.parameters())
     assert body_params == 26_126_644  # the official Restormer
@@ -82,7 +82,11 @@ def test_warns_once_per_process_when_the_backbone_is_random(monkeypatch) -> None
     assert len(messages) == 1
 
 
-@pytest.mark.parametrize("adapter", [{}, {"fusion": "concat"}, {"fusion": "add"}, {"query": "feature"}])
+@pytest.mark.parametrize(
+    "adapter",
+    [{}, {"fusion": "cross_attention"}, {"fusion": "concat"}, {"fusion": "add"},
+     {"fusion": "cross_attention", "query": "feature"}],
+)  # fmt: skip
 @pytest.mark.parametrize("fusion", ["msf", "concat"])
 def test_at_init_the_output_is_exactly_the_body_output(adapter, fusion) -> None:
     torch.manual_seed(0)
@@ -217,7 +221,7 @@ def test_msf_load_balance_reaches_the_training_loss_whatever_the_loss(loss_spec)
 
 def test_adapter_overrides_apply_per_point() -> None:
     model = tiny_dino_ir(adapter_overrides={"latent": {"fusion": "add"}})
-    assert [a.fusion_type for a in model.adapters.values()] == ["add", "attention", "attention"]
+    assert [a.fusion_type for a in model.adapters.values()] == ["add", "self_attention", "self_attention"]
     assert all(isinstance(a, DinoRestoreAdapter) for a in model.adapters.values())
 
 

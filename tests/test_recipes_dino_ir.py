@@ -19,7 +19,7 @@ from restorekit.tiny import tiny_loss_spec, tiny_model_spec
 pytestmark = pytest.mark.filterwarnings("ignore:dino_ir. the .* backbone is randomly initialised")
 
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
-RECIPES = ["dino_ir", "dino_ir_5task"] + sorted(
+RECIPES = ["dino_ir", "dino_ir_4task", "dino_ir_5task"] + sorted(
     p.relative_to(RECIPES_DIR).with_suffix("").as_posix()
     for folder in ("ablations", "baselines")
     for p in (RECIPES_DIR / folder).glob("*.yaml")
@@ -28,11 +28,12 @@ RECIPES = ["dino_ir", "dino_ir_5task"] + sorted(
 ABLATION_CHANGES = {
     "ablations/concat_fusion": ["model.fusion."],
     "ablations/dr_concat": ["model.adapter.fusion"],
+    "ablations/dr_cross_attention": ["model.adapter.fusion"],
     "ablations/no_dpc": ["loss.terms"],
     "ablations/clip_backbone": ["model.backbone."],
     "ablations/shallow_layers": ["model.layers"],
     "ablations/deep_layers": ["model.layers"],
-    "ablations/restoration_query": ["model.adapter.query"],
+    "ablations/restoration_query": ["model.adapter.fusion", "model.adapter.query"],
     "ablations/vit_s14": ["model.backbone.size"],
     "ablations/vit_l14": ["model.backbone.size", "model.layers"],
     "ablations/promptir_body": ["model.body."],
@@ -42,9 +43,12 @@ ABLATION_CHANGES = {
 # Baselines trained as their own repositories do: (iterations, warmup) of that schedule.
 OWN_SCHEDULES = {
     "baselines/adair": (667_500, 66_750),
+    "baselines/adair_4task": (716_850, 71_685),
     "baselines/adair_5task": (762_300, 76_230),
     "baselines/moce_ir": (534_000, 66_750),
     "baselines/moce_ir_s": (534_000, 66_750),
+    "baselines/moce_ir_4task": (573_480, 71_685),
+    "baselines/moce_ir_s_4task": (573_480, 71_685),
     "baselines/moce_ir_5task": (609_840, 76_230),
     "baselines/moce_ir_s_5task": (609_840, 76_230),
 }
@@ -53,6 +57,7 @@ OWN_SCHEDULES = {
 def test_the_recipe_set_is_complete() -> None:
     expected = {
         "dino_ir",
+        "dino_ir_4task",
         "dino_ir_5task",
         "baselines/restormer",
         "baselines/promptir",
@@ -78,6 +83,9 @@ def test_recipe_sections_validate(name) -> None:
     if name.endswith("5task"):
         assert tasks == three | {"deblur", "lowlight"}
         assert val == {"denoise_25", "derain", "dehaze", "deblur", "lowlight"}
+    elif name.endswith("4task"):  # the paper summary's four: noise, blur, rain, haze
+        assert tasks == val == three | {"deblur"}
+        assert recipe.get("published") is None
     else:
         assert tasks == val == three
 
@@ -101,7 +109,7 @@ def test_baselines_keep_data_and_training_of_dino_ir() -> None:
 
 @pytest.mark.parametrize("name", sorted(OWN_SCHEDULES))
 def test_baselines_with_their_own_schedule_keep_the_protocol_data(name) -> None:
-    protocol = "dino_ir_5task" if name.endswith("5task") else "dino_ir"
+    protocol = next((p for p in ("dino_ir_4task", "dino_ir_5task") if name.endswith(p[-5:])), "dino_ir")
     recipe = load_recipe(name)
     changed = {key.split(".")[0] for key, _, _ in recipe_diff(recipe, load_recipe(protocol))}
     assert changed == {"name", "description", "model", "loss", "train", "eval"}

@@ -3,9 +3,15 @@
 Adaption: 3x3 conv (C_f -> C_f), GELU, 1x1 conv (C_f -> C_p), bilinear resize to
 the point's resolution. Fusion (knob ``fusion``):
 
-* ``attention``: Restormer-style cross attention across channels (cost linear in
-  pixels) from the shared :func:`~restorekit.bodies.blocks.channel_attention`,
-  with a zero-initialised 1x1 output projection and a residual;
+* ``self_attention`` (default; the paper summary's "self-attention"): joint
+  self-attention over the adapted guide and the feature. Their concatenation
+  (2 C_p channels) is layer-normalised, 1x1 + 3x3 depthwise convs make q, k, v
+  (Restormer's MDTA), channel attention mixes the 2 C_p channels, and a
+  zero-initialised 1x1 projection maps back to C_p, added to the feature;
+* ``cross_attention``: Restormer-style cross attention across channels, q from
+  one side (knob ``query``), k and v from the other, with a zero-initialised 1x1
+  output projection and a residual (``attention`` is its name in recipes written
+  before the self-attention form existed);
 * ``concat``: ``feature + conv1x1(concat(feature, guide))``, the conv zero-initialised;
 * ``add``: ``feature + guide``, the adaption's last 1x1 conv zero-initialised.
 
@@ -21,8 +27,10 @@ from torch import Tensor, nn
 
 from restorekit.bodies.blocks import LayerNorm2d, channel_attention
 
-FUSION_TYPES = ("attention", "concat", "add")
+FUSION_TYPES = ("self_attention", "cross_attention", "concat", "add")
 QUERY_SIDES = ("guide", "feature")
+# Recipes and checkpoints from before the self-attention form call the cross form "attention".
+FUSION_ALIASES = {"attention": "cross_attention"}
 
 
 class GuideAdaption(nn.Module):
@@ -67,6 +75,27 @@ class ChannelCrossAttention(nn.Module):
         return channel_attention(q, k, v, self.heads, self.temperature)
 
 
+class ChannelSelfAttention(nn.Module):
+    """MDTA over one map: LayerNorm, 1x1 + 3x3 depthwise convs to q, k, v, channel attention.
+
+    Returns the attended map (same channels) before any output projection; the
+    D-R adapter feeds it the concatenation of the feature and the adapted guide,
+    so every channel of either attends to every channel of both.
+    """
+
+    def __init__(self, channels: int, heads: int, bias: bool = False, layernorm_type: str = "WithBias") -> None:
+        super().__init__()
+        self.heads = heads
+        self.norm = LayerNorm2d(channels, layernorm_type)
+        self.qkv = nn.Conv2d(channels, channels * 3, kernel_size=1, bias=bias)
+        self.qkv_dwconv = nn.Conv2d(channels * 3, channels * 3, kernel_size=3, padding=1, groups=channels * 3, bias=bias)
+        self.temperature = nn.Parameter(torch.ones(heads, 1, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        q, k, v = self.qkv_dwconv(self.qkv(self.norm(x))).chunk(3, dim=1)
+        return channel_attention(q, k, v, self.heads, self.temperature)
+
+
 def default_heads(channels: int, head_channels: int) -> int:
     """Heads so each has about ``head_channels`` channels (Restormer: 48 per head).
 
@@ -83,10 +112,12 @@ class DinoRestoreAdapter(nn.Module):
     Args:
         guide_channels: C_f, channels of the fused guide map.
         channels: C_p, channels of the body's feature at the point.
-        fusion: ``attention`` (default), ``concat`` or ``add``.
-        query: which side gives the attention query, ``guide`` (default) or
-            ``feature`` (the restoration features).
-        heads: attention heads (``None``: ``default_heads(channels, head_channels)``).
+        fusion: ``self_attention`` (default), ``cross_attention`` (alias
+            ``attention``), ``concat`` or ``add``.
+        query: which side gives the cross-attention query, ``guide`` (default) or
+            ``feature`` (the restoration features); only ``cross_attention`` has one.
+        heads: attention heads (``None``: ``default_heads(channels, head_channels)``);
+            self-attention splits its 2 C_p channels into the same number of heads.
         head_channels: channels per head when ``heads`` is None.
         bias: biases in the attention convs (Restormer: False).
         layernorm_type: ``WithBias`` or ``BiasFree`` for the two LayerNorms.
@@ -96,7 +127,7 @@ class DinoRestoreAdapter(nn.Module):
         self,
         guide_channels: int,
         channels: int,
-        fusion: str = "attention",
+        fusion: str = "self_attention",
         query: str = "guide",
         heads: int | None = None,
         head_channels: int = 48,
@@ -104,18 +135,24 @@ class DinoRestoreAdapter(nn.Module):
         layernorm_type: str = "WithBias",
     ) -> None:
         super().__init__()
+        fusion = FUSION_ALIASES.get(fusion, fusion)
         if fusion not in FUSION_TYPES:
             raise ValueError(f"dino_restore: fusion must be one of {FUSION_TYPES}, got {fusion!r}")
         if query not in QUERY_SIDES:
             raise ValueError(f"dino_restore: query must be one of {QUERY_SIDES}, got {query!r}")
+        if query != "guide" and fusion != "cross_attention":
+            raise ValueError(f"dino_restore: query={query!r} needs fusion='cross_attention' (fusion={fusion!r} has no query)")
         heads = default_heads(channels, head_channels) if heads is None else heads
         if heads < 1 or channels % heads:
             raise ValueError(f"dino_restore: {channels} channels cannot be split into heads={heads}")
         self.fusion_type, self.query, self.heads = fusion, query, heads
         self.adaption = GuideAdaption(guide_channels, channels)
-        self.attention: ChannelCrossAttention | None = None
+        self.attention: ChannelCrossAttention | ChannelSelfAttention | None = None
         self.project_out: nn.Conv2d | None = None
-        if fusion == "attention":
+        if fusion == "self_attention":
+            self.attention = ChannelSelfAttention(channels * 2, heads, bias, layernorm_type)
+            self.project_out = nn.Conv2d(channels * 2, channels, kernel_size=1, bias=bias)
+        elif fusion == "cross_attention":
             self.attention = ChannelCrossAttention(channels, heads, bias, layernorm_type)
             self.project_out = nn.Conv2d(channels, channels, kernel_size=1, bias=bias)
         elif fusion == "concat":
@@ -135,5 +172,7 @@ class DinoRestoreAdapter(nn.Module):
             return feature + g
         if self.fusion_type == "concat":
             return feature + self.project_out(torch.cat([feature, g], dim=1))
+        if self.fusion_type == "self_attention":
+            return feature + self.project_out(self.attention(torch.cat([feature, g], dim=1)))
         query, context = (g, feature) if self.query == "guide" else (feature, g)
         return feature + self.project_out(self.attention(query, context))

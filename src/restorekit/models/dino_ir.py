@@ -36,7 +36,7 @@ from restorekit.errors import BuildError
 
 DEFAULT_BODY: dict[str, Any] = {"type": "restormer"}
 DEFAULT_FUSION: dict[str, Any] = {"type": "msf", "num_experts": 4}
-DEFAULT_ADAPTER: dict[str, Any] = {"type": "dino_restore", "fusion": "attention", "query": "guide"}
+DEFAULT_ADAPTER: dict[str, Any] = {"type": "dino_restore", "fusion": "self_attention", "query": "guide"}
 _MODEL_SET_FUSION_KEYS = ("in_channels", "num_layers", "out_channels")
 _MODEL_SET_ADAPTER_KEYS = ("guide_channels", "channels")
 
@@ -62,8 +62,8 @@ class DinoIR(nn.Module):
 
     Args:
         body, backbone, fusion, adapter: specs merged onto the defaults (Restormer,
-            DINOv2 ViT-B/14, MSF with 4 experts, D-R attention with the guide as
-            query), or built modules.
+            DINOv2 ViT-B/14, MSF with 4 experts, D-R self-attention over the guide
+            and the feature), or built modules.
         layers: backbone blocks (0-based) the fusion combines.
         injection_points: body points that receive guidance (one adapter each).
         guide_stride: with ``guide_grid='stride'`` the backbone sees the input padded
