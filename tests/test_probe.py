@@ -272,3 +272,52 @@ def test_cli_probe_compares_rules(tmp_path, capsys) -> None:
     assert (tmp_path / "probe.png").read_bytes()[:8] == PNG_MAGIC
     assert main(["probe", "--compare-rules", "windowed", "--degradations", "noise"]) == 2
     assert "--degradations does not apply to --compare-rules" in capsys.readouterr().err
+
+
+# -- the per-layer DPC distance (why DPC reads early layers) -----------------------------------
+def test_relative_l1_matches_a_numpy_evaluation() -> None:
+    gen = torch.Generator().manual_seed(3)
+    clean, degraded = torch.randn(2, 5, 4, 3, generator=gen), torch.randn(2, 5, 4, 3, generator=gen)
+    c, d = clean.numpy().reshape(2, -1), degraded.numpy().reshape(2, -1)
+    expected = np.abs(c - d).mean(axis=1) / np.abs(c).mean(axis=1)
+    np.testing.assert_allclose(probe.relative_l1(clean, degraded).numpy(), expected, rtol=1e-6)
+    assert torch.equal(probe.relative_l1(clean, clean), torch.zeros(2))
+
+
+def test_l1_probe_over_every_block_equals_the_distance_of_the_backbones_own_maps(two_images) -> None:
+    """`--metric l1 --layers all`: each block's value is mean|phi(c) - phi(d)| / mean|phi(c)|, computed apart."""
+    from restorekit import build
+    from restorekit.data.seeding import derive_seed
+
+    torch.manual_seed(0)
+    backbone = build("backbone", TINY_DINOV2).eval()
+    degradations = probe.build_degradations([{"type": "noise", "sigma": 50}, "identity"])
+    features, labels = probe.backbone_features(backbone, probe.parse_layers("all"))
+    assert labels == ["0", "1", "2"]
+    result = probe.run_probe(features, labels, two_images, degradations, seed=5, metric="l1")
+    assert result.metric == "l1" and "relative L1 distance" in result.table()
+    np.testing.assert_allclose(result.values[:, 1, :], 0.0)  # identity: no distance
+    for i, (_, img) in enumerate(two_images):
+        noisy = degradations[0][1](img, rng=derive_seed(5, i, 0))
+        with torch.no_grad():
+            maps_c, maps_d = backbone(img[None], [0, 1, 2]), backbone(noisy[None], [0, 1, 2])
+        for k in range(3):
+            c, d = maps_c[k].double().numpy(), maps_d[k].double().numpy()
+            expected = np.abs(c - d).mean() / np.abs(c).mean()
+            assert result.values[i, 0, k] == pytest.approx(expected, rel=1e-4)
+
+
+def test_cli_probe_l1_over_all_layers(tmp_path, capsys) -> None:
+    spec = "{type: dinov2, size: s, img_size: 56, model_kwargs: {depth: 2, embed_dim: 32, num_heads: 2}}"
+    argv = ["probe", "--backbone", spec, "--layers", "all", "--metric", "l1", "--images", "astronaut",
+            "--size", "42", "--degradations", "identity,rain", "--out", str(tmp_path), "--device", "cpu"]  # fmt: skip
+    assert main(argv) == 0
+    assert "relative L1 distance (DPC's)" in capsys.readouterr().out
+    rows = read_rows(tmp_path / "probe.csv")
+    assert {r["layer"] for r in rows} == {"0", "1"} and "l1" in rows[0]
+    assert all(float(r["l1"]) == 0.0 for r in rows if r["degradation"] == "identity")
+    assert all(float(r["l1"]) > 0.0 for r in rows if r["degradation"] == "rain")
+    assert (tmp_path / "probe.png").read_bytes()[:8] == PNG_MAGIC
+    argv = ["probe", "--backbone", spec, "--compare-rules", "budget", "--metric", "l1", "--out", str(tmp_path / "r")]
+    assert main(argv) != 0
+    assert "--metric does not apply to --compare-rules" in capsys.readouterr().err

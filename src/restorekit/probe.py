@@ -9,6 +9,12 @@ features at all. The result prints as a table (layers x degradations) and is
 written as CSV and a PNG plot (``restorekit probe``,
 ``benchmarks/robustness_probe.py``).
 
+``metric='l1'`` measures instead DPC's distance, per layer: the mean absolute
+difference of the clean and degraded features over the mean absolute clean feature
+(0: the layer cannot tell them apart). Run over every block
+(``restorekit probe --metric l1 --layers all``), it shows which layers discriminate
+clean from degraded images, the reason DPC reads early layers.
+
 The same measurement compares guide pass rules (:func:`compare_rules`): per layer,
 how close the windowed or budgeted guide of a clean photograph at its own size is to
 the global pass's (``restorekit probe --compare-rules windowed,budget``).
@@ -41,6 +47,7 @@ DEFAULT_DEGRADATIONS: tuple[Any, ...] = (
     "low_light",
 )
 DEFAULT_IMAGES: tuple[str, ...] = ("astronaut", "coffee", "chelsea", "rocket")
+ALL_LAYERS = "all"  # --layers all: every block of the backbone
 Features = Callable[[torch.Tensor], Mapping[str, torch.Tensor]]
 
 
@@ -105,10 +112,13 @@ def default_layers(num_layers: int) -> list[int]:
 
 
 def backbone_features(
-    backbone: Any, layers: Sequence[int] | None = None, grid: tuple[int, int] | None = None
+    backbone: Any, layers: Sequence[int] | str | None = None, grid: tuple[int, int] | None = None
 ) -> tuple[Features, list[str]]:
-    """A features function over a backbone's blocks, and the layer labels."""
-    chosen = list(layers) if layers else default_layers(backbone.num_layers)
+    """A features function over a backbone's blocks (``layers='all'``: every block), and the layer labels."""
+    if layers == ALL_LAYERS:
+        chosen = list(range(backbone.num_layers))
+    else:
+        chosen = list(layers) if layers else default_layers(backbone.num_layers)
     backbone.resolve_layers(chosen)  # clear error for a block that does not exist
 
     def features(x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -157,6 +167,19 @@ def token_cosine(clean: torch.Tensor, degraded: torch.Tensor) -> torch.Tensor:
     return cos.flatten(1).mean(1)
 
 
+def relative_l1(clean: torch.Tensor, degraded: torch.Tensor) -> torch.Tensor:
+    """DPC's distance, scale-free: mean |clean - degraded| / mean |clean| per sample, (B,)."""
+    clean, degraded = clean.float(), degraded.float()
+    return (clean - degraded).abs().flatten(1).mean(1) / clean.abs().flatten(1).mean(1).clamp_min(1e-12)
+
+
+# metric name -> (function of (clean, degraded) maps -> (B,), what the numbers are)
+METRICS: dict[str, tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tensor], str]] = {
+    "cosine": (token_cosine, "mean cosine similarity"),
+    "l1": (relative_l1, "relative L1 distance (DPC's)"),
+}
+
+
 @dataclass
 class ProbeResult:
     """Similarities ``values[image, degradation, layer]`` of one extractor.
@@ -173,6 +196,7 @@ class ProbeResult:
     notes: list[str] = field(default_factory=list)
     measure: str = "clean vs degraded"
     condition: str = "degradation"
+    metric: str = "cosine"  # a METRICS name: also the CSV column of the values
 
     def mean(self) -> np.ndarray:
         """(layers, degradations): the mean over images."""
@@ -184,7 +208,7 @@ class ProbeResult:
         width = max(8, *(len(d) for d in self.degradations))
         head = f"{'layer':>8s} " + " ".join(f"{d:>{width}s}" for d in self.degradations)
         rows = [f"{layer:>8s} " + " ".join(f"{v:>{width}.4f}" for v in mean[i]) for i, layer in enumerate(self.layers)]
-        return "\n".join([f"{self.extractor}: mean cosine similarity, {self.measure}", head, *rows])
+        return "\n".join([f"{self.extractor}: {METRICS[self.metric][1]}, {self.measure}", head, *rows])
 
     def csv_rows(self) -> list[dict[str, Any]]:
         """One row per image, degradation and layer, then the means (image ``mean``)."""
@@ -198,7 +222,7 @@ class ProbeResult:
                             "image": image,
                             self.condition: deg,
                             "layer": layer,
-                            "cosine": float(self.values[i, j, k]),
+                            self.metric: float(self.values[i, j, k]),
                         }
                     )
         mean = self.mean()
@@ -210,7 +234,7 @@ class ProbeResult:
                         "image": "mean",
                         self.condition: deg,
                         "layer": layer,
-                        "cosine": float(mean[k, j]),
+                        self.metric: float(mean[k, j]),
                     }
                 )
         return rows
@@ -226,8 +250,9 @@ def run_probe(
     extractor: str = "features",
     seed: int = 0,
     device: str | torch.device = "cpu",
+    metric: str = "cosine",
 ) -> ProbeResult:
-    """Measure clean-vs-degraded similarity for every image, degradation and layer.
+    """Measure clean-vs-degraded similarity (or ``metric='l1'`` distance) per image, degradation and layer.
 
     Each image and its degraded versions go through ``features`` as one batch;
     degradation ``j`` of image ``i`` uses the seed ``(seed, i, j)``, so a run is
@@ -237,6 +262,9 @@ def run_probe(
 
     if not images:
         raise BuildError("the probe needs at least one image")
+    if metric not in METRICS:
+        raise BuildError(f"probe metric must be one of {', '.join(METRICS)}, got {metric!r}")
+    measure = METRICS[metric][0]
     values = np.zeros((len(images), len(degradations), len(layers)), dtype=np.float64)
     for i, (_, img) in enumerate(images):
         degraded = [deg(img, rng=derive_seed(seed, i, j)) for j, (_, deg) in enumerate(degradations)]
@@ -244,28 +272,28 @@ def run_probe(
         maps = features(batch)
         for k, layer in enumerate(layers):
             fmap = maps[layer]
-            values[i, :, k] = token_cosine(fmap[:1].expand_as(fmap[1:]), fmap[1:]).cpu().numpy()
+            values[i, :, k] = measure(fmap[:1].expand_as(fmap[1:]), fmap[1:]).cpu().numpy()
     return ProbeResult(
         extractor=extractor,
         images=[name for name, _ in images],
         degradations=[label for label, _ in degradations],
         layers=list(layers),
         values=values,
+        metric=metric,
     )
 
 
 # -- outputs -------------------------------------------------------------------------
 def csv_text(results: Sequence[ProbeResult]) -> str:
-    """One CSV: extractor, image, the condition (degradation or rule), layer, cosine."""
+    """One CSV: extractor, image, the condition (degradation or rule), layer, the metric (cosine or l1)."""
     buffer = io.StringIO()
     condition = results[0].condition if results else "degradation"
-    writer = csv.DictWriter(
-        buffer, fieldnames=("extractor", "image", condition, "layer", "cosine"), lineterminator="\n"
-    )
+    metric = results[0].metric if results else "cosine"
+    writer = csv.DictWriter(buffer, fieldnames=("extractor", "image", condition, "layer", metric), lineterminator="\n")
     writer.writeheader()
     for result in results:
         for row in result.csv_rows():
-            writer.writerow({**row, "cosine": f"{row['cosine']:.6f}"})
+            writer.writerow({**row, metric: f"{row[metric]:.6f}"})
     return buffer.getvalue()
 
 
@@ -290,7 +318,7 @@ def plot_png(results: Sequence[ProbeResult], title: str | None = None) -> bytes:
         ax.set_xlabel("layer")
         ax.set_title(textwrap.fill(result.extractor, 48), fontsize=8)
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel(f"cosine similarity ({results[0].measure})")
+    axes[0].set_ylabel(f"{METRICS[results[0].metric][1]} ({results[0].measure})", fontsize=8)
     handles, labels = axes[-1].get_legend_handles_labels()
     fig.legend(handles, labels, fontsize=7, loc="outside right center", title=results[0].condition, title_fontsize=7)
     if title:
@@ -341,6 +369,13 @@ def parse_degradations(text: str | None) -> list[Any] | None:
     raise BuildError(f"--degradations must be names or a YAML list of specs, got {text!r}")
 
 
+def parse_layers(text: str | None) -> list[int] | str | None:
+    """``--layers``: comma-separated blocks, or ``all``."""
+    if text is not None and text.strip() == ALL_LAYERS:
+        return ALL_LAYERS
+    return parse_int_list(text, "--layers")
+
+
 def parse_int_list(text: str | None, option: str) -> list[int] | None:
     if text is None:
         return None
@@ -362,7 +397,7 @@ def extractor_from_spec(
     kind: str,
     spec: Any,
     *,
-    layers: Sequence[int] | None = None,
+    layers: Sequence[int] | str | None = None,
     levels: Sequence[str] | None = None,
     grid: tuple[int, int] | None = None,
     device: str | torch.device = "cpu",
@@ -393,15 +428,17 @@ def probe_spec(
     images: Sequence[tuple[str, torch.Tensor]],
     degradations: Sequence[tuple[str, Callable[..., torch.Tensor]]],
     *,
-    layers: Sequence[int] | None = None,
+    layers: Sequence[int] | str | None = None,
     levels: Sequence[str] | None = None,
     grid: tuple[int, int] | None = None,
     seed: int = 0,
     device: str | torch.device = "cpu",
+    metric: str = "cosine",
 ) -> ProbeResult:
     """Build the extractor a spec names and run the probe with it."""
     features, labels, notes = extractor_from_spec(kind, spec, layers=layers, levels=levels, grid=grid, device=device)
-    result = run_probe(features, labels, images, degradations, extractor=spec_label(spec), seed=seed, device=device)
+    result = run_probe(features, labels, images, degradations, extractor=spec_label(spec), seed=seed, device=device,
+                       metric=metric)  # fmt: skip
     result.notes.extend(notes)
     return result
 

@@ -1,4 +1,4 @@
-"""restorekit eval RECIPE --weights W [-o k=v ...] [--save-outputs DIR] [--no-ema] [--report DIR]."""
+"""restorekit eval RECIPE --weights W [-o k=v ...] [--suite NAME] [--save-outputs DIR] [--no-ema] [--report DIR]."""
 
 from __future__ import annotations
 
@@ -48,6 +48,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("recipe", help="recipe name or YAML path (its data section names the test sets)")
     add_weights_arguments(parser)
     add_override_argument(parser)
+    parser.add_argument(
+        "--suite",
+        metavar="NAME",
+        help="score the test tasks of eval.suites.NAME (e.g. unseen) instead of data.val",
+    )
     parser.add_argument("--save-outputs", metavar="DIR", help="write restored test images to DIR/<task>/")
     parser.add_argument("--report", metavar="DIR", help="write eval.md and eval.json to DIR")
     parser.add_argument(
@@ -75,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
         markdown_table,
         metric_directions,
         protocol,
+        suite_data,
         write_report,
     )
     from restorekit.engine.infer import inference_amp
@@ -96,11 +102,14 @@ def run(args: argparse.Namespace) -> int:
     recipe = resolve_recipe(args.recipe, overrides)
     validate(recipe, str(args.recipe), locations=recipe_locations(args.recipe, overrides), train=False, data=("val",))
     cfg = eval_config(recipe, str(args.recipe))
+    data_cfg = recipe.get("data") or {}
+    if args.suite:  # checked before the model loads
+        data_cfg = suite_data(data_cfg, cfg, args.suite, str(args.recipe))
     device = pick_device(args.device)
     model, weights, notes = load_model_for_inference(
         recipe, args.weights, use_ema=not args.no_ema, device=device, verify_weights=not args.no_verify_weights
     )
-    sets = build_eval_sets(recipe.get("data") or {})
+    sets = build_eval_sets(data_cfg)
     result = evaluate(
         model,
         sets,
@@ -109,8 +118,8 @@ def run(args: argparse.Namespace) -> int:
         amp=inference_amp(args.precision, recipe, device),
         save_dir=Path(args.save_outputs) if args.save_outputs else None,
     )
-    info = {**protocol(cfg), "weights": str(weights)}
-    published = None if args.no_published else recipe.get("published")
+    info = {**protocol(cfg), "weights": str(weights), **({"suite": args.suite} if args.suite else {})}
+    published = None if args.no_published or args.suite else recipe.get("published")
     directions = metric_directions(cfg)
     comparison = published_tables(result, published, directions)
     print(markdown_table(result, info))

@@ -21,7 +21,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="probe a restoration body's encoder instead, e.g. restormer or '{type: restormer, weights: f.pth}'",
     )
     parser.add_argument(
-        "--layers", metavar="I,J,...", help="backbone blocks, 0-based (default: about five from first to last)"
+        "--layers",
+        metavar="I,J,...",
+        help="backbone blocks, 0-based, or 'all' (default: about five from first to last)",
+    )
+    parser.add_argument(
+        "--metric",
+        default="cosine",
+        choices=["cosine", "l1"],
+        help="cosine: token cosine similarity (1: unmoved); l1: DPC's distance, mean |clean - degraded| / "
+        "mean |clean| (0: indistinguishable); with --layers all it shows which blocks tell clean from degraded",
     )
     parser.add_argument("--levels", metavar="NAME,...", help="body encoder levels (default: all)")
     parser.add_argument(
@@ -74,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
     misplaced = ["--layers", "--grid"] if kind == "body" else ["--levels"]
     if args.compare_rules:
         misplaced = ["--body", "--grid", "--levels", "--degradations"]
+        if args.metric != "cosine":
+            raise BuildError("--metric does not apply to --compare-rules (it measures cosine similarity)")
     for option in misplaced:
         if getattr(args, option[2:]) is not None:
             what = "--compare-rules" if args.compare_rules else f"a {kind}"
@@ -99,11 +110,12 @@ def run(args: argparse.Namespace) -> int:
         spec,
         images,
         degradations,
-        layers=probe.parse_int_list(args.layers, "--layers"),
+        layers=probe.parse_layers(args.layers),
         levels=levels,
         grid=tuple(grid) if grid else None,
         seed=args.seed,
         device=device,
+        metric=args.metric,
     )
     for note in result.notes:
         print(f"note: {note}")

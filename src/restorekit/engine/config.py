@@ -116,6 +116,9 @@ class EvalConfig:
     grid_images: int = 1  # images per task in the grid
     metrics: list[Any] = field(default_factory=lambda: ["psnr", "ssim"])  # metric specs (names or mappings)
     self_ensemble: bool = False  # x8 self-ensemble (flips and rotations) at test time
+    # Named test suites beside data.val, each a mapping task -> entry as in data.val
+    # (e.g. unseen: sets the model never trained on); `restorekit eval --suite NAME`.
+    suites: dict[str, Any] = field(default_factory=dict)
 
     def check(self, source: str, problems: Problems | None = None) -> None:
         problems = Problems() if problems is None else problems
@@ -144,6 +147,15 @@ class EvalConfig:
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
             report(f"{source}: eval.metrics names {repeated} twice (give one a 'name:')", "eval.metrics")
+        if not isinstance(self.suites, Mapping):
+            report(f"{source}: eval.suites must map suite names to test tasks, got {self.suites!r}", "eval.suites")
+        else:
+            for name, tasks in self.suites.items():
+                if not isinstance(tasks, Mapping) or not tasks:
+                    report(
+                        f"{source}: eval.suites.{name} must map task names to data.val-style entries",
+                        f"eval.suites.{name}",
+                    )
 
     def metric_names(self) -> list[str]:
         """The names validation rows and ``train.best_metric`` use, in order."""

@@ -19,7 +19,7 @@ from torch import nn
 
 from restorekit.engine.config import EvalConfig
 from restorekit.engine.infer import non_finite_output, restore_tensor
-from restorekit.errors import DataError, RestorekitError
+from restorekit.errors import DataError, RecipeError, RestorekitError
 
 MetricFn = Callable[..., torch.Tensor]
 REPORT_MD, REPORT_JSON = "eval.md", "eval.json"
@@ -38,6 +38,14 @@ def center_crop_multiple(image: torch.Tensor, multiple: int) -> torch.Tensor:
     if h - dh <= 0 or w - dw <= 0:
         return image
     return image[..., dh // 2 : h - dh + dh // 2, dw // 2 : w - dw + dw // 2]
+
+
+def suite_data(data_cfg: Mapping[str, Any], cfg: EvalConfig, suite: str, source: str) -> dict[str, Any]:
+    """The recipe's data section with ``data.val`` replaced by ``eval.suites[suite]``."""
+    if suite not in cfg.suites:
+        known = ", ".join(sorted(cfg.suites)) or "none"
+        raise RecipeError(f"{source}: no evaluation suite {suite!r} in eval.suites (known: {known})")
+    return {**data_cfg, "val": dict(cfg.suites[suite])}
 
 
 def protocol(cfg: EvalConfig, *, ema: bool | None = None) -> dict[str, Any]:
@@ -61,6 +69,8 @@ def protocol_line(info: Mapping[str, Any]) -> str:
         parts.append("x8 self-ensemble")
     if info.get("weights"):
         parts.append(f"weights {info['weights']}")
+    if info.get("suite"):
+        parts.append(f"suite {info['suite']}")
     return ", ".join(parts)
 
 
