@@ -10,12 +10,19 @@ DINO-IR loses less. Training and scoring go through the engine's loop
     python benchmarks/task_scaling.py --tiny                       # CPU, photographs, minutes
     python benchmarks/task_scaling.py --tiny --report              # and a report comparing the runs
     python benchmarks/task_scaling.py --data-recipe my_5task_data  # GPU, your data, full size
+    python benchmarks/task_scaling.py --data-recipe protocol       # GPU, the protocols' data, 1 to 5 tasks
 
 Without ``--data-recipe`` the tasks are synthetic degradations of scikit-image's
 photographs (the ``samples`` dataset); with it, the recipe's ``data`` section is
 used and its ``data.train`` tasks, in order, are added one by one (entries
 ``denoise_15/25/50`` form one task, ``denoise``; ``--tasks`` picks and orders
 them; the ``data.val`` entries of the tasks trained are scored).
+``--data-recipe protocol`` runs 1 to 5 tasks (noise, rain, haze, blur, low light) on
+the protocols' own data sections: 3 tasks are exactly ``dino_ir`` (PromptIR's
+protocol), 4 exactly ``dino_ir_4task`` (the paper summary's four degradations: noise,
+blur, rain, haze), 5 exactly ``dino_ir_5task`` (AdaIR's); 1 and 2 tasks are ``dino_ir``
+cut down to them. Without a data recipe the photographs' first four tasks are the
+same four degradations.
 Tiny runs use a randomly initialised tiny DINOv2, so they exercise the experiment,
 not the paper's result.
 """
@@ -36,6 +43,8 @@ import common as bench  # noqa: E402
 import short_runs  # noqa: E402
 
 DEFAULT_MODELS = ("baselines/restormer", "dino_ir")
+PROTOCOL = "protocol"  # --data-recipe protocol: the 3-, 4- and 5-task recipes' own data
+PROTOCOL_RECIPES = ("dino_ir", "dino_ir_4task", "dino_ir_5task")  # by task count: 3, 4, 5
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -45,7 +54,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tiny", action="store_true", help="tiny models on the CPU, 32 px patches")
     parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), help="recipes whose model and loss train")
     parser.add_argument(
-        "--data-recipe", help="recipe (name or path) whose data section to use instead of the photographs"
+        "--data-recipe",
+        help="recipe (name or path) whose data section to use instead of the photographs; 'protocol': "
+        "dino_ir / dino_ir_4task / dino_ir_5task's own data at 3 / 4 / 5 tasks",
     )
     parser.add_argument("--tasks", help="comma-separated tasks in the order they are added (default: all, in order)")
     parser.add_argument("--max-tasks", type=int, help="stop after this many tasks (default: all)")
@@ -73,7 +84,24 @@ def task_order(args: argparse.Namespace, data_recipe: Mapping[str, Any] | None) 
     return tasks
 
 
+def protocol_data(tasks: Sequence[str]) -> tuple[str, dict[str, Any]]:
+    """(recipe, data section) for ``tasks``: the smallest protocol recipe that trains them all,
+    its own data section when it trains exactly them, else cut down to them."""
+    from restorekit import load_recipe
+
+    for name in PROTOCOL_RECIPES:
+        data = load_recipe(name)["data"]
+        known = short_runs.data_tasks(data)
+        if set(tasks) == set(known):
+            return name, dict(data)
+        if set(tasks) <= set(known):
+            return name, short_runs.subset_data(data, tasks)
+    raise SystemExit(f"no protocol recipe trains the tasks {list(tasks)}")
+
+
 def data_for(tasks: Sequence[str], args: argparse.Namespace, data_recipe: Mapping[str, Any] | None) -> dict[str, Any]:
+    if args.data_recipe == PROTOCOL:
+        return protocol_data(tasks)[1]
     if data_recipe is not None:
         return short_runs.subset_data(data_recipe.get("data") or {}, tasks)
     patch = args.patch_size or (32 if args.tiny else 128)
@@ -186,7 +214,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     from restorekit import load_recipe
 
-    data_recipe = load_recipe(args.data_recipe) if args.data_recipe else None
+    if args.data_recipe == PROTOCOL:  # the task order of the largest protocol
+        data_recipe = load_recipe(PROTOCOL_RECIPES[-1])
+    else:
+        data_recipe = load_recipe(args.data_recipe) if args.data_recipe else None
     if data_recipe is not None and not data_recipe.get("data"):
         raise SystemExit(f"--data-recipe {args.data_recipe}: the recipe has no data section")
     tasks = task_order(args, data_recipe)

@@ -386,6 +386,24 @@ def test_scaling_tiny_writes_flop_ratios_per_rule_targets_and_the_plot(tmp_path)
     assert [t["status"] for t in result["targets"]] == ["n/a"] * 3 and "stride 8, windowed" in proc.stdout
 
 
+def test_task_scaling_protocol_uses_the_3_4_and_5_task_recipes_data_exactly():
+    from restorekit import load_recipe
+
+    task_scaling = _load("task_scaling")
+    args = task_scaling.parse_args(["--data-recipe", "protocol"])
+    order = task_scaling.task_order(args, load_recipe("dino_ir_5task"))
+    assert order == ["denoise", "derain", "dehaze", "deblur", "lowlight"]
+    chosen = [task_scaling.protocol_data(order[:n]) for n in range(1, 6)]
+    assert [name for name, _ in chosen] == ["dino_ir", "dino_ir", "dino_ir", "dino_ir_4task", "dino_ir_5task"]
+    for n in (3, 4, 5):
+        assert chosen[n - 1][1] == load_recipe(chosen[n - 1][0])["data"]
+    four = chosen[3][1]  # the paper summary's four: noise (15/25/50), blur, rain, haze
+    assert set(four["train"]) == set(four["val"]) == {"denoise_15", "denoise_25", "denoise_50", "derain", "dehaze",
+                                                       "deblur"}  # fmt: skip
+    assert list(chosen[0][1]["val"]) == ["denoise_15", "denoise_25", "denoise_50"]
+    assert task_scaling.data_for(order[:4], args, None) == four
+
+
 def test_task_scaling_groups_a_user_data_section_into_tasks():
     from restorekit import load_recipe
 
@@ -454,3 +472,12 @@ def test_benchmarks_build_and_step_through_the_engine() -> None:
     loss = train_step()
     assert loss.shape == () and train_step.step.ema.updates == 1  # the EMA update is part of the step
     assert any(not torch.equal(before[k], v) for k, v in train_step.step.ema.shadow.items())
+
+
+def test_unseen_gap_pairs_each_unseen_task_with_its_seen_task():
+    unseen_gap = _load("unseen_gap")
+    rows = unseen_gap.paired_rows("m", {"noise": 3.0, "rain": 1.0}, {"noise_75": 0.5, "rain_dense": 1.5, "blur_x": 2.0})
+    assert [(r["seen"], r["unseen"], r["gap"]) for r in rows] == [("noise", "noise_75", 2.5),
+                                                                  ("rain", "rain_dense", -0.5), ("blur", "blur_x", None)]  # fmt: skip
+    scores = {"tasks": {"noise": {"psnr": 30.0, "psnr_in": 20.5}}}
+    assert unseen_gap.gains(scores) == {"noise": 9.5}

@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "eval": "restorekit.commands.eval",
     "restore": "restorekit.commands.restore",
     "probe": "restorekit.commands.probe",
+    "gates": "restorekit.commands.gates",
     "package": "restorekit.commands.package",
     "push": "restorekit.commands.push",
     "export": "restorekit.commands.export",
