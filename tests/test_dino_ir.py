@@ -55,6 +55,13 @@ def test_build_model_gives_the_defaults() -> None:
     }
     body_params = sum(p.numel() for p in model.body.parameters())
     assert body_params == 26_126_644  # the official Restormer
+    # D-R by hand: adaption 3x3 (C_f) + 1x1 (C_f -> C); self-attention over 2C channels:
+    # LayerNorm 2*2C, qkv 1x1 2C*6C, depthwise 6C*9, temperature per head, projection 2C*C.
+    expected = {
+        point: (384 * 384 * 9 + 384) + (384 * c + c) + 4 * c + 12 * c * c + 54 * c + heads + 2 * c * c
+        for point, c, heads in [("latent", 384, 8), ("decoder3", 192, 4), ("decoder2", 96, 2)]
+    }
+    assert {p: sum(x.numel() for x in a.parameters()) for p, a in model.adapters.items()} == expected
     assert all(not p.requires_grad for p in model.backbone.parameters())
 
 
