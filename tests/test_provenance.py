@@ -23,7 +23,7 @@ HEADING = "## Provenance"
 LABELS = ("paper (abstract)", "related method: ", "restorekit default")
 REQUIRED_SECTIONS = ("model", "loss", "train")
 CHOICE_SECTIONS = ("model", "loss", "data", "train", "eval")
-COMMENTED_RECIPES = ("dino_ir.yaml", "dino_ir_5task.yaml")
+COMMENTED_RECIPES = ("dino_ir.yaml", "dino_ir_4task.yaml", "dino_ir_5task.yaml")
 KEY = re.compile(r"`([^`]+)`")
 TERM_KEY = re.compile(r"^loss\.terms\[(\w+)\]\.(\w+)$")
 PROVENANCE_COMMENT = re.compile(r"#\s*(paper|from \S|restorekit)")
@@ -149,3 +149,25 @@ def test_nothing_calls_the_defaults_the_papers() -> None:
     offenders = [str(p.relative_to(ROOT)) for p in files if "paper default" in p.read_text(encoding="utf-8").lower()]
     assert offenders == []
     assert "docs/models.md#provenance" in (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def test_the_rows_follow_the_summarys_words() -> None:
+    """Self-attention, "pre-trained", "different layers": what the summary says is labelled paper, the rest not."""
+    rows = provenance_rows(MODELS_DOC.read_text(encoding="utf-8"))
+    by_value = {row["value in `dino_ir`"]: row for row in rows}
+    assert by_value["`self_attention`"]["provenance"] == "paper (abstract)"
+    assert load_recipe("dino_ir")["model"]["adapter"]["fusion"] == "self_attention"
+    assert by_value["4 blocks"]["provenance"] == "restorekit default"
+    frozen = [row for row in rows if "frozen" in row["choice"]]
+    assert frozen and all(row["provenance"].startswith("restorekit default") for row in frozen)
+    assert by_value["`dino_ir_4task`"]["provenance"] == "paper (abstract)"
+    assert "PSF" in next(row["choice"] for row in rows if row["choice"].startswith("MSF form"))
+
+
+def test_no_text_says_the_paper_itself_was_never_released() -> None:
+    """The paper is public (arXiv 2312.01677); its code and configurations are not."""
+    files = [ROOT / "README.md"] + [
+        path for folder in ("docs", "recipes") for path in (ROOT / folder).rglob("*") if path.suffix in TEXT_SUFFIXES
+    ]
+    offenders = [str(p.relative_to(ROOT)) for p in files if "full text" in p.read_text(encoding="utf-8")]
+    assert offenders == []

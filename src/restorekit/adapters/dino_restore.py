@@ -88,7 +88,9 @@ class ChannelSelfAttention(nn.Module):
         self.heads = heads
         self.norm = LayerNorm2d(channels, layernorm_type)
         self.qkv = nn.Conv2d(channels, channels * 3, kernel_size=1, bias=bias)
-        self.qkv_dwconv = nn.Conv2d(channels * 3, channels * 3, kernel_size=3, padding=1, groups=channels * 3, bias=bias)
+        self.qkv_dwconv = nn.Conv2d(
+            channels * 3, channels * 3, kernel_size=3, padding=1, groups=channels * 3, bias=bias
+        )
         self.temperature = nn.Parameter(torch.ones(heads, 1, 1))
 
     def forward(self, x: Tensor) -> Tensor:
@@ -141,7 +143,9 @@ class DinoRestoreAdapter(nn.Module):
         if query not in QUERY_SIDES:
             raise ValueError(f"dino_restore: query must be one of {QUERY_SIDES}, got {query!r}")
         if query != "guide" and fusion != "cross_attention":
-            raise ValueError(f"dino_restore: query={query!r} needs fusion='cross_attention' (fusion={fusion!r} has no query)")
+            raise ValueError(
+                f"dino_restore: query={query!r} needs fusion='cross_attention' (fusion={fusion!r} has no query)"
+            )
         heads = default_heads(channels, head_channels) if heads is None else heads
         if heads < 1 or channels % heads:
             raise ValueError(f"dino_restore: {channels} channels cannot be split into heads={heads}")

@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from restorekit.engine.config import eval_config
     from restorekit.engine.distributed import pick_device
     from restorekit.engine.evaluate import suite_data
-    from restorekit.engine.gates import GATES_CSV, GATES_MD, GATES_PNG, gates_markdown, gate_weights, write_gate_report
+    from restorekit.engine.gates import GATES_CSV, GATES_MD, GATES_PNG, gate_weights, gates_markdown, write_gate_report
     from restorekit.engine.loading import load_model_for_inference
     from restorekit.errors import BuildError
     from restorekit.recipes import load_recipe
