@@ -31,14 +31,14 @@ def run(args: argparse.Namespace) -> int:
     from restorekit.engine.gates import GATES_CSV, GATES_MD, GATES_PNG, gate_weights, gates_markdown, write_gate_report
     from restorekit.engine.loading import load_model_for_inference
     from restorekit.errors import BuildError
+    from restorekit.outputs import check_output_folder, refuse_existing
     from restorekit.recipes import load_recipe
 
     if args.max_images is not None and args.max_images < 1:
         raise BuildError(f"--max-images must be >= 1, got {args.max_images}")
     out = Path(args.out)
+    check_output_folder(out, "--out")
     if not args.overwrite:
-        from restorekit.outputs import refuse_existing
-
         refuse_existing([out / GATES_CSV, out / GATES_MD, out / GATES_PNG], "--out")
     recipe = load_recipe(args.recipe, args.override)
     cfg = eval_config(recipe, str(args.recipe))
@@ -46,7 +46,9 @@ def run(args: argparse.Namespace) -> int:
     if args.suite:
         data_cfg = suite_data(data_cfg, cfg, args.suite, str(args.recipe))
     device = pick_device(args.device)
-    model, weights, notes = load_model_for_inference(recipe, args.weights, use_ema=not args.no_ema, device=device)
+    model, weights, notes = load_model_for_inference(
+        recipe, args.weights, use_ema=not args.no_ema, device=device, verify_weights=not args.no_verify_weights
+    )
     gates = gate_weights(model, build_eval_sets(data_cfg), cfg, device, args.max_images)
     note = f"{args.recipe}, weights {weights}" + (f", suite {args.suite}" if args.suite else "")
     print(gates_markdown(gates, note))
