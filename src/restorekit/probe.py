@@ -174,7 +174,7 @@ def relative_l1(clean: torch.Tensor, degraded: torch.Tensor) -> torch.Tensor:
 
 
 # metric name -> (function of (clean, degraded) maps -> (B,), what the numbers are)
-METRICS: dict[str, tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tensor], str]] = {
+PROBE_METRICS: dict[str, tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tensor], str]] = {
     "cosine": (token_cosine, "mean cosine similarity"),
     "l1": (relative_l1, "relative L1 distance (DPC's)"),
 }
@@ -196,7 +196,7 @@ class ProbeResult:
     notes: list[str] = field(default_factory=list)
     measure: str = "clean vs degraded"
     condition: str = "degradation"
-    metric: str = "cosine"  # a METRICS name: also the CSV column of the values
+    metric: str = "cosine"  # a PROBE_METRICS name: also the CSV column of the values
 
     def mean(self) -> np.ndarray:
         """(layers, degradations): the mean over images."""
@@ -208,7 +208,7 @@ class ProbeResult:
         width = max(8, *(len(d) for d in self.degradations))
         head = f"{'layer':>8s} " + " ".join(f"{d:>{width}s}" for d in self.degradations)
         rows = [f"{layer:>8s} " + " ".join(f"{v:>{width}.4f}" for v in mean[i]) for i, layer in enumerate(self.layers)]
-        return "\n".join([f"{self.extractor}: {METRICS[self.metric][1]}, {self.measure}", head, *rows])
+        return "\n".join([f"{self.extractor}: {PROBE_METRICS[self.metric][1]}, {self.measure}", head, *rows])
 
     def csv_rows(self) -> list[dict[str, Any]]:
         """One row per image, degradation and layer, then the means (image ``mean``)."""
@@ -262,9 +262,9 @@ def run_probe(
 
     if not images:
         raise BuildError("the probe needs at least one image")
-    if metric not in METRICS:
-        raise BuildError(f"probe metric must be one of {', '.join(METRICS)}, got {metric!r}")
-    measure = METRICS[metric][0]
+    if metric not in PROBE_METRICS:
+        raise BuildError(f"probe metric must be one of {', '.join(PROBE_METRICS)}, got {metric!r}")
+    measure = PROBE_METRICS[metric][0]
     values = np.zeros((len(images), len(degradations), len(layers)), dtype=np.float64)
     for i, (_, img) in enumerate(images):
         degraded = [deg(img, rng=derive_seed(seed, i, j)) for j, (_, deg) in enumerate(degradations)]
@@ -318,7 +318,7 @@ def plot_png(results: Sequence[ProbeResult], title: str | None = None) -> bytes:
         ax.set_xlabel("layer")
         ax.set_title(textwrap.fill(result.extractor, 48), fontsize=8)
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel(f"{METRICS[results[0].metric][1]} ({results[0].measure})", fontsize=8)
+    axes[0].set_ylabel(f"{PROBE_METRICS[results[0].metric][1]} ({results[0].measure})", fontsize=8)
     handles, labels = axes[-1].get_legend_handles_labels()
     fig.legend(handles, labels, fontsize=7, loc="outside right center", title=results[0].condition, title_fontsize=7)
     if title:
