@@ -8,7 +8,7 @@ held-out photographs). Each unseen task is paired with the seen task its name st
 with (``noise_75`` -> ``noise``); the gap is the seen gain minus the unseen gain
 (gain: restored PSNR minus input PSNR), so a smaller gap generalises better.
 
-    python benchmarks/unseen_gap.py --quick          # ~2 tiny runs of 60 steps, a few minutes
+    python benchmarks/unseen_gap.py --quick          # 2 tiny runs of 60 steps, under a minute
     python benchmarks/unseen_gap.py                  # the demo's full 2000 steps per model
 
 Tiny models with a randomly initialised backbone: this exercises the experiment; it
