@@ -39,7 +39,7 @@ ensure_importable()
 
 import torch  # noqa: E402
 
-from restorekit.engine.atomic import write_text  # noqa: E402
+from restorekit.io.atomic import write_text  # noqa: E402
 
 # -- devices and precision -------------------------------------------------------------
 

@@ -286,7 +286,7 @@ def plot(result: Mapping[str, Any], path: Path) -> bool:
         ax.grid(alpha=0.3, which="both")
         ax.axhline(limit, color="grey", lw=0.8)
     axes[-1].legend(fontsize=7)
-    from restorekit.engine.atomic import atomic_path
+    from restorekit.io.atomic import atomic_path
 
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")

@@ -193,7 +193,7 @@ def plot(result: Mapping[str, Any], path: Path) -> bool:
     axes[0][0].set_ylabel("PSNR (dB)")
     axes[0][-1].legend(fontsize=8)
     fig.tight_layout()
-    from restorekit.engine.atomic import atomic_path
+    from restorekit.io.atomic import atomic_path
 
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100)

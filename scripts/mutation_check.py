@@ -157,7 +157,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "padding-replicates",
         "bodies",
-        "src/restorekit/bodies/base.py",
+        "src/restorekit/io/padding.py",
         'x = F.pad(x, (0, pad_w, 0, 0), mode="reflect" if pad_w < w else "replicate")',
         'x = F.pad(x, (0, pad_w, 0, 0), mode="replicate")',
         REFERENCE,

@@ -16,7 +16,6 @@ from restorekit import build
 from restorekit.cli import main
 from restorekit.data.build import build_eval_sets
 from restorekit.data.datasets import PairedFolderDataset, SyntheticDataset
-from restorekit.data.image_io import load_image, read_image, write_image
 from restorekit.data.protocol import (
     DeblurDataset,
     DehazeDataset,
@@ -26,6 +25,7 @@ from restorekit.data.protocol import (
 )
 from restorekit.data.samples import SAMPLE_IMAGES, TEST_IMAGES, TRAIN_IMAGES, SamplesDataset, load_sample
 from restorekit.errors import DataError
+from restorekit.io.image_files import load_image, read_image, write_image
 
 
 def tiny(path: Path, seed: int = 0, size: tuple[int, int] = (12, 16)) -> torch.Tensor:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from restorekit import errors, listing
+from restorekit.io import state_dict
 from restorekit.registry import registry
 
 # (module, old name, new name, the object the new name gives)
@@ -21,6 +22,7 @@ RENAMED = [
     ("restorekit.errors", "DuplicateComponentError", "DuplicatePartError", errors.DuplicatePartError),
     ("restorekit.errors", "ComponentLoadError", "PartLoadError", errors.PartLoadError),
     ("restorekit.pretrained", "WEIGHTS_FILE", "MODEL_FILE", "model.safetensors"),
+    ("restorekit.io.state_dict", "read_state_dict", "read_state_file", state_dict.read_state_file),
 ]
 
 

@@ -132,7 +132,7 @@ def test_eval_command_reports_tables(demo_run, tmp_path: Path) -> None:
 
 
 def test_restore_keeps_formats_and_never_overwrites(demo_run, tmp_path: Path) -> None:
-    from restorekit.data.image_io import encode_png16, load_image, write_image
+    from restorekit.io.image_files import encode_png16, load_image, write_image
 
     run_dir, _ = demo_run
     src = tmp_path / "in"

@@ -114,7 +114,7 @@ class NamedSet(torch.utils.data.Dataset):
 
 @pytest.mark.parametrize("listed", [True, False])
 def test_save_outputs_keeps_subfolders_and_never_overwrites(tmp_path: Path, listed: bool) -> None:
-    from restorekit.data.image_io import read_image
+    from restorekit.io.image_files import read_image
 
     names = ["a/img", "b/img", "img", "img"]
     dataset = NamedSet(names, listed=listed)

@@ -18,6 +18,7 @@ from restorekit.engine.distributed import per_rank_batch
 from restorekit.engine.ema import EMA
 from restorekit.engine.infer import restore_tensor, tile_starts, tile_window
 from restorekit.engine.schedule import WarmupCosine
+from restorekit.engine.sources import load_source, resolve_source
 from restorekit.errors import CheckpointError, RecipeError
 
 
@@ -216,18 +217,18 @@ def test_prune_keeps_last_and_best(tmp_path: Path) -> None:
     assert [s for s, _ in ckpt.list_checkpoints(tmp_path)] == [5]
 
 
-def test_load_weights_names_file_and_mismatch(tmp_path: Path) -> None:
+def test_load_source_names_file_and_mismatch(tmp_path: Path) -> None:
     from safetensors.torch import save_file
 
     model = engine_fakes.LocalConvNet()
     file = tmp_path / "w.safetensors"
     state = {k: v.clone() for k, v in model.state_dict().items()}
     state["extra.weight"] = torch.zeros(1)
-    save_file(state, str(file))
+    save_file(state, str(file), metadata={"format": ckpt.FILE_FORMAT})  # a file restorekit wrote
     with pytest.raises(
-        CheckpointError, match=r"w.safetensors does not fit the model: 1 unexpected key\(s\) \(first: extra.weight\)"
+        CheckpointError, match=r"w.safetensors'? does not fit the model: 1 unexpected key\(s\) \(first: extra.weight\)"
     ):
-        ckpt.load_weights(model, file)
+        load_source(model, resolve_source(file))
     with pytest.raises(CheckpointError, match="no such file"):
         ckpt.resolve_weights(tmp_path / "missing")
 

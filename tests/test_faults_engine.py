@@ -77,7 +77,7 @@ def test_restore_and_eval_refuse_weights_holding_nan_naming_the_tensor(tmp_path:
 
 
 def test_a_nan_output_is_never_written_nor_scored(tmp_path: Path) -> None:
-    from restorekit.data.image_io import write_image
+    from restorekit.io.image_files import write_image
 
     write_image(tmp_path / "in.png", torch.rand(3, 8, 8))
     with pytest.raises(ImageRestoreError, match=r"INPUT .*in.png: the model's output holds NaN .*(192 of 192 values)"):
@@ -368,7 +368,7 @@ class FinishesFirst(torch.nn.Module):
         self.output = output
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from restorekit.data.image_io import write_image
+        from restorekit.io.image_files import write_image
 
         write_image(self.output, torch.zeros(3, 6, 6))
         return x
@@ -378,15 +378,17 @@ class FinishesFirst(torch.nn.Module):
 def test_a_restore_never_replaces_an_output_written_meanwhile(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, overwrite: bool
 ) -> None:
-    import restorekit.engine.loading as loading
+    import restorekit.commands.restore as restore_command  # the command's own names (imported at its top)
     from restorekit.cli import main
-    from restorekit.data.image_io import read_image, write_image
+    from restorekit.io.image_files import read_image, write_image
 
     image = torch.rand(3, 6, 6, generator=torch.Generator().manual_seed(0))
     write_image(tmp_path / "a.png", image)
     same = tmp_path / "same.png"
-    monkeypatch.setattr(loading, "recipe_for_weights", lambda *args: {})
-    monkeypatch.setattr(loading, "load_model_for_inference", lambda *a, **k: (FinishesFirst(same), Path("w"), []))
+    monkeypatch.setattr(restore_command, "recipe_for_weights", lambda *args: {})
+    monkeypatch.setattr(
+        restore_command, "load_model_for_inference", lambda *a, **k: (FinishesFirst(same), Path("w"), [])
+    )
     args = ["restore", str(tmp_path / "a.png"), str(same), "--weights", "w", "--tile", "0"]
     code = main(args + (["--overwrite"] if overwrite else []))
     kept = read_image(same)

@@ -201,7 +201,7 @@ def _bad_images(folder: Path) -> dict[str, Path]:
     ],
 )
 def test_an_unreadable_image_is_an_error_naming_the_file_and_the_reason(tmp_path: Path, kind: str, reason: str) -> None:
-    from restorekit.data.image_io import ImageReadError, load_image
+    from restorekit.io.image_files import ImageReadError, load_image
 
     files = _bad_images(tmp_path)
     with pytest.raises(ImageReadError) as info:
@@ -238,9 +238,9 @@ def test_data_check_decodes_every_image_and_reports_all_bad_files(
 
 def test_eval_and_train_name_the_unreadable_file(tmp_path: Path) -> None:
     from restorekit.data.build import build_eval_sets, build_train_stream
-    from restorekit.data.image_io import ImageReadError
     from restorekit.engine.config import EvalConfig
     from restorekit.engine.evaluate import evaluate
+    from restorekit.io.image_files import ImageReadError
     from restorekit.recipes import load_yaml
 
     data = load_yaml(_paired_recipe(tmp_path))["data"]
@@ -293,8 +293,8 @@ def test_eval_refuses_to_overwrite_a_report_or_saved_outputs(tmp_path: Path, cap
 
 
 def test_written_images_follow_the_umask(tmp_path: Path) -> None:
-    from restorekit.data.image_io import write_image
     from restorekit.engine.infer import restore_files
+    from restorekit.io.image_files import write_image
 
     previous = os.umask(0o022)
     try:
@@ -319,8 +319,8 @@ def test_written_images_follow_the_umask(tmp_path: Path) -> None:
 def test_a_jpeg_tagged_rotate_90_is_read_and_restored_upright(tmp_path: Path) -> None:
     """Stored 128 wide x 96 high with orientation 6 ("rotate 90 clockwise to display"): it
     displays 96 wide x 128 high, and that is what is read, restored and written (untagged)."""
-    from restorekit.data.image_io import load_image
     from restorekit.engine.infer import restore_files
+    from restorekit.io.image_files import load_image
 
     stored = np.zeros((96, 128, 3), np.uint8)
     stored[:16, :32] = (255, 0, 0)  # a red block in the stored top-left corner
@@ -351,7 +351,7 @@ def test_a_jpeg_tagged_rotate_90_is_read_and_restored_upright(tmp_path: Path) ->
 def test_every_exif_orientation_reads_as_pillow_displays_it(tmp_path: Path, orientation: int) -> None:
     from PIL import ImageOps
 
-    from restorekit.data.image_io import load_image
+    from restorekit.io.image_files import load_image
 
     stored = np.random.default_rng(orientation).integers(0, 256, (5, 7, 3), dtype=np.uint8)
     exif = Image.Exif()

@@ -97,7 +97,7 @@ def test_the_prediction_matches_the_count_for_windowed_guidance(model) -> None:
 
 
 def test_restore_files_picks_tiles_from_the_budget(model, tmp_path, caplog, monkeypatch) -> None:
-    from restorekit.data.image_io import load_image, write_image
+    from restorekit.io.image_files import load_image, write_image
 
     gen = torch.Generator().manual_seed(0)
     src, out = tmp_path / "in.png", tmp_path / "out.png"

@@ -116,7 +116,7 @@ def test_frozen_backbone_is_checked_against_its_sha256(trained) -> None:
 
 
 def test_package_command_and_restore_from_a_package_folder(trained, tmp_path: Path) -> None:
-    from restorekit.data.image_io import write_image
+    from restorekit.io.image_files import write_image
 
     target = tmp_path / "pkg"
     assert main(["package", str(trained["run"]), str(target), "--license", "mit", "--no-ema"]) == 0
@@ -249,7 +249,7 @@ def test_edited_package_weights_are_refused_naming_the_file_unless_verification_
     state = load(str(edited / "model.safetensors"))
     first = sorted(state)[0]
     assert torch.equal(dict(loaded.named_parameters())[first].detach(), state[first])
-    from restorekit.data.image_io import write_image
+    from restorekit.io.image_files import write_image
 
     write_image(tmp_path / "in.png", torch.rand(3, 18, 26))
     args = ["restore", str(tmp_path / "in.png"), str(tmp_path / "out.png"), "--weights", str(edited)]

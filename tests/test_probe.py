@@ -129,7 +129,7 @@ def test_images_by_name_or_file(tmp_path) -> None:
     img = probe.load_probe_image("chelsea", 48)
     assert img.shape == (3, 48, 48) and 0 <= img.min() and img.max() <= 1
     assert probe.load_probe_image("coffee", None).shape == (3, 400, 600)
-    from restorekit.data.image_io import write_image
+    from restorekit.io.image_files import write_image
 
     path = tmp_path / "photo.png"
     write_image(path, torch.rand(3, 30, 50))

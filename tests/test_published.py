@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from restorekit.engine.published import published_differences, published_tables
 from restorekit.errors import RecipeError
+from restorekit.published import published_differences, published_tables
 from restorekit.recipes import list_recipes, load_recipe
 
 # PromptIR (NeurIPS 2023, arXiv 2306.13090), Table 1, all-in-one on three degradations.

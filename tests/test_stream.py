@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from restorekit.data.build import build_train_stream
-from restorekit.data.image_io import write_image
 from restorekit.data.stream import TaskSource, TrainStream, augment_op, random_crop
 from restorekit.errors import DataError, RecipeError
+from restorekit.io.image_files import write_image
 
 
 class Pairs(torch.utils.data.Dataset):

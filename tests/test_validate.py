@@ -10,9 +10,9 @@ import pytest
 from restorekit.cli import main
 from restorekit.data.build import build_eval_sets
 from restorekit.engine.config import train_config
-from restorekit.engine.published import check_published
 from restorekit.engine.validate import find_problems, validate
 from restorekit.errors import RecipeError, RestorekitError
+from restorekit.published import check_published
 from restorekit.recipes import apply_overrides, load_recipe, recipe_locations, resolve_recipe
 from restorekit.registry import SCHEDULES, registry
 

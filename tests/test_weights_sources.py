@@ -11,10 +11,10 @@ import yaml
 from tiny_dino_ir import tiny_model_spec
 
 from restorekit.cli import main
-from restorekit.data.image_io import load_image, write_image
 from restorekit.engine.loading import load_model_for_inference
 from restorekit.engine.sources import resolve_source
 from restorekit.errors import CheckpointError, RecipeError
+from restorekit.io.image_files import load_image, write_image
 from restorekit.recipes import load_recipe
 from restorekit.tiny import TINY
 

@@ -4,13 +4,15 @@ The public face only; importing it loads no torch-heavy module, no timm, no
 open_clip and no plugin.
 """
 
+import importlib
+
 from restorekit.building import build, build_model, build_part
 from restorekit.deprecation import warn_renamed
 from restorekit.listing import list_parts
 from restorekit.recipes import load_recipe
 from restorekit.registry import register
+from restorekit.version import __version__
 
-__version__ = "0.1.0"
 __all__ = [
     "build",
     "build_model",
@@ -32,8 +34,6 @@ _LAZY = {
 
 def __getattr__(name: str):  # torch is imported only when a pretrained package is used
     if name in _LAZY:
-        import importlib
-
         return getattr(importlib.import_module(_LAZY[name]), name)
     if name == "list_components":  # renamed in 0.2, removed in 0.3
         warn_renamed("restorekit.list_components", "restorekit.list_parts")

@@ -9,17 +9,24 @@ backbone={"weights": "x.pth"})`` work.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import inspect
 import os
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
 from restorekit.errors import BuildError, Problems, RecipeError
 from restorekit.recipes import find_recipe, load_recipe, merge
-from restorekit.registry import MODELS, registry
+from restorekit.registry import MODELS, MODULE_KINDS, import_target, registry
 from restorekit.value_types import type_mismatches
+
+# The packaging layer's loader of a package folder or Hub id, named here (resolved when first
+# used, as the catalog names parts) so this layer never imports the one above it.
+PACKAGE_LOADER = "restorekit.pretrained:from_pretrained"
+PackageLoader = Callable[..., Any]
+_package_loaders: list[PackageLoader] = []
 
 
 def split_spec(kind: str, spec: str | Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -66,15 +73,30 @@ def build(kind: str, spec: str | Mapping[str, Any], **extra: Any) -> Any:
         part = functools.update_wrapper(functools.partial(factory, **kwargs), factory) if kwargs else factory
     else:
         part = factory(**kwargs)
+        if kind in MODULE_KINDS:  # modules keep their spec; a schedule must not (it would enter its state_dict)
+            keep_spec(part, {"type": name, **kwargs})
     return checked(kind, part)
 
 
 def checked(kind: str, part: Any) -> Any:
     """``part``, once it keeps its kind's contract (the one place parts are checked: a BuildError
     naming the missing members otherwise)."""
-    from restorekit.contracts import check_part  # contracts imports torch; `import restorekit` stays light
+    from restorekit.contracts import check_part  # why: contracts imports torch; `import restorekit` stays light
 
     check_part(kind, part, kind)
+    return part
+
+
+def keep_spec(part: Any, spec: Mapping[str, Any]) -> Any:
+    """``part`` with ``part.spec`` set to the spec it was built from (like timm's ``pretrained_cfg``).
+
+    ``save_pretrained(model, folder)`` writes it back as the package's recipe, so a
+    model needs no ``recipe=``. Objects that take no attributes are returned as they are.
+    """
+    try:
+        part.spec = dict(spec)
+    except (AttributeError, TypeError):  # a slotted or frozen object: nothing to keep it on
+        pass
     return part
 
 
@@ -98,8 +120,6 @@ def check_keywords(
     names, var_kw = accepted_keywords(factory)
     unexpected = sorted(k for k in kwargs if k not in names)
     if unexpected and not var_kw:
-        import difflib
-
         hints = [f"{k!r} -> {close[0]!r}" for k in unexpected
                  if (close := difflib.get_close_matches(k, names, n=1, cutoff=0.75))]  # fmt: skip
         problems.report(
@@ -165,12 +185,21 @@ def build_model(name_or_recipe: str | Mapping[str, Any] = "dino_ir", **overrides
 
     ``build_model("dino_ir", fusion={"type": "concat"})`` merges the keywords onto
     the model spec with the recipe rules. A package folder or ``hf:org/name`` gives
-    the trained model (:func:`restorekit.pretrained.from_pretrained`).
+    the trained model, through the package loader (:func:`package_loader`). The model
+    keeps the spec it was built from as ``model.spec``.
     """
     if isinstance(name_or_recipe, (str, os.PathLike)) and (
         str(name_or_recipe).startswith("hf:") or Path(name_or_recipe).is_dir()
     ):
-        from restorekit.pretrained import from_pretrained
-
-        return from_pretrained(name_or_recipe, **overrides)
+        return package_loader()(name_or_recipe, **overrides)
     return build("model", model_spec(name_or_recipe, **overrides))
+
+
+def register_package_loader(loader: PackageLoader) -> None:
+    """Make ``loader(source, **overrides)`` the one ``build_model`` hands package folders and Hub ids to."""
+    _package_loaders.append(loader)
+
+
+def package_loader() -> PackageLoader:
+    """The registered package loader, else the packaging layer's own (:data:`PACKAGE_LOADER`)."""
+    return _package_loaders[-1] if _package_loaders else import_target(PACKAGE_LOADER)

@@ -11,6 +11,8 @@ import logging
 import sys
 import warnings
 
+from tqdm import tqdm
+
 ROOT = "restorekit"
 
 
@@ -19,8 +21,6 @@ class TqdmHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            from tqdm import tqdm
-
             tqdm.write(self.format(record), file=sys.stderr)
         except Exception:  # noqa: BLE001 - logging must never raise
             self.handleError(record)

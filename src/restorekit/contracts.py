@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
+from restorekit.errors import BuildError
+
 if TYPE_CHECKING:
     from restorekit.backbones.guide import GuidePass
 
@@ -69,8 +71,6 @@ def check_frozen(part: nn.Module, where: str) -> None:
         return
     trainable = [n for n, p in part.named_parameters() if p.requires_grad]
     if trainable:
-        from restorekit.errors import BuildError
-
         raise BuildError(
             f"{where}: {type(part).__name__} says frozen=True but {len(trainable)} of its parameters "
             f"require grad (first: {', '.join(trainable[:3])}); call requires_grad_(False) when frozen"
@@ -334,7 +334,6 @@ def check_part(kind: str, part: Any, where: str) -> None:
     protocol = PROTOCOLS.get(kind)
     if protocol is None or isinstance(part, protocol):
         return
-    from restorekit.errors import BuildError
 
     missing = [m for m in _members(protocol) if not hasattr(part, m)]
     raise BuildError(

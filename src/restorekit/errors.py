@@ -143,6 +143,15 @@ def first_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
+class TrainingInterrupted(RestorekitError):
+    """The run stopped on a signal after writing a checkpoint; ``exit_code`` is 128 + the signal."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum
+        self.exit_code = 128 + signum
+
+
 # Renamed in 0.2 ("part", the library's one word for a registered piece); removed in 0.3.
 __getattr__ = deprecated_names(
     __name__,

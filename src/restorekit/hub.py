@@ -15,8 +15,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-from restorekit.backbones.weights import hub_offline
+from huggingface_hub import HfApi
+
 from restorekit.errors import CheckpointError, first_line
+from restorekit.io.weight_files import hub_offline
 
 HUB_PREFIX = "hf:"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*(@[\w./-]+)?$")
@@ -38,12 +40,6 @@ def split_hub_id(text: str) -> tuple[str, str | None]:
 
 def hub_api() -> Any:
     """The Hub client every download and upload goes through."""
-    try:
-        from huggingface_hub import HfApi
-    except ImportError as exc:  # pragma: no cover - installed with timm
-        raise CheckpointError(
-            "the Hugging Face Hub needs the huggingface_hub package (pip install huggingface_hub)"
-        ) from exc
     return HfApi()
 
 

@@ -12,6 +12,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from restorekit.engine.config import eval_config
+from restorekit.engine.evaluate import markdown_table, metric_directions
+from restorekit.published import published_tables
+
 CITATIONS: dict[str, str] = {
     "dino_ir": """@article{lin2023dinoir,
   title={Multi-task Image Restoration Guided By Robust DINO Features},
@@ -60,10 +64,6 @@ def _front_matter(manifest: Mapping[str, Any]) -> str:
 
 
 def _results(recipe: Mapping[str, Any], report: Mapping[str, Any] | None) -> str:
-    from restorekit.engine.config import eval_config
-    from restorekit.engine.evaluate import markdown_table, metric_directions
-    from restorekit.engine.published import published_tables
-
     if not report:
         return ("## Results\n\nNo evaluation was recorded with these weights. Score them with "
                 "`restorekit eval RECIPE --weights THIS_FOLDER --report DIR` and package again with "

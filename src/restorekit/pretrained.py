@@ -29,79 +29,49 @@ import os
 import shutil
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from safetensors.torch import save
 from torch import nn
 
 from restorekit.deprecation import deprecated_names
+from restorekit.engine import checkpoint as ckpt
 from restorekit.engine.checkpoint import FILE_FORMAT, MODEL_FILE, cpu_copy
-from restorekit.engine.run_folder import RECIPE_FILE, RUN_FILE
-from restorekit.engine.sources import WeightsSource
+from restorekit.engine.packages import (
+    CARD_FILE,
+    EVAL_FILE,
+    MANIFEST_FILE,
+    PACKAGE_FORMAT,
+    PACKAGE_VERSION,
+    WEIGHTS_SHA256,
+    Package,
+    check_frozen_parts,
+    is_package,
+    read_package,
+    verify_package_weights,
+)
+from restorekit.engine.run_folder import RECIPE_FILE, RUN_FILE, versions
+from restorekit.engine.sources import build_as_trained, load_source, package_source, training_seed
 from restorekit.errors import CheckpointError
+from restorekit.frozen import frozen_records, trainable_state_dict
+from restorekit.hub import HUB_PREFIX, download_package, is_hub_id
+from restorekit.io.atomic import AppearedMeanwhile, publish_dir
+from restorekit.io.outputs import OutputExistsError, check_output_folder
+from restorekit.io.state_dict import read_state_file
+from restorekit.model_card import render_card
+from restorekit.params import count_params
+from restorekit.recipes import dump_recipe, load_recipe, merge
 
-MANIFEST_FILE = "restorekit.json"
-CARD_FILE = "README.md"
-EVAL_FILE = "eval.json"
-PACKAGE_FORMAT = "restorekit-package"
-PACKAGE_VERSION = 1
-WEIGHTS_SHA256 = "weights_sha256"  # manifest field: weights file name -> its sha256
-
-
-@dataclass
-class Package:
-    """A package folder read back."""
-
-    folder: Path
-    manifest: dict[str, Any]
-    recipe: dict[str, Any]
-
-    @property
-    def weights_file(self) -> Path:
-        return self.folder / MODEL_FILE
-
-    @property
-    def frozen(self) -> dict[str, Any]:
-        return dict(self.manifest.get("frozen") or {})
-
-
-def is_package(path: str | os.PathLike[str]) -> bool:
-    return Path(path).is_dir() and (Path(path) / MANIFEST_FILE).is_file()
-
-
-def read_package(folder: str | os.PathLike[str]) -> Package:
-    """The manifest and recipe of a package folder; a defect names the folder and the file."""
-    from restorekit.recipes import load_recipe
-
-    folder = Path(folder)
-    try:
-        manifest = json.loads((folder / MANIFEST_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"package {folder}: cannot read {MANIFEST_FILE}: {exc}") from exc
-    if not isinstance(manifest, dict) or manifest.get("format") != PACKAGE_FORMAT:
-        raise CheckpointError(f"package {folder}: {MANIFEST_FILE} is not a restorekit package manifest")
-    if int(manifest.get("version", 0)) > PACKAGE_VERSION:
-        raise CheckpointError(
-            f"package {folder} has format version {manifest.get('version')}; this restorekit "
-            f"reads up to {PACKAGE_VERSION} (upgrade restorekit)"
-        )
-    for name in (MODEL_FILE, RECIPE_FILE):
-        if not (folder / name).is_file():
-            raise CheckpointError(f"package {folder} has no {name}")
-    return Package(folder, manifest, load_recipe(folder / RECIPE_FILE))
-
-
-def package_source(given: str, folder: Path, kind: str) -> WeightsSource:
-    """A package folder as a ``--weights`` source."""
-    package = read_package(folder)
-    return WeightsSource(given, kind, package.weights_file, folder / RECIPE_FILE, package=folder)
+__all__ = [
+    "CARD_FILE", "EVAL_FILE", "MANIFEST_FILE", "PACKAGE_FORMAT", "PACKAGE_VERSION", "WEIGHTS_SHA256", "Package",
+    "check_frozen_parts", "from_pretrained", "is_package", "package_folder", "package_source", "read_package",
+    "save_pretrained", "verify_package_weights",
+]  # fmt: skip
 
 
 def package_folder(source: str | os.PathLike[str]) -> Path:
     """A local package folder, or the Hub package ``source`` names (downloaded or cached)."""
-    from restorekit.hub import HUB_PREFIX, download_package, is_hub_id
-
     text = str(source)
     path = Path(os.path.expanduser(text))
     if is_package(path):
@@ -125,9 +95,6 @@ def from_pretrained(
     ``verify_weights=False`` loads weights files that no longer match the sha256 the
     manifest records (edited on purpose).
     """
-    from restorekit.engine.sources import build_as_trained, load_source, training_seed
-    from restorekit.recipes import merge
-
     folder = package_folder(source)
     package = read_package(folder)
     spec = merge(package.recipe["model"], overrides) if overrides else package.recipe["model"]
@@ -135,58 +102,6 @@ def from_pretrained(
     load_source(model, package_source(str(source), folder, "package"), verify_weights=verify_weights)
     model.pretrained_recipe = {**package.recipe, "model": spec}  # what save_pretrained(model) writes back
     return model.to(device).eval()
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def verify_package_weights(package: Package) -> None:
-    """Every weights file the manifest records has the recorded sha256 (edited or damaged otherwise).
-
-    A manifest without the field (written before it existed) has nothing to check.
-    """
-    for name, want in dict(package.manifest.get(WEIGHTS_SHA256) or {}).items():
-        path = package.folder / name
-        have = file_sha256(path) if path.is_file() else "(missing)"
-        if have != want:
-            raise CheckpointError(
-                f"package {package.folder}: {name} has sha256 {have}, but {MANIFEST_FILE} records {want}: "
-                "the weights changed after packaging (edited, or damaged in transfer); to load weights edited "
-                "on purpose pass verify_weights=False (--no-verify-weights)"
-            )
-
-
-def check_frozen_parts(model: nn.Module, recorded: Mapping[str, Any], where: str) -> None:
-    """Every frozen part the package records is present and holds the recorded weights (sha256)."""
-    from restorekit.frozen import frozen_records
-
-    built = frozen_records(model)
-    for prefix, record in recorded.items():
-        name = prefix or "model"
-        if prefix not in built:
-            raise CheckpointError(
-                f"{where}: the package records a frozen part {name!r} ({record.get('name')}) "
-                "that the model built from its recipe does not have"
-            )
-        have = built[prefix]
-        want_sha, have_sha = record.get("sha256"), have.get("sha256")
-        how = f"pass the file: from_pretrained(..., {name}={{'weights': PATH}}) or -o model.{name}.weights=PATH"
-        if record.get("weights") is not None and have.get("weights") is None:
-            raise CheckpointError(
-                f"{where}: frozen part {name!r} ({record.get('name')}) was trained with the weights "
-                f"{record.get('weights')} (sha256 {want_sha}), which a package never copies, but here it is "
-                f"randomly initialised; {how}"
-            )
-        if want_sha and have_sha and want_sha != have_sha:
-            raise CheckpointError(
-                f"{where}: frozen part {name!r} loaded {have.get('weights')} (sha256 {have_sha}), but the model "
-                f"was trained with {record.get('weights')} (sha256 {want_sha}); {how}"
-            )
 
 
 # -- writing -------------------------------------------------------------------------
@@ -201,14 +116,14 @@ def save_pretrained(
     evaluation: str | os.PathLike[str] | Mapping[str, Any] | None = None,
     overwrite: bool = False,
 ) -> Path:
-    """Write a package of a run folder (its best weights) or of a model (with its ``recipe``).
+    """Write a package of a run folder (its best weights) or of a model.
+
+    A model built by ``build_model`` or ``build`` carries its spec (``model.spec``),
+    which becomes the package's recipe; ``recipe=`` overrides it.
 
     ``evaluation`` is an ``eval.json`` (path or content) for the card's table; a run's
     own ``eval/eval.json`` is used when none is given.
     """
-    from restorekit.model_card import render_card
-    from restorekit.outputs import check_output_folder
-
     folder = Path(folder)
     _check_target(folder, overwrite)
     check_output_folder(folder, "package folder")
@@ -219,14 +134,10 @@ def save_pretrained(
     report = _evaluation(evaluation, facts.pop("run_eval", None))
     manifest = _manifest(full_recipe, facts, license, citation)
     tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
-    from restorekit.engine.atomic import AppearedMeanwhile, publish_dir
-
     try:
         _write_files(tmp, state, full_recipe, manifest, report, render_card(manifest, full_recipe, report))
         publish_dir(tmp, folder, replace=overwrite)  # without overwrite: never onto a package written meanwhile
     except AppearedMeanwhile as exc:
-        from restorekit.outputs import OutputExistsError
-
         raise OutputExistsError(f"package folder {folder} {exc.strerror}") from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -234,8 +145,6 @@ def save_pretrained(
 
 
 def _check_target(folder: Path, overwrite: bool) -> None:
-    from restorekit.outputs import OutputExistsError
-
     taken = folder.exists() and (not folder.is_dir() or any(folder.iterdir()))
     if taken and not overwrite:
         raise OutputExistsError(
@@ -246,16 +155,15 @@ def _check_target(folder: Path, overwrite: bool) -> None:
 
 
 def _from_model(model: nn.Module, recipe: Mapping[str, Any] | str | None) -> tuple[dict, dict, dict]:
-    from restorekit.frozen import frozen_records, trainable_state_dict
-    from restorekit.params import count_params
-    from restorekit.recipes import load_recipe
-
     if recipe is None:
         recipe = getattr(model, "pretrained_recipe", None)
+    if recipe is None and isinstance(getattr(model, "spec", None), Mapping):
+        recipe = {"model": dict(model.spec)}  # the spec build() kept on the model
     if recipe is None:
         raise CheckpointError(
-            "save_pretrained(model, ...) needs recipe= (the recipe or model spec the model "
-            "was built from), or a run folder instead of the model"
+            f"save_pretrained(model, ...): this {type(model).__name__} was not built by restorekit.build_model "
+            "or build (it carries no spec); pass recipe= (the recipe or model spec it was built from), "
+            "or a run folder instead of the model"
         )
     full = load_recipe(recipe) if isinstance(recipe, (str, os.PathLike)) else dict(recipe)
     if "model" not in full:
@@ -267,10 +175,6 @@ def _from_model(model: nn.Module, recipe: Mapping[str, Any] | str | None) -> tup
 
 
 def _from_run(run_dir: Path, use_ema: bool) -> tuple[dict, dict, dict]:
-    from restorekit.engine import checkpoint as ckpt
-    from restorekit.recipes import load_recipe
-    from restorekit.state_dict import read_state_dict
-
     if not (run_dir / RECIPE_FILE).is_file():
         raise CheckpointError(f"{run_dir} is not a run folder (no {RECIPE_FILE}); pass a model and recipe= instead")
     file = ckpt.resolve_weights(run_dir, use_ema=use_ema, what="RUN")
@@ -280,7 +184,7 @@ def _from_run(run_dir: Path, use_ema: bool) -> tuple[dict, dict, dict]:
                "ema": file.name == ckpt.EMA_FILE}  # fmt: skip
     facts = {"weights": weights, "frozen": run.get("frozen", meta.get("frozen", {})),
              "params": run.get("params", {}), "run_eval": run_dir / "eval" / EVAL_FILE}  # fmt: skip
-    state = read_state_dict(file, what="weights file", released=False).state
+    state = read_state_file(file, what="weights file", released=False).state
     return state, load_recipe(run_dir / RECIPE_FILE), facts
 
 
@@ -314,8 +218,6 @@ def _manifest(
     license: str | None,  # noqa: A002
     citation: str | None,
 ) -> dict[str, Any]:
-    from restorekit.engine.run_folder import versions
-
     model = recipe.get("model") or {}
     return {
         "format": PACKAGE_FORMAT, "version": PACKAGE_VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -332,10 +234,6 @@ def _write_files(
     report: Mapping[str, Any] | None,
     card: str,
 ) -> None:
-    from safetensors.torch import save
-
-    from restorekit.recipes import dump_recipe
-
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)

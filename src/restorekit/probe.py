@@ -27,7 +27,7 @@ import io
 import os
 import textwrap
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from restorekit.backbones.guide import DEFAULT_OVERLAP, DEFAULT_WINDOW, PASS_RULES, GuidePass
+from restorekit.building import build
+from restorekit.contracts import is_pretrained
+from restorekit.data.degradations import build_degradation
+from restorekit.data.samples import load_sample
+from restorekit.data.seeding import derive_seed
 from restorekit.errors import BuildError
+from restorekit.io.atomic import write_bytes, write_text
+from restorekit.io.image_files import read_image
+from restorekit.io.padding import PAD_MULTIPLE
+from restorekit.recipes import parse_yaml
 
 DEFAULT_DEGRADATIONS: tuple[Any, ...] = (
     {"type": "noise", "sigma": 15},
@@ -59,12 +69,8 @@ def load_probe_image(name_or_path: str, size: int | None = 224) -> torch.Tensor:
     square; ``size=None`` keeps the native resolution.
     """
     if os.path.isfile(name_or_path):
-        from restorekit.data.image_io import read_image
-
         img = read_image(name_or_path)
     else:  # a scikit-image photograph; an unknown name is a DataError listing the known ones
-        from restorekit.data.samples import load_sample
-
         img = load_sample(name_or_path)
     return square_crop(img, size) if size else img
 
@@ -93,8 +99,6 @@ def degradation_label(spec: Any) -> str:
 
 def build_degradations(specs: Sequence[Any] | None = None) -> list[tuple[str, Callable[..., torch.Tensor]]]:
     """(label, degradation) pairs from the degradation registry."""
-    from restorekit.data.degradations import build_degradation
-
     specs = DEFAULT_DEGRADATIONS if specs is None else specs
     if not specs:
         raise BuildError("the probe needs at least one degradation")
@@ -258,8 +262,6 @@ def run_probe(
     degradation ``j`` of image ``i`` uses the seed ``(seed, i, j)``, so a run is
     reproducible.
     """
-    from restorekit.data.seeding import derive_seed
-
     if not images:
         raise BuildError("the probe needs at least one image")
     if metric not in PROBE_METRICS:
@@ -302,6 +304,7 @@ def plot_png(results: Sequence[ProbeResult], title: str | None = None) -> bytes:
 
     Uses matplotlib's Agg canvas directly, so no global backend is switched.
     """
+    # why: matplotlib is a heavy import and only this figure needs it
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -332,8 +335,6 @@ def write_outputs(
     results: Sequence[ProbeResult], out_dir: str | os.PathLike, stem: str = "probe", title: str | None = None
 ) -> tuple[Path, Path]:
     """Write ``<stem>.csv`` and ``<stem>.png`` atomically into ``out_dir``."""
-    from restorekit.engine.atomic import write_bytes, write_text
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     csv_path, png_path = out / f"{stem}.csv", out / f"{stem}.png"
@@ -345,8 +346,6 @@ def write_outputs(
 # -- specs (CLI and benchmark) -----------------------------------------------------------
 def parse_spec(text: str, option: str) -> Any:
     """A part spec from the command line: a name or a YAML/JSON mapping."""
-    from restorekit.recipes import parse_yaml
-
     spec = parse_yaml(text, source=option)
     if isinstance(spec, str) or (isinstance(spec, Mapping) and "type" in spec):
         return spec
@@ -357,7 +356,6 @@ def parse_degradations(text: str | None) -> list[Any] | None:
     """``noise,rain`` or a YAML list (``[{type: noise, sigma: 25}, haze]``)."""
     if text is None:
         return None
-    from restorekit.recipes import parse_yaml
 
     value = parse_yaml(text, source="--degradations")
     if isinstance(value, str):
@@ -403,9 +401,6 @@ def extractor_from_spec(
     device: str | torch.device = "cpu",
 ) -> tuple[Features, list[str], list[str]]:
     """Build a backbone or body from its spec: (features, layer labels, notes)."""
-    from restorekit.building import build
-    from restorekit.contracts import is_pretrained
-
     part = build(kind, spec)
     part = part.to(device).eval()
     notes = []
@@ -464,11 +459,6 @@ def compare_rules(
     rule; 1 means the rule changes nothing. Images are taken at the size given (the
     rules differ only where the grid exceeds one window).
     """
-    from dataclasses import replace
-
-    from restorekit.backbones.guide import DEFAULT_OVERLAP, DEFAULT_WINDOW, PASS_RULES, GuidePass
-    from restorekit.bodies.base import PAD_MULTIPLE
-
     unknown = [r for r in rules if r not in PASS_RULES or r == "global"]
     if unknown or not rules:
         raise BuildError(f"rules to compare must be among windowed, budget; got {list(rules)}")

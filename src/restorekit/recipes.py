@@ -15,6 +15,7 @@ Inheritance follows fvcore's ``load_yaml_with_base`` in spirit: a few dozen line
 from __future__ import annotations
 
 import copy
+import difflib
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -24,6 +25,8 @@ from typing import Any
 import yaml
 
 from restorekit.errors import Problems, RecipeError
+from restorekit.published import check_published
+from restorekit.recipe_plugins import recipe_plugins
 
 REPLACE_KEY = "_replace_"
 BASE_KEY = "base"
@@ -240,8 +243,6 @@ def recipe_dirs() -> list[Path]:
 
 def plugin_recipe_dirs() -> list[tuple[str, Path]]:
     """(source, folder) for each working ``restorekit.recipes`` entry point (none is imported)."""
-    from restorekit.recipe_plugins import recipe_plugins
-
     return [(p.source, p.folder) for p in recipe_plugins() if p.folder is not None]
 
 
@@ -264,7 +265,6 @@ def find_recipe(name: str | os.PathLike, relative_to: Path | None = None) -> Pat
         if candidate.is_file():
             return candidate.resolve()
     known = sorted(list_recipes())
-    import difflib
 
     close = difflib.get_close_matches(str(name), known, n=3, cutoff=0.5)
     hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
@@ -274,8 +274,6 @@ def find_recipe(name: str | os.PathLike, relative_to: Path | None = None) -> Pat
 
 def _broken_recipe_plugins() -> str:
     """The recipe plugins that failed, for a not-found message (empty when none did)."""
-    from restorekit.recipe_plugins import recipe_plugins
-
     broken = [f"{p.source} ({p.entry_point}): {p.error}" for p in recipe_plugins() if p.error]
     return "; recipe plugins that failed: " + "; ".join(broken) if broken else ""
 
@@ -377,8 +375,6 @@ def _merge_at(node: Any, path: list[str], value: Any, done: list[str]) -> Any:
 
 def validate_recipe(recipe: Mapping[str, Any], source: str, problems: Problems | None = None) -> None:
     """Top-level keys must be known; sections must be mappings; ``published:`` must have its shape."""
-    import difflib
-
     problems = Problems() if problems is None else problems
     for key, value in recipe.items():
         if key not in TOP_LEVEL_KEYS:
@@ -389,7 +385,6 @@ def validate_recipe(recipe: Mapping[str, Any], source: str, problems: Problems |
             )
         elif key in {"model", "loss", "data", "train", "eval"} and not isinstance(value, (dict, type(None))):
             problems.report(f"{source}: key {key!r} must be a mapping, got {type(value).__name__}", key)
-    from restorekit.engine.published import check_published
 
     check_published(recipe.get("published"), source, problems)
 

@@ -16,11 +16,13 @@ import importlib
 import importlib.metadata as metadata
 import inspect
 import os
+import sys
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from restorekit.catalog import BUILTINS
 from restorekit.errors import (
     AmbiguousPartError,
     DuplicatePartError,
@@ -52,7 +54,7 @@ DISABLE_ENV = "RESTOREKIT_DISABLE_PLUGINS"
 INCLUDED_KINDS: dict[str, tuple[str, ...]] = {"model": ("body",)}
 
 # Kinds whose parts are torch modules: a plugin class for them must subclass nn.Module.
-_MODULE_KINDS = {"backbone", "fusion", "adapter", "body", "model", "loss"}
+MODULE_KINDS = {"backbone", "fusion", "adapter", "body", "model", "loss"}
 
 
 _PLURALS = {"body": "bodies", "loss": "losses"}
@@ -374,10 +376,9 @@ def _wrong_kind(kind: str, obj: Any) -> str | None:
     """Why ``obj`` cannot serve as a part of ``kind`` (None when it can)."""
     if not callable(obj):
         return f"object {obj!r} is not callable, so it cannot build a {kind}"
-    if kind in _MODULE_KINDS and inspect.isclass(obj):
-        import torch.nn as nn
-
-        if not issubclass(obj, nn.Module):
+    if kind in MODULE_KINDS and inspect.isclass(obj):
+        nn = sys.modules.get("torch.nn")  # a module class was imported with torch: no import here
+        if nn is None or not issubclass(obj, nn.Module):
             return f"class {obj.__qualname__} is not a torch.nn.Module, so it cannot be a {kind}"
     return None
 
@@ -420,8 +421,6 @@ def register(kind: str, name: str | None = None, obj: Any = None, **kwargs: Any)
 
 
 def _register_builtins() -> None:
-    from restorekit.catalog import BUILTINS
-
     for kind, parts in BUILTINS.items():
         for name, target in parts.items():
             REGISTRIES[kind].register(name, target=target, source="builtin")

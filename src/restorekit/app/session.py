@@ -14,9 +14,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from restorekit.data.image_io import LoadedImage, load_image
 from restorekit.engine.infer import ImageRestoreError, plan_outputs
 from restorekit.engine.restoring import RestoreOptions, Restorer, load_restorer
+from restorekit.io.image_files import LoadedImage, load_image
 from restorekit.metrics import psnr, ssim
 
 Progress = Callable[[float, str], None]  # (fraction done of the whole request, what is running)

@@ -27,6 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from restorekit.errors import BuildError
+from restorekit.io.weight_files import file_sha256
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -134,8 +135,6 @@ class FeatureBackbone(nn.Module):
     def weights_record(self) -> dict[str, Any]:
         """``{"name", "weights", "sha256"}``: how a run records this frozen part."""
         if self._sha256 is None and self.weights_file is not None:
-            from restorekit.backbones.weights import file_sha256
-
             self._sha256 = file_sha256(self.weights_file)
         return {"name": self.name, "weights": self.weights, "sha256": self._sha256}
 

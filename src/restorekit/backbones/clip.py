@@ -9,29 +9,27 @@ requested grid, which is how the paper compares CLIP with DINOv2 layer by layer.
 
 from __future__ import annotations
 
+import difflib
+import os
 import types
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import open_clip
 import torch
+from open_clip import model as open_clip_model
+from open_clip import pretrained as oc_pretrained
+from open_clip.model import resize_pos_embed
 
 from restorekit.backbones.base import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, FeatureBackbone
-from restorekit.backbones.weights import (
-    existing_file,
-    is_file_spec,
-    load_exactly,
-    open_clip_hub_file,
-    read_state_dict,
-)
-from restorekit.errors import BuildError, CheckpointError
+from restorekit.backbones.weights import read_backbone_file
+from restorekit.errors import BuildError, CheckpointError, first_line
+from restorekit.io.state_dict import StateFile, load_state_file
+from restorekit.io.weight_files import existing_file, is_file_spec, require_download
 
 
 def _vision_config(model_name: str, vision_cfg: Mapping[str, Any] | None) -> tuple[int, dict[str, Any], bool]:
     """(projection dim, vision config, quick_gelu) of an open_clip model config."""
-    import difflib
-
-    import open_clip
-
     cfg = open_clip.get_model_config(model_name)
     if cfg is None:
         close = difflib.get_close_matches(model_name, open_clip.list_models(), n=3)
@@ -117,17 +115,15 @@ class CLIPBackbone(FeatureBackbone):
         self._finish_init()
 
     def _load(self, path: str, model_name: str) -> None:
-        from open_clip.model import resize_pos_embed
-
         arch = f"the open_clip {model_name} image tower"
-        state = visual_state(read_state_dict(path, arch))
+        state = visual_state(read_backbone_file(path, arch))
         try:
             if "positional_embedding" in state:
                 # Same tower at another input size: resample the grid as open_clip does.
                 wrapped = {"visual.positional_embedding": state["positional_embedding"]}
                 resize_pos_embed(wrapped, types.SimpleNamespace(visual=self.tower))
                 state["positional_embedding"] = wrapped["visual.positional_embedding"]
-            load_exactly(self.tower, state, path, arch)
+            load_state_file(self.tower, StateFile(state, path=str(path)), architecture=arch)
         except CheckpointError:
             raise
         except Exception as exc:  # noqa: BLE001 - e.g. a resample on a wrong-width tensor
@@ -147,14 +143,53 @@ def vision_tower_builder() -> Any:
     reaches into its internals (``open_clip.model._build_vision_tower``, present in 2.x and
     3.x; pyproject bounds open_clip below 4). A release without it is a clear error.
     """
-    from open_clip import model as open_clip_model
-
     builder = getattr(open_clip_model, "_build_vision_tower", None)
     if builder is None:
-        import open_clip
-
         raise BuildError(
             f"clip backbone: this open_clip ({getattr(open_clip, '__version__', '?')}) has no "
             "open_clip.model._build_vision_tower; install open_clip_torch>=2.23,<4"
         )
     return builder
+
+
+# -- open_clip -------------------------------------------------------------------------
+def open_clip_hub_file(model_name: str, weights: Any) -> tuple[str, str, dict[str, Any]]:
+    """``(tag, local file, pretrained cfg)`` of open_clip hub weights (True or a tag)."""
+    tags = oc_pretrained.list_pretrained_tags_by_model(model_name)
+    if weights is True:
+        if not tags:
+            raise CheckpointError(f"open_clip model {model_name!r} has no pretrained weights; pass a local file")
+        tag = "openai" if "openai" in tags else tags[0]
+    else:
+        tag = str(weights)
+    cfg = oc_pretrained.get_pretrained_cfg(model_name, tag)
+    if not cfg:
+        raise CheckpointError(
+            f"unknown pretrained weights {tag!r} for open_clip {model_name} "
+            f"(known: {', '.join(tags) or 'none'}); or pass a local open_clip checkpoint file"
+        )
+    # open_clip writes "org/repo/" for the default file and "org/repo/file.bin" otherwise.
+    repo, filename = os.path.split(cfg.get("hf_hub") or "")
+    filename = filename or "open_clip_pytorch_model.bin"
+    safe = (
+        "open_clip_model.safetensors"
+        if filename == "open_clip_pytorch_model.bin"
+        else (filename[:-4] + ".safetensors" if filename.endswith((".bin", ".pth")) else None)
+    )
+    filenames = [f for f in (safe, filename) if f]
+    cached = require_download(
+        f"open_clip weights {model_name}:{tag}",
+        repo_id=repo or None,
+        filenames=filenames,
+        url=cfg.get("url") or None,
+        how_to="Pass a local open_clip checkpoint instead, e.g. weights: /path/to/open_clip_model.safetensors.",
+    )
+    if cached:
+        return tag, cached, cfg
+    try:
+        path = oc_pretrained.download_pretrained(cfg)
+    except Exception as exc:  # noqa: BLE001
+        raise CheckpointError(f"could not download open_clip weights {model_name}:{tag}: {first_line(exc)}") from exc
+    if not path:
+        raise CheckpointError(f"open_clip weights {model_name}:{tag} have no download location")
+    return tag, path, cfg

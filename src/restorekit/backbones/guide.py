@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from restorekit.backbones.base import FeatureBackbone
-from restorekit.bodies.base import pad_to_multiple
 from restorekit.errors import BuildError
+from restorekit.io.padding import pad_to_multiple
 
 GRID_RULES = ("stride", "native")
 PASS_RULES = ("global", "windowed", "budget")

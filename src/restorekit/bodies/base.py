@@ -18,32 +18,16 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from restorekit.bodies.blocks import LAYERNORM_TYPES
+from restorekit.bodies.blocks import LAYERNORM_TYPES, BlockStack
 from restorekit.bodies.points import InjectionPoint
-from restorekit.bodies.weights import LoadReport, load_weights
+from restorekit.bodies.weights import body_hint
 from restorekit.errors import BuildError
+from restorekit.io.padding import PAD_MULTIPLE, pad_to_multiple
+from restorekit.io.state_dict import LoadReport, load_state_file
 
 Guidance = Mapping[str, Callable[[torch.Tensor], torch.Tensor]]
 Inject = Callable[[str, torch.Tensor], torch.Tensor]
-
-PAD_MULTIPLE = 8  # three 2x down-samplings
-
-
-def pad_to_multiple(x: torch.Tensor, multiple: int = PAD_MULTIPLE) -> torch.Tensor:
-    """Pad the bottom and right of an NCHW tensor so both sides are multiples of ``multiple``.
-
-    Reflect padding, as the official test scripts do; a side too short to
-    reflect (padding >= its length) is padded by replication instead.
-    """
-    h, w = x.shape[-2:]
-    pad_h, pad_w = -h % multiple, -w % multiple
-    if pad_w:
-        x = F.pad(x, (0, pad_w, 0, 0), mode="reflect" if pad_w < w else "replicate")
-    if pad_h:
-        x = F.pad(x, (0, 0, 0, pad_h), mode="reflect" if pad_h < h else "replicate")
-    return x
 
 
 @dataclass(frozen=True)
@@ -120,15 +104,15 @@ class UNetBody(nn.Module):
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute transformer blocks in backward (less memory, ~30% more compute)."""
-        from restorekit.bodies.blocks import BlockStack
-
         for module in self.modules():
             if isinstance(module, BlockStack):
                 module.grad_checkpointing = bool(enable)
 
     def load_weights(self, path: str | os.PathLike[str], key: str | None = None) -> LoadReport:
         """Load a released or saved weights file (see :mod:`restorekit.bodies.weights`)."""
-        return load_weights(self, path, architecture=self.describe(), ignorable=self.unused_official_modules, key=key)
+        return load_state_file(
+            self, path, architecture=self.describe(), ignorable=self.unused_official_modules, key=key, hint=body_hint
+        )
 
     def describe(self) -> str:
         """Short architecture description for messages: the name and its ``config``."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 LAYERNORM_TYPES = ("WithBias", "BiasFree")
 _LN_EPS = 1e-5
@@ -137,7 +138,6 @@ class BlockStack(nn.Sequential):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.grad_checkpointing and torch.is_grad_enabled()):
             return super().forward(x)
-        from torch.utils.checkpoint import checkpoint
 
         for block in self:
             x = checkpoint(block, x, use_reentrant=False)

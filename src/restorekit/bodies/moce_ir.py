@@ -22,6 +22,7 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
+from torch.utils.checkpoint import checkpoint
 
 from restorekit.bodies.base import Inject, UNetBody, check_layout
 from restorekit.bodies.blocks import (
@@ -106,8 +107,6 @@ class DecoderResidualGroup(nn.Module):
     def forward(self, x: torch.Tensor, freq_emb: torch.Tensor) -> torch.Tensor:
         for block in self.layers:
             if self.grad_checkpointing and torch.is_grad_enabled():
-                from torch.utils.checkpoint import checkpoint
-
                 x = checkpoint(block, x, freq_emb, use_reentrant=False)  # the RNG state is replayed
             else:
                 x = block(x, freq_emb)

@@ -1,7 +1,9 @@
 """Load released body weights: Restormer ``.pth``, PromptIR Lightning ``.ckpt``, plain files.
 
-Files are read by :func:`restorekit.state_dict.read_state_dict` (safetensors or
-``torch.load(weights_only=True)``, never arbitrary objects). The layouts understood:
+Files are read and loaded by :func:`restorekit.io.state_dict.read_state_file` and
+:func:`~restorekit.io.state_dict.load_state_file` (safetensors or
+``torch.load(weights_only=True)``, never arbitrary objects); this module adds the
+hints that name a body's knob when a file does not fit. The layouts understood:
 
 * BasicSR / Restormer: ``{"params": state_dict}`` (or ``"params_ema"``);
 * PyTorch Lightning / PromptIR: ``{"state_dict": {"net.<name>": tensor, ...}, ...}``;
@@ -14,26 +16,15 @@ naming the file, the architecture and the first mismatching keys and shapes.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 
 import torch.nn as nn
 
-from restorekit.state_dict import copy_into, read_state_dict
+from restorekit.deprecation import warn_renamed
+from restorekit.io.state_dict import LoadReport, load_state_file
 
-log = logging.getLogger(__name__)
-
-
-@dataclass
-class LoadReport:
-    """What loading a weights file did (returned for inspection and tests)."""
-
-    path: str
-    source_key: str | None  # the wrapper key the weights came from, None for a plain file
-    loaded: int  # tensors copied into the module
-    ignored: list[str] = field(default_factory=list)  # keys accepted and dropped
+__all__ = ["LoadReport", "body_hint", "load_weights"]
 
 
 def load_weights(
@@ -44,34 +35,14 @@ def load_weights(
     ignorable: Iterable[str] = (),
     key: str | None = None,
 ) -> LoadReport:
-    """Copy the weights in ``path`` into ``module``, strictly.
-
-    Keys under one of the ``ignorable`` module prefixes (modules an official
-    release saves but its forward never uses) are accepted, dropped and logged.
-    Any other missing or unexpected key, or any shape mismatch, raises
-    :class:`CheckpointError`.
-    """
-    where = str(path)
-    read = read_state_dict(where, key=key)
-    prefixes = tuple(p.rstrip(".") + "." for p in ignorable)
-    ignored = sorted(k for k in read.state if k.startswith(prefixes))
-    state = {k: v for k, v in read.state.items() if not k.startswith(prefixes)}
-    copy_into(module.state_dict(), state, f"weights file {where!r}", architecture, hint=_hint)
-    if ignored or read.dropped:
-        log.warning(
-            "%s: loaded into %s; ignored %d key(s) of modules the official model defines but never uses%s%s",
-            where,
-            architecture,
-            len(ignored),
-            f": {', '.join(ignored)}" if ignored else "",
-            f"; dropped {len(read.dropped)} key(s) outside the 'net.' prefix: {', '.join(read.dropped)}"
-            if read.dropped
-            else "",
-        )
-    return LoadReport(where, read.source_key, len(state), ignored + read.dropped)
+    """Deprecated: ``body.load_weights(path)`` or :func:`restorekit.io.state_dict.load_state_file`."""
+    warn_renamed(
+        "restorekit.bodies.weights.load_weights", "body.load_weights(path) or restorekit.io.state_dict.load_state_file"
+    )
+    return load_state_file(module, path, architecture=architecture, ignorable=ignorable, key=key, hint=body_hint)
 
 
-def _hint(missing: list[str], unexpected: list[str], shapes: list[str]) -> str:
+def body_hint(missing: list[str], unexpected: list[str], shapes: list[str]) -> str:
     """A likely knob to change, from the official names of what does not fit."""
     norm_bias = ".body.bias"
     if missing and all(k.endswith(norm_bias) for k in missing) and not unexpected:

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import os
+import shutil
+import tempfile
+from dataclasses import replace
+from pathlib import Path
 
+from restorekit.app.session import Session, load_models
 from restorekit.commands.eval import add_verify_argument
-from restorekit.commands.restore import tile_size
+from restorekit.commands.restore import options_from_args, tile_size
 from restorekit.commands.show import add_override_argument
+from restorekit.errors import RestorekitError
 
-HELP = "restore images in the browser with one or more trained models (needs the extra restorekit[app])"
 ANALYTICS_VARIABLE = "GRADIO_ANALYTICS_ENABLED"
 
 
@@ -36,16 +43,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import importlib.util
-    import os
-    import shutil
-    import tempfile
-    from dataclasses import replace
-    from pathlib import Path
-
-    from restorekit.commands.restore import options_from_args
-    from restorekit.errors import RestorekitError
-
     if importlib.util.find_spec("gradio") is None:
         raise RestorekitError("restorekit app needs Gradio: pip install 'restorekit[app]'")
     if args.weights is None and args.recipe is None:
@@ -54,9 +51,7 @@ def run(args: argparse.Namespace) -> int:
     choices = [replace(base, weights=w) for w in (args.weights or [None])]
     # Set before Gradio is first imported (it reads the variable then): no analytics, no version check.
     os.environ[ANALYTICS_VARIABLE] = "False"
-    # Lazy: Gradio (the optional extra) and torch load only for this command.
-    from restorekit.app.session import Session, load_models
-    from restorekit.app.ui import build_app, launch
+    from restorekit.app.ui import build_app, launch  # why: the optional extra [app] (Gradio), after the env var
 
     models = load_models(choices)
     for model in models:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 
 from restorekit.commands.show import add_override_argument
-
-HELP = "check a recipe: list every problem (keys, types, parts, data folders, published numbers); exit 1 if any"
+from restorekit.engine.validate import DATA_SECTIONS, find_problems
+from restorekit.recipe_origins import inherited_data_tasks
+from restorekit.recipes import recipe_locations, resolve_recipe
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,10 +22,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # Imported here: the CLI imports every command to build its parser, so commands stay light.
-    from restorekit.engine.validate import DATA_SECTIONS, find_problems
-    from restorekit.recipe_origins import inherited_data_tasks
-    from restorekit.recipes import recipe_locations, resolve_recipe
-
     recipe = resolve_recipe(args.recipe, args.override)
     data = ("val",) if args.eval_only else DATA_SECTIONS
     origins = inherited_data_tasks(args.recipe)

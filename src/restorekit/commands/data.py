@@ -12,8 +12,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from restorekit.commands.show import add_override_argument
-
-HELP = "prepare downloaded datasets (data prepare) and inspect a recipe's data section (data check)"
+from restorekit.data.build import inspect_data
+from restorekit.data.check import find_bad_images, iter_report
+from restorekit.data.prepare import prepare
+from restorekit.data.sources import SOURCES
+from restorekit.errors import DataError
+from restorekit.recipe_origins import inherited_data_tasks
+from restorekit.recipes import load_recipe
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,18 +61,12 @@ def _spec_type(spec: Any) -> str:
 def run(args: argparse.Namespace) -> int:
     if args.action == "prepare":
         return run_prepare(args)
-    from restorekit.recipe_origins import inherited_data_tasks
-    from restorekit.recipes import load_recipe
-
     recipe = load_recipe(args.recipe, args.override)
     return report(recipe.get("data"), progress=not args.no_progress, origins=inherited_data_tasks(args.recipe))
 
 
 def report(data_cfg: Any, progress: bool = True, origins: Mapping[str, Any] | None = None) -> int:
     """Print what a data section finds, per task, and every bad image; 1 when anything failed."""
-    from restorekit.data.build import inspect_data
-    from restorekit.data.check import find_bad_images, iter_report
-
     cfg, entries = inspect_data(data_cfg, origins)
     root = cfg["root"] if cfg["root"] is not None else "(none: protocol datasets use ./data)"
     print(f"data root: {root}" + (f" ({cfg['layout']} layout)" if cfg["layout"] != "restorekit" else ""))
@@ -106,9 +105,6 @@ def report(data_cfg: Any, progress: bool = True, origins: Mapping[str, Any] | No
 
 
 def run_prepare(args: argparse.Namespace) -> int:
-    from restorekit.data.prepare import prepare
-    from restorekit.errors import DataError
-
     if args.list:
         print_sources()
         return 0
@@ -135,8 +131,6 @@ RECORDED = " (not recorded here: see the publisher's page and its terms)"
 
 def print_sources() -> None:
     """The table of datasets ``data prepare`` knows, for people."""
-    from restorekit.data.sources import SOURCES
-
     for source in SOURCES:
         aliases = f" (also: {', '.join(source.aliases)})" if source.aliases else ""
         print(f"{source.name}{aliases}: {source.title}")

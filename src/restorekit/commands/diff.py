@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 
 from restorekit.commands.show import add_override_argument
-
-HELP = "print the dotted keys whose values differ between two resolved recipes"
+from restorekit.recipes import is_missing, load_recipe, recipe_diff
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,8 +15,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from restorekit.recipes import is_missing, load_recipe, recipe_diff
-
     rows = recipe_diff(load_recipe(args.a, args.override), load_recipe(args.b, args.override))
     show = lambda v: "(absent)" if is_missing(v) else repr(v)  # noqa: E731
     for key, va, vb in rows:

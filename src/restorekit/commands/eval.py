@@ -3,10 +3,28 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from restorekit.commands.show import add_override_argument
-
-HELP = "score trained weights per task on the recipe's test data (PSNR/SSIM, input vs restored)"
+from restorekit.data.build import build_eval_sets
+from restorekit.engine.config import eval_config
+from restorekit.engine.distributed import pick_device
+from restorekit.engine.evaluate import (
+    REPORT_JSON,
+    REPORT_MD,
+    evaluate,
+    markdown_table,
+    metric_directions,
+    protocol,
+    suite_data,
+    write_report,
+)
+from restorekit.engine.infer import inference_amp
+from restorekit.engine.loading import load_model_for_inference
+from restorekit.engine.validate import validate
+from restorekit.io.outputs import check_output_folder, refuse_existing, refuse_non_empty
+from restorekit.published import published_differences, published_tables
+from restorekit.recipes import recipe_locations, resolve_recipe
 
 
 def add_weights_arguments(parser: argparse.ArgumentParser) -> None:
@@ -68,28 +86,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from restorekit.data.build import build_eval_sets
-    from restorekit.engine.config import eval_config
-    from restorekit.engine.distributed import pick_device
-    from restorekit.engine.evaluate import (
-        REPORT_JSON,
-        REPORT_MD,
-        evaluate,
-        markdown_table,
-        metric_directions,
-        protocol,
-        suite_data,
-        write_report,
-    )
-    from restorekit.engine.infer import inference_amp
-    from restorekit.engine.loading import load_model_for_inference
-    from restorekit.engine.published import published_differences, published_tables
-    from restorekit.engine.validate import validate
-    from restorekit.outputs import check_output_folder, refuse_existing, refuse_non_empty
-    from restorekit.recipes import recipe_locations, resolve_recipe
-
     if args.report:
         check_output_folder(Path(args.report), "--report")
         if not args.overwrite:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from restorekit.commands.eval import add_verify_argument
 from restorekit.commands.show import add_override_argument
-
-HELP = "export trained weights to ONNX or torch.export with dynamic height and width, checked against eager"
+from restorekit.engine.export import FORMATS, TOLERANCE, ExportError, export_model
+from restorekit.engine.loading import load_model_for_inference
+from restorekit.io.outputs import check_output_file
+from restorekit.recipes import load_recipe
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,13 +33,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from restorekit.engine.export import FORMATS, TOLERANCE, ExportError, export_model
-    from restorekit.engine.loading import load_model_for_inference
-    from restorekit.outputs import check_output_file
-    from restorekit.recipes import load_recipe
-
     tolerance = TOLERANCE if args.tolerance is None else args.tolerance
     if not tolerance >= 0:  # also NaN: a check that nothing passes would fail only after the export
         raise ExportError(

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from restorekit.commands.eval import add_weights_arguments
 from restorekit.commands.show import add_override_argument
-
-HELP = "MSF's gate weights per task over the recipe's test images: a table and a plot"
+from restorekit.data.build import build_eval_sets
+from restorekit.engine.config import eval_config
+from restorekit.engine.distributed import pick_device
+from restorekit.engine.evaluate import suite_data
+from restorekit.engine.gates import GATES_CSV, GATES_MD, GATES_PNG, gate_weights, gates_markdown, write_gate_report
+from restorekit.engine.loading import load_model_for_inference
+from restorekit.errors import BuildError
+from restorekit.io.outputs import check_output_folder, refuse_existing
+from restorekit.recipes import load_recipe
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,17 +30,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # Imports here keep the CLI's start light (torch loads only for the command that runs).
-    from pathlib import Path
-
-    from restorekit.data.build import build_eval_sets
-    from restorekit.engine.config import eval_config
-    from restorekit.engine.distributed import pick_device
-    from restorekit.engine.evaluate import suite_data
-    from restorekit.engine.gates import GATES_CSV, GATES_MD, GATES_PNG, gate_weights, gates_markdown, write_gate_report
-    from restorekit.engine.loading import load_model_for_inference
-    from restorekit.errors import BuildError
-    from restorekit.outputs import check_output_folder, refuse_existing
-    from restorekit.recipes import load_recipe
 
     if args.max_images is not None and args.max_images < 1:
         raise BuildError(f"--max-images must be >= 1, got {args.max_images}")

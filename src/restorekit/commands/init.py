@@ -15,7 +15,23 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-HELP = "write a recipe that trains on your own folder of (degraded, clean) pairs, with a held-out split"
+import yaml
+
+from restorekit.data.datasets import PairedFolderDataset
+from restorekit.data.split import held_out
+from restorekit.engine.dry_run import dry_run
+from restorekit.engine.estimate import (
+    ASSUMPTION,
+    DEFAULT_EPOCHS,
+    format_flops,
+    format_hours,
+    run_flops,
+    size_iterations,
+    wall_hours,
+)
+from restorekit.errors import RecipeError, RestorekitError
+from restorekit.io.atomic import atomic_path
+from restorekit.recipes import find_recipe, list_recipes, load_recipe
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,12 +52,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def plan(args: argparse.Namespace) -> tuple[dict[str, Any], list[str], dict[str, Any]]:
     """(the recipe to write, the held-out names, facts for the summary)."""
-    from restorekit.data.datasets import PairedFolderDataset
-    from restorekit.data.split import held_out
-    from restorekit.engine.estimate import DEFAULT_EPOCHS, size_iterations
-    from restorekit.errors import RecipeError
-    from restorekit.recipes import find_recipe, list_recipes, load_recipe
-
     base_path = find_recipe(args.base)
     base_ref = args.base if args.base in list_recipes() else str(base_path)  # a name stays a name
     base = load_recipe(base_path)
@@ -91,11 +101,6 @@ HEADER = """\
 
 
 def run(args: argparse.Namespace) -> int:
-    import yaml
-
-    from restorekit.engine.atomic import atomic_path
-    from restorekit.errors import RecipeError
-
     out = Path(args.out).expanduser()
     recipe_file, heldout_file = out / f"{args.name}.yaml", out / f"{args.name}.heldout.txt"
     for path in (recipe_file, heldout_file):
@@ -131,11 +136,6 @@ def run(args: argparse.Namespace) -> int:
 
 def expected_time(recipe_file: Path) -> str:
     """The dry run's FLOPs of the whole run, and hours at the assumed throughput on 1, 4, 8 GPUs."""
-    from restorekit.engine.dry_run import dry_run
-    from restorekit.engine.estimate import ASSUMPTION, format_flops, format_hours, run_flops, wall_hours
-    from restorekit.errors import RestorekitError
-    from restorekit.recipes import load_recipe
-
     try:
         report = dry_run(load_recipe(recipe_file), str(recipe_file), world_size=1)
     except RestorekitError as exc:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "list registered parts (name, kind, source), or recipes with KIND=recipes"
+from restorekit.listing import list_parts
+from restorekit.recipe_plugins import recipe_plugins
+from restorekit.recipes import list_recipes
+from restorekit.registry import registry
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -12,13 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from restorekit.listing import list_parts
-    from restorekit.recipes import list_recipes
-    from restorekit.registry import registry
-
     if args.kind == "recipes":
-        from restorekit.recipe_plugins import recipe_plugins
-
         for name, source in sorted(list_recipes().items()):
             print(f"{name:40s} {source}")
         for plugin in recipe_plugins():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-HELP = "write a pretrained package (recipe, trainable weights, model card) of a run's best weights"
+from restorekit.pretrained import save_pretrained
 
 
 def add_package_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,8 +29,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def write_package(args: argparse.Namespace, folder: str, overwrite: bool) -> Path:
-    from restorekit.pretrained import save_pretrained
-
     return save_pretrained(
         args.run,
         folder,

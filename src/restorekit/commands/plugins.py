@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "list plugin parts from entry points; --check imports them all"
+from restorekit.recipe_plugins import recipe_plugins
+from restorekit.registry import KINDS, registry
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -12,9 +13,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from restorekit.recipe_plugins import recipe_plugins
-    from restorekit.registry import KINDS, registry
-
     failed = 0
     shown = 0
     for kind in KINDS:

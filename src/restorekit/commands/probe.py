@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-HELP = "feature robustness probe: cosine similarity of clean vs degraded features per layer"
+import torch
+
+from restorekit import probe
+from restorekit.building import build
+from restorekit.contracts import is_pretrained
+from restorekit.errors import BuildError
+from restorekit.io.outputs import refuse_existing
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -70,11 +77,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from restorekit import probe
-    from restorekit.errors import BuildError
-
     size = args.size if args.size is not None else (0 if args.compare_rules else 224)
     if size < 0:  # 0 means native size; a negative size would crash deep in the resize
         raise BuildError(f"--size must be >= 1 (or 0 for the native size), got {size}")
@@ -94,10 +96,6 @@ def run(args: argparse.Namespace) -> int:
     if grid is not None and len(grid) != 2:
         raise BuildError(f"--grid takes H,W, got {args.grid!r}")
     if not args.overwrite:
-        from pathlib import Path
-
-        from restorekit.outputs import refuse_existing
-
         refuse_existing([Path(args.out) / "probe.csv", Path(args.out) / "probe.png"], "--out")
     names = [n.strip() for n in args.images.split(",") if n.strip()] if args.images else list(probe.DEFAULT_IMAGES)
     images = [(name, probe.load_probe_image(name, size or None)) for name in names]
@@ -127,10 +125,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _compare_rules(args: argparse.Namespace, spec: object, images: list, device: str) -> int:
     """``--compare-rules``: each rule's guide against the global pass, per layer."""
-    from restorekit import probe
-    from restorekit.building import build
-    from restorekit.contracts import is_pretrained
-
     backbone = build("backbone", spec).to(device).eval()
     rules = [r.strip() for r in args.compare_rules.split(",") if r.strip()]
     result = probe.compare_rules(backbone, images, rules, layers=probe.parse_int_list(args.layers, "--layers"),

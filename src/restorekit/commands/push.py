@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import tempfile
+from pathlib import Path
 
-from restorekit.commands.package import add_package_arguments
-
-HELP = "package a run (or take a package folder) and upload it to a Hugging Face Hub repository"
+from restorekit.commands.package import add_package_arguments, write_package
+from restorekit.hub import push_package
+from restorekit.pretrained import is_package
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,13 +19,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import tempfile
-    from pathlib import Path
-
-    from restorekit.commands.package import write_package
-    from restorekit.hub import push_package
-    from restorekit.pretrained import is_package
-
     if is_package(args.run):
         url = push_package(Path(args.run), args.repo_id, private=args.private)
     else:

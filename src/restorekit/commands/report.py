@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-HELP = "compare run folders in one self-contained HTML page (and a markdown twin): recipes, scores, curves, crops"
+from restorekit.errors import RecipeError
+from restorekit.io.outputs import check_output_file
+from restorekit.report.render import write_report
+from restorekit.report.runs import read_runs
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,11 +24,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from restorekit.errors import RecipeError
-    from restorekit.outputs import check_output_file
-
     html_file = Path(args.output)
     if html_file.suffix.lower() not in (".html", ".htm"):
         raise RecipeError(f"-o {html_file}: give an .html file name (the markdown twin goes beside it as .md)")
@@ -32,9 +31,6 @@ def run(args: argparse.Namespace) -> int:
         raise RecipeError(f"--crop must be >= 8 and --images >= 1, got {args.crop} and {args.images}")
     for file in (html_file, html_file.with_suffix(".md")):
         check_output_file(file, "-o", overwrite=args.overwrite)
-    from restorekit.report.render import write_report
-    from restorekit.report.runs import read_runs
-
     runs = read_runs(args.runs)
     html, md = write_report(runs, html_file, overwrite=args.overwrite, crop=args.crop, max_images=args.images)
     print(f"wrote {html} and {md} ({len(runs)} runs)")

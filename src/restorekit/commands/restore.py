@@ -7,11 +7,11 @@ from typing import TYPE_CHECKING
 
 from restorekit.commands.eval import add_weights_arguments
 from restorekit.commands.show import add_override_argument
+from restorekit.engine.infer import plan_outputs
+from restorekit.engine.restoring import RestoreOptions, load_restorer
 
 if TYPE_CHECKING:  # the command module stays light: no torch at import
     from restorekit.engine.restoring import RestoreOptions
-
-HELP = "restore an image file or a folder of images with trained weights (tiled for large images)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,8 +53,6 @@ def tile_size(text: str) -> int | str:
 
 def options_from_args(args: argparse.Namespace) -> RestoreOptions:
     """The restore options of ``args`` (``restorekit app`` builds the same value from its own flags)."""
-    from restorekit.engine.restoring import RestoreOptions
-
     return RestoreOptions(
         weights=args.weights,
         recipe=args.recipe,
@@ -71,9 +69,6 @@ def options_from_args(args: argparse.Namespace) -> RestoreOptions:
 
 
 def run(args: argparse.Namespace) -> int:
-    from restorekit.engine.infer import plan_outputs
-    from restorekit.engine.restoring import load_restorer
-
     options = options_from_args(args)
     pairs = plan_outputs(args.input, args.output, overwrite=args.overwrite)
     restorer = load_restorer(options)

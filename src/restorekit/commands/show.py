@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "print a recipe fully resolved (base chain and overrides applied)"
+from restorekit.building import build_model
+from restorekit.params import format_param_table
+from restorekit.recipes import dump_recipe, load_recipe
 
 
 def add_override_argument(parser: argparse.ArgumentParser) -> None:
@@ -30,14 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from restorekit.recipes import dump_recipe, load_recipe
-
     recipe = load_recipe(args.recipe, args.override)
     print(dump_recipe(recipe), end="")
     if args.params:
-        from restorekit.building import build_model
-        from restorekit.params import format_param_table
-
         model = build_model(recipe["model"])
         print(format_param_table(model))
     return 0

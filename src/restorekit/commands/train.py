@@ -6,8 +6,14 @@ import argparse
 import os
 
 from restorekit.commands.show import add_override_argument
-
-HELP = "train a recipe (iteration-based; resumable; multi-GPU when launched with torchrun)"
+from restorekit.data.build import name_origin
+from restorekit.engine.dry_run import dry_run as plan
+from restorekit.engine.dry_run import render
+from restorekit.engine.train import train
+from restorekit.engine.validate import validate
+from restorekit.errors import DataError, RecipeError
+from restorekit.recipe_origins import inherited_data_tasks
+from restorekit.recipes import apply_overrides, recipe_locations, resolve_recipe, validate_recipe
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,13 +54,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from restorekit.data.build import name_origin
-    from restorekit.engine.train import train
-    from restorekit.engine.validate import validate
-    from restorekit.errors import DataError
-    from restorekit.recipe_origins import inherited_data_tasks
-    from restorekit.recipes import apply_overrides, recipe_locations, resolve_recipe, validate_recipe
-
     recipe = resolve_recipe(args.recipe, args.override)
     if args.weights:
         recipe = apply_overrides(recipe, {"train.init_weights": args.weights})
@@ -83,14 +82,9 @@ def run(args: argparse.Namespace) -> int:
 
 def dry_run(recipe: dict, args: argparse.Namespace) -> int:
     """Print the dry run; 1 when a data task could not be listed (the rest is still shown)."""
-    from restorekit.engine.dry_run import dry_run as plan
-    from restorekit.engine.dry_run import render
-    from restorekit.errors import RecipeError
-
     world = args.world_size if args.world_size is not None else int(os.environ.get("WORLD_SIZE", "1"))
     if world < 1:
         raise RecipeError(f"--world-size must be >= 1, got {world}")
-    from restorekit.recipe_origins import inherited_data_tasks
 
     report = plan(recipe, str(args.recipe), world, origins=inherited_data_tasks(args.recipe))
     print(render(report), end="", flush=True)

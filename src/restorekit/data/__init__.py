@@ -13,9 +13,9 @@ _EXPORTS = {
     "build_eval_sets": "restorekit.data.build",
     "TrainStream": "restorekit.data.stream",
     "build_degradation": "restorekit.data.degradations",
-    "read_image": "restorekit.data.image_io",
-    "load_image": "restorekit.data.image_io",
-    "write_image": "restorekit.data.image_io",
+    "read_image": "restorekit.io.image_files",
+    "load_image": "restorekit.io.image_files",
+    "write_image": "restorekit.io.image_files",
     "load_sample": "restorekit.data.samples",
 }
 

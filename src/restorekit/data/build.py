@@ -24,12 +24,19 @@ the weight whatever its size. One section uses one rule.
 
 from __future__ import annotations
 
+import difflib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from torch.utils.data import Subset
+
+from restorekit.building import accepted_keywords, build, split_spec
+from restorekit.data.layouts import LAYOUTS, detect_layout, layout_kwargs
+from restorekit.data.stream import TaskSource, TrainStream
 from restorekit.errors import DataError, Problems, RecipeError, RestorekitError
+from restorekit.registry import registry
 
 log = logging.getLogger("restorekit.data")
 
@@ -67,8 +74,6 @@ DATA_DEFAULTS: dict[str, Any] = {"root": None, "layout": None, "patch_size": 128
 
 
 def _unknown(keys: Any, allowed: tuple[str, ...], where: str, problems: Problems) -> None:
-    import difflib
-
     for key in keys:
         if key not in allowed:
             close = difflib.get_close_matches(str(key), allowed, n=1)
@@ -105,7 +110,6 @@ def check_data_config(data_cfg: Mapping[str, Any] | None, problems: Problems | N
             "data.pin_memory",
         )
         cfg["pin_memory"] = None
-    from restorekit.data.layouts import LAYOUTS, detect_layout
 
     if cfg["layout"] is None:
         cfg["layout"] = detect_layout(cfg["root"])
@@ -193,10 +197,6 @@ def build_dataset(
     ``origin``: the base recipe the task was inherited from, named when its folder is missing;
     ``hint``: say how to drop inherited tasks then (off for a task the recipe writes itself).
     """
-    from restorekit.building import accepted_keywords, build, split_spec
-    from restorekit.data.layouts import layout_kwargs
-    from restorekit.registry import registry
-
     type_name, kwargs = split_spec("dataset", entry.spec)
     if layout != "restorekit":
         kwargs = layout_kwargs(layout, type_name, kwargs)
@@ -220,8 +220,6 @@ def build_dataset(
     if len(dataset) == 0:
         raise DataError(f"{entry.where}: task {entry.name!r} has no images ({type_name})")
     if entry.limit is not None and entry.limit < len(dataset):
-        from torch.utils.data import Subset
-
         dataset = Subset(dataset, range(entry.limit))
     return dataset
 
@@ -260,8 +258,6 @@ def build_train_stream(
     ``pin_memory`` is the default of ``data.pin_memory: null`` (the trainer passes
     True when it trains on CUDA: page-locked batches copy to the GPU asynchronously).
     """
-    from restorekit.data.stream import TaskSource, TrainStream
-
     cfg = check_data_config(data_cfg)
     entries = task_entries(cfg, "train")
     if not entries:

@@ -15,7 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from torch.utils.data import Subset
+from tqdm import tqdm
+
 from restorekit.data.build import TaskEntry
+from restorekit.data.datasets import RestorationDataset
+from restorekit.io.image_files import load_image
 
 
 @dataclass(frozen=True)
@@ -29,8 +34,6 @@ class BadImage:
 
 def _items(dataset: Any) -> tuple[Any, Sequence[int]]:
     """(underlying dataset, the indices a run uses): a ``limit`` wraps the dataset in a Subset."""
-    from torch.utils.data import Subset
-
     if isinstance(dataset, Subset):
         return dataset.dataset, list(dataset.indices)
     return dataset, range(len(dataset))
@@ -38,8 +41,6 @@ def _items(dataset: Any) -> tuple[Any, Sequence[int]]:
 
 def _units(entries: Sequence[TaskEntry]) -> dict[Any, list[str]]:
     """What to decode -> the tasks using it: file paths, or (dataset, index) when no file is named."""
-    from restorekit.data.datasets import RestorationDataset
-
     units: dict[Any, list[str]] = {}
     for entry in entries:
         if entry.dataset is None:
@@ -53,8 +54,6 @@ def _units(entries: Sequence[TaskEntry]) -> dict[Any, list[str]]:
 
 
 def _decode(unit: Any, datasets: dict[int, Any]) -> None:
-    from restorekit.data.image_io import load_image
-
     if isinstance(unit, Path):
         load_image(unit)
         return
@@ -67,8 +66,6 @@ def _decode(unit: Any, datasets: dict[int, Any]) -> None:
 
 def find_bad_images(entries: Sequence[TaskEntry], *, progress: bool = True) -> list[BadImage]:
     """Decode every image of every built task; the failures, in the order met."""
-    from tqdm import tqdm
-
     units = _units(entries)
     datasets = {id(_items(e.dataset)[0]): _items(e.dataset)[0] for e in entries if e.dataset is not None}
     bad = []

@@ -24,9 +24,9 @@ import torch
 from torch.utils.data import Dataset
 
 from restorekit.data.degradations import build_degradation
-from restorekit.data.image_io import IMAGE_EXTENSIONS, is_image_file, load_image, read_image, write_image
 from restorekit.data.seeding import derive_seed
 from restorekit.errors import DataError
+from restorekit.io.image_files import IMAGE_EXTENSIONS, is_image_file, load_image, read_image, write_image
 
 __all__ = [
     "RestorationDataset",

@@ -22,7 +22,9 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
+from restorekit.building import build
 from restorekit.data.seeding import as_generator
 from restorekit.errors import BuildError
 
@@ -446,8 +448,6 @@ class JPEG(Degradation):
         self.quality = _check_range("quality", quality, 1, 100)
 
     def apply(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        from PIL import Image
-
         quality = int(round(_uniform(self.quality, gen)))
         arr = torch.round(x.clamp(0, 1) * 255).to(torch.uint8).cpu()
         if arr.shape[0] not in (1, 3):
@@ -479,8 +479,6 @@ def build_degradation(spec: Any) -> Callable[..., Any]:
     if isinstance(spec, (list, tuple)):
         return Chain(spec)
     if isinstance(spec, (str, Mapping)):
-        from restorekit.building import build
-
         return build("degradation", spec)
     if callable(spec):
         return spec

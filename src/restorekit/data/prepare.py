@@ -29,6 +29,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from tqdm import tqdm
+
 from restorekit.data.archives import archive_kind, extract, list_files
 from restorekit.data.sources import Part, Source, find_source
 from restorekit.errors import DataError
@@ -47,8 +49,6 @@ class PrepareResult:
 
 
 def _bar(total: int, desc: str, progress: bool) -> Iterator[int]:
-    from tqdm import tqdm
-
     # disable=None: shown on a terminal only
     yield from tqdm(range(total), desc=desc, unit="file", file=sys.stderr, disable=None if progress else True)
 

@@ -7,11 +7,13 @@ The split is fixed: ``TEST_IMAGES`` are never trained on.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
 import numpy as np
+import skimage.data
 import torch
 import torch.nn.functional as F
 
@@ -47,11 +49,7 @@ SAMPLE_SPLITS: dict[str, tuple[str, ...]] = {"train": TRAIN_IMAGES, "test": TEST
 
 
 def _sample_uint8(name: str) -> np.ndarray:
-    import skimage.data
-
     if name not in SAMPLE_IMAGES:
-        import difflib
-
         close = difflib.get_close_matches(name, SAMPLE_IMAGES, n=3)
         hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
         raise DataError(f"unknown sample image {name!r}{hint} (known: {', '.join(SAMPLE_IMAGES)})")

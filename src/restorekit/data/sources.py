@@ -19,6 +19,7 @@ where an author does, the row lists it and the preparer checks the archive.
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -304,8 +305,6 @@ SOURCES: tuple[Source, ...] = (
 
 def find_source(name: str) -> Source:
     """The row named ``name`` (or one of its aliases), case-insensitive; a DataError with close matches."""
-    import difflib
-
     wanted = name.lower()
     for source in SOURCES:
         if wanted == source.name or wanted in source.aliases:

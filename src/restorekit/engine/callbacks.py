@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from torch import Tensor
+from tqdm import tqdm  # the bar's package is imported when a run starts, not with the engine
 
 from restorekit.building import build
 from restorekit.engine.accumulate import StepResult
@@ -160,8 +161,6 @@ class ProgressBar(Callback):
         self.bar: Any = None
 
     def on_train_start(self, loop: Any, step: int) -> None:
-        from tqdm import tqdm  # the bar's package is imported when a run starts, not with the engine
-
         tty = sys.stderr.isatty()
         self.bar = tqdm(total=loop.iterations, initial=step, disable=not self.enabled, dynamic_ncols=True,
                         mininterval=0.5 if tty else 10.0, file=sys.stderr, unit="it")  # fmt: skip

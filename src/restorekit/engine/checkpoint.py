@@ -25,9 +25,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save
 
-from restorekit.engine.atomic import created_file, fsync_dir, publish_dir, write_text
+from restorekit.deprecation import warn_renamed
 from restorekit.errors import CheckpointError
+from restorekit.frozen import trainable_state_dict
+from restorekit.io.atomic import created_file, fsync_dir, publish_dir, write_text
+from restorekit.io.state_dict import load_state_file, non_finite_keys, read_state_file
 
 CKPT_DIR = "checkpoints"
 MODEL_FILE = "model.safetensors"
@@ -66,22 +71,6 @@ class Checkpoint:
     ema: dict[str, torch.Tensor] | None
     state: dict[str, Any]
     meta: dict[str, Any]
-
-
-# -- finiteness ---------------------------------------------------------------------
-def non_finite_keys(tree: Any, prefix: str = "") -> list[str]:
-    """Dotted keys of floating tensors in ``tree`` holding NaN or infinity."""
-    bad: list[str] = []
-    if isinstance(tree, torch.Tensor):
-        if tree.is_floating_point() and not bool(torch.isfinite(tree).all()):
-            bad.append(prefix or "<tensor>")
-    elif isinstance(tree, Mapping):
-        for key, value in tree.items():
-            bad += non_finite_keys(value, f"{prefix}.{key}" if prefix else str(key))
-    elif isinstance(tree, (list, tuple)):
-        for i, value in enumerate(tree):
-            bad += non_finite_keys(value, f"{prefix}[{i}]")
-    return bad
 
 
 # -- writing --------------------------------------------------------------------------
@@ -140,8 +129,6 @@ def _payloads(
     meta: dict[str, Any],
 ) -> dict[str, Callable[[], bytes]]:
     """File name -> the bytes to write (computed when written)."""
-    from safetensors.torch import save
-
     info = {"format": FILE_FORMAT, "step": str(step)}
     files = {MODEL_FILE: lambda: save(cpu_copy(model_state), metadata=info)}
     if ema_state is not None:
@@ -186,8 +173,6 @@ def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
 
 def load_checkpoint(path: Path, *, need_ema: bool | None = None) -> Checkpoint:
     """Read and check a checkpoint folder; any defect is a :class:`CheckpointError`."""
-    from restorekit.state_dict import read_state_dict
-
     path = Path(path)
     match = _NAME.match(path.name)
     if not path.is_dir() or not match:
@@ -195,8 +180,8 @@ def load_checkpoint(path: Path, *, need_ema: bool | None = None) -> Checkpoint:
     step = int(match.group(1))
     try:
         meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
-        model = read_state_dict(path / MODEL_FILE, released=False).state
-        ema = read_state_dict(path / EMA_FILE, released=False).state if (path / EMA_FILE).exists() else None
+        model = read_state_file(path / MODEL_FILE, released=False).state
+        ema = read_state_file(path / EMA_FILE, released=False).state if (path / EMA_FILE).exists() else None
         state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - a corrupt file of any kind
         raise CheckpointError(f"checkpoint {path} is unreadable: {type(exc).__name__}: {exc}") from exc
@@ -333,34 +318,18 @@ def run_dir_of(weights: Path) -> Path | None:
     return None
 
 
-def check_finite(state: Mapping[str, torch.Tensor], file: str | Path) -> None:
-    """Refuse weights holding NaN or infinity, naming the file and the tensors."""
-    bad = non_finite_keys(state)
-    if bad:
-        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
-        raise CheckpointError(
-            f"weights file {file} holds NaN or infinite values in {len(bad)} tensor(s): "
-            f"{', '.join(bad[:5])}{more}; its outputs would be meaningless, so it is not used"
-        )
-
-
 def load_weights(model: torch.nn.Module, file: str | Path) -> dict[str, Any]:
-    """Load trainable weights from ``file`` into ``model``; mismatches name the file.
+    """Deprecated: :func:`restorekit.engine.sources.load_source` or :func:`restorekit.io.state_dict.load_state_file`.
 
-    Frozen parts are not in the file; they come from the recipe (their own weights).
-    Returns the file's safetensors metadata.
+    Loads the trainable weights of a file restorekit wrote; returns its safetensors metadata.
     """
-    from safetensors import safe_open
-
-    from restorekit.frozen import trainable_state_dict
-    from restorekit.state_dict import copy_into, read_state_dict
-
+    warn_renamed(
+        "restorekit.engine.checkpoint.load_weights",
+        "restorekit.engine.sources.load_source or restorekit.io.state_dict.load_state_file",
+    )
     file = Path(file)
-    state = read_state_dict(file, what="weights file", released=False).state
-    check_finite(state, file)
-    info: dict[str, Any] = {}
-    if file.suffix == ".safetensors":
-        with safe_open(str(file), framework="pt") as handle:
-            info = handle.metadata() or {}
-    copy_into(trainable_state_dict(model), state, str(file), "the model")
-    return info
+    load_state_file(model, file, targets=trainable_state_dict(model), released=False, architecture="the model")
+    if file.suffix != ".safetensors":
+        return {}
+    with safe_open(str(file), framework="pt") as handle:
+        return handle.metadata() or {}

@@ -14,7 +14,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
+import torch
+
+from restorekit.building import build, check_keywords, merge_spec, split_spec
+from restorekit.engine.loggers import missing_extra
 from restorekit.errors import Problems, RecipeError, RestorekitError
+from restorekit.registry import registry
 
 DEFAULT_OPTIMIZER: dict[str, Any] = {"type": "adamw", "betas": [0.9, 0.999], "weight_decay": 0.01}
 DEFAULT_SCHEDULE: dict[str, Any] = {"type": "warmup_cosine", "warmup_iters": 0, "min_lr": 1e-6}
@@ -261,8 +266,6 @@ def check_best_metric(cfg: TrainConfig, eval_cfg: EvalConfig, source: str, probl
 
 def _spec(default: Mapping[str, Any], value: Any, key: str, source: str) -> dict[str, Any]:
     """The recipe's spec merged onto the default (a name or another ``type`` replaces it whole)."""
-    from restorekit.building import merge_spec
-
     if value is not None and not isinstance(value, (str, Mapping)):
         raise RecipeError(f"{source}: {key} must be a name or a mapping with 'type', got {value!r}")
     return dict(merge_spec(default, value))
@@ -283,9 +286,6 @@ def metric_name(spec: Any, where: str) -> str:
 
 def check_spec_keywords(kind: str, spec: Any, where: str, given: tuple[str, ...] = ()) -> None:
     """The part exists and takes the spec's keywords (plus those the engine passes), or a RecipeError."""
-    from restorekit.building import check_keywords, split_spec
-    from restorekit.registry import registry
-
     try:
         name, kwargs = split_spec(kind, spec)
         check_keywords(kind, name, registry(kind).get(name), {**kwargs, **dict.fromkeys(given)}, engine_given=given)
@@ -295,8 +295,6 @@ def check_spec_keywords(kind: str, spec: Any, where: str, given: tuple[str, ...]
 
 def _try_build(kind: str, spec: Any, where: str, **extra: Any) -> Any:
     """``build(kind, spec, **extra)``, its errors turned into a RecipeError naming ``where``."""
-    from restorekit.building import build
-
     try:
         return build(kind, spec, **extra)
     except (RestorekitError, ValueError, TypeError) as exc:
@@ -304,15 +302,11 @@ def _try_build(kind: str, spec: Any, where: str, **extra: Any) -> Any:
 
 
 def _probe_parameter() -> Any:
-    import torch
-
     return torch.nn.Parameter(torch.zeros(1))
 
 
 def check_logger_specs(specs: list[Any], source: str, problems: Problems | None = None) -> None:
     """Each ``train.loggers`` entry names a logger that takes its knobs and whose packages are installed."""
-    from restorekit.engine.loggers import missing_extra
-
     problems = Problems() if problems is None else problems
     names = []
     for i, spec in enumerate(specs):

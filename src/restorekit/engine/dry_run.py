@@ -25,7 +25,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from restorekit.data.build import check_data_config, inspect_data
+from restorekit.engine.accumulate import micro_batch_size
 from restorekit.engine.config import TrainConfig, train_config
+from restorekit.engine.flops import count_flops
+from restorekit.engine.parts import build_model_and_loss, build_optimizer
+from restorekit.engine.step import forward_loss
+from restorekit.errors import RecipeError
+from restorekit.frozen import iter_trainable, trainable_state_dict
+from restorekit.params import count_params, param_table, part_rows
 
 
 @dataclass
@@ -92,8 +100,6 @@ def saved_for_backward(model: nn.Module, run: Callable[[], Any]) -> tuple[Any, i
 
 def optimizer_state_bytes(cfg: TrainConfig, params: list[nn.Parameter]) -> int:
     """The recipe's optimizer's state after one step, built and stepped on meta parameters."""
-    from restorekit.engine.parts import build_optimizer
-
     for p in params:
         p.grad = torch.zeros_like(p)
     optimizer = build_optimizer(cfg, params)
@@ -119,10 +125,6 @@ def memory_estimate(
     16-bit: the activations then lie between the float32 and the all-16-bit figures.
     ``half`` also traces the all-16-bit case (it leaves ``model`` in bfloat16).
     """
-    from restorekit.engine.flops import count_flops
-    from restorekit.engine.step import forward_loss
-    from restorekit.frozen import iter_trainable, trainable_state_dict
-
     model.train()
     lq, gt = torch.rand(shape, device="meta"), torch.rand(shape, device="meta")
     trainable = list(iter_trainable(model))
@@ -151,8 +153,6 @@ def memory_estimate(
 
 def half_activations(model: nn.Module, loss_fn: Any, shape: tuple[int, ...]) -> int:
     """Bytes kept for backward with the model, loss and inputs all in bfloat16 (converts them)."""
-    from restorekit.engine.step import forward_loss
-
     model.to(torch.bfloat16)
     if isinstance(loss_fn, nn.Module):
         loss_fn.to(torch.bfloat16)
@@ -167,12 +167,6 @@ def dry_run(
 
     ``origins`` (data task -> base recipe it was inherited from) is named when a task's folder is missing.
     """
-    from restorekit.data.build import check_data_config, inspect_data
-    from restorekit.engine.accumulate import micro_batch_size
-    from restorekit.engine.parts import build_model_and_loss
-    from restorekit.errors import RecipeError
-    from restorekit.params import count_params, part_rows
-
     cfg = train_config(recipe, source)
     if not recipe.get("model"):
         raise RecipeError(f"{source}: the recipe has no 'model' section")
@@ -228,8 +222,6 @@ def _render_batch(r: DryRunReport) -> str:
 
 
 def _render_parts(r: DryRunReport) -> str:
-    from restorekit.params import param_table
-
     return "parameters per part:\n" + textwrap.indent(param_table(r.parts, r.params), "  ")
 
 

@@ -15,11 +15,17 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
+from restorekit.building import build
 from restorekit.engine.config import EvalConfig
+from restorekit.engine.ensemble import SelfEnsemble
 from restorekit.engine.infer import non_finite_output, restore_tensor
 from restorekit.errors import DataError, RecipeError, RestorekitError
+from restorekit.io.atomic import atomic_path, write_text
+from restorekit.io.image_files import is_image_file, write_image
+from restorekit.metrics import on_luma, psnr
 
 MetricFn = Callable[..., torch.Tensor]
 REPORT_MD, REPORT_JSON = "eval.md", "eval.json"
@@ -79,9 +85,6 @@ def build_metrics(cfg: EvalConfig) -> dict[str, MetricFn]:
 
     With ``eval.color: y`` every metric runs on the BT.601 luma of both images.
     """
-    from restorekit.building import build
-    from restorekit.metrics import on_luma
-
     out = {}
     for name, spec in cfg.named_metric_specs().items():
         metric = build("metric", spec)
@@ -102,8 +105,6 @@ def output_name(name: object, index: int) -> str:
     stem in different folders do not overwrite each other; ``..`` and root parts are
     dropped so nothing lands outside the task folder.
     """
-    from restorekit.data.image_io import is_image_file
-
     path = PurePosixPath(str(name).replace("\\", "/"))
     if is_image_file(path):  # a name given with its file suffix: saved as .png all the same
         path = path.with_suffix("")
@@ -155,8 +156,6 @@ def evaluate(
     benchmark, torch.backends.cudnn.benchmark = torch.backends.cudnn.benchmark, False
     scorer: nn.Module = model
     if cfg.self_ensemble:
-        from restorekit.engine.ensemble import SelfEnsemble
-
         scorer = SelfEnsemble(model)
     try:
         result = _score(
@@ -219,8 +218,6 @@ def _score(
                 raise NonFiniteOutputError(f"{where}: {problem}")
             sums += torch.tensor(_image_scores(fns, lq, out, gt, cfg.crop_border, where) + [1.0], dtype=torch.float64)
             if save_dir is not None:
-                from restorekit.data.image_io import write_image
-
                 if planned is not None:
                     rel = planned[index]
                 else:
@@ -231,8 +228,6 @@ def _score(
             if len(grid.get(task, [])) < keep_for_grid:
                 grid.setdefault(task, []).append((lq[0].cpu(), out[0].cpu(), gt[0].cpu()))
         if world_size > 1:
-            import torch.distributed as dist
-
             # On the device: an NCCL group reduces CUDA tensors only (gloo takes either).
             on_device = sums.to(device)
             dist.all_reduce(on_device, op=dist.ReduceOp.SUM)
@@ -314,8 +309,6 @@ def write_report(
     folder: Path, result: Mapping[str, Any], info: Mapping[str, Any], appendix: str = "", **extra: Any
 ) -> None:
     """``eval.md`` (the table, then ``appendix``) and ``eval.json`` in ``folder`` (atomically)."""
-    from restorekit.engine.atomic import write_text
-
     folder.mkdir(parents=True, exist_ok=True)
     write_text(folder / REPORT_MD, markdown_table(result, info) + (f"\n\n{appendix}" if appendix else "") + "\n")
     write_text(folder / REPORT_JSON, report_json(result, info, **extra) + "\n")
@@ -323,11 +316,9 @@ def write_report(
 
 def write_grid(path: Path, result: Mapping[str, Any], note: str = "") -> Path:
     """A before/after PNG: one row per kept image, columns input | restored | target."""
+    # why: matplotlib is a heavy import and only this figure needs it
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-
-    from restorekit.engine.atomic import atomic_path
-    from restorekit.metrics import psnr
 
     rows = [(task, triplet) for task, items in result.get("grid", {}).items() for triplet in items]
     if not rows:

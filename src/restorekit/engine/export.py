@@ -46,8 +46,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from restorekit.engine.atomic import atomic_path
+from restorekit.contracts import Body, GuidedModel
 from restorekit.errors import RestorekitError
+from restorekit.io.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +93,6 @@ class PaddedModel(nn.Module):
 
 def pad_multiple(model: nn.Module) -> int:
     """The multiple a model pads its input to: that of its bodies (1 when it has none)."""
-    from restorekit.contracts import Body
-
     return math.lcm(1, *(int(m.pad_multiple) for m in model.modules() if isinstance(m, Body)))
 
 
@@ -139,8 +138,6 @@ def export_model(
 def global_guide_pass(module: nn.Module) -> Iterator[None]:
     """Guided models inside ``module`` run one global guide pass while the block runs
     (see the module doc); their own rule is restored after."""
-    from restorekit.contracts import GuidedModel
-
     guided = [m for m in module.modules() if isinstance(m, GuidedModel) and m.guide_pass.rule != "global"]
     saved = [m.guide_pass for m in guided]
     for m in guided:
@@ -186,7 +183,7 @@ def _write_program(program: Any, path: Path) -> Callable[[torch.Tensor], torch.T
 
 
 def _write_onnx(program: Any, path: Path) -> Callable[[torch.Tensor], torch.Tensor]:
-    try:
+    try:  # why: the optional extra [export], needed by --format onnx only
         import onnxruntime
         import onnxscript  # noqa: F401 - the dynamo exporter needs it
     except ImportError as exc:

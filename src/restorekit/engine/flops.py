@@ -10,6 +10,8 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch.utils import flop_counter as fc
+from torch.utils.flop_counter import FlopCounterMode
 
 
 def conv_backward_flop(
@@ -32,8 +34,6 @@ def conv_backward_flop(
     ``groups``, which overcounts a depthwise convolution's backward by its
     channel count (26x too many FLOPs for a Restormer training step).
     """
-    from torch.utils import flop_counter as fc
-
     forward = fc.conv_flop_count(x_shape, w_shape, grad_out_shape, transposed)
     return forward * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
 
@@ -41,8 +41,6 @@ def conv_backward_flop(
 def flop_formulas() -> dict[Any, Any]:
     """Formulas that replace or complete FlopCounterMode's: grouped-convolution backward,
     and the CPU flash attention kernels (fused SDPA on the CPU), which it does not count."""
-    from torch.utils import flop_counter as fc
-
     aten = torch.ops.aten
     mapping: dict[Any, Any] = {aten.convolution_backward: conv_backward_flop}
     if hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu"):
@@ -64,8 +62,6 @@ def count_flops(fn: Callable[[], Any]) -> int:
     Elementwise work (norms, activations, softmax) is not counted, as in the
     usual MAC counts; backward passes run inside ``fn`` are counted too.
     """
-    from torch.utils.flop_counter import FlopCounterMode
-
     with FlopCounterMode(display=False, custom_mapping=flop_formulas()) as counter:
         fn()
     return int(counter.get_total_flops())

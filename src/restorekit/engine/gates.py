@@ -21,10 +21,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from restorekit.engine.atomic import write_bytes, write_text
 from restorekit.engine.config import EvalConfig
 from restorekit.engine.evaluate import center_crop_multiple
 from restorekit.errors import BuildError
+from restorekit.io.atomic import write_bytes, write_text
 
 GATES_CSV, GATES_MD, GATES_PNG = "gates.csv", "gates.md", "gates.png"
 
@@ -88,6 +88,7 @@ def gates_markdown(weights: Mapping[str, list[tuple[str, np.ndarray]]], note: st
 
 def gates_png(weights: Mapping[str, list[tuple[str, np.ndarray]]], title: str = "") -> bytes:
     """Grouped bars: one group per task, one bar per expert (its mean weight)."""
+    # why: matplotlib is a heavy import and only this figure needs it
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

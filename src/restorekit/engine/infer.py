@@ -13,16 +13,20 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from restorekit.engine import memory
-from restorekit.engine.atomic import AppearedMeanwhile
 from restorekit.errors import RestorekitError
+from restorekit.io.atomic import AppearedMeanwhile
+from restorekit.io.image_files import is_image_file, load_image, write_image
+from restorekit.io.outputs import check_output_folder
 
 logger = logging.getLogger(__name__)
 
@@ -150,8 +154,6 @@ def plan_outputs(source: str | Path, target: str | Path, *, overwrite: bool = Fa
     conflict, unreadable input and output format that cannot hold its input
     (:func:`check_output_formats`) is found before any image is restored.
     """
-    from restorekit.data.image_io import is_image_file
-
     source, target = Path(source), Path(target)
     if source.is_dir():
         inputs = sorted(p for p in source.rglob("*") if p.is_file() and is_image_file(p))
@@ -174,7 +176,6 @@ def plan_outputs(source: str | Path, target: str | Path, *, overwrite: bool = Fa
             if out.exists():
                 what = "is the input itself" if out.resolve() == src.resolve() else "already exists"
                 raise ImageRestoreError(f"OUTPUT {out} {what}; pass --overwrite to replace it")
-    from restorekit.outputs import check_output_folder
 
     checked: set[Path] = set()
     for _, out in pairs:  # a file in the way of a folder, or a folder refusing writes: said now
@@ -206,10 +207,6 @@ def check_output_formats(pairs: list[tuple[Path, Path]]) -> None:
     ...) is caught up front and no output of a folder run is written before an
     error. Results are cached per (suffix, kind), so only the reads cost per file.
     """
-    import tempfile
-
-    from restorekit.data.image_io import load_image, write_image
-
     verdicts: dict[tuple[str, bool, bool, int], str | None] = {}
     with tempfile.TemporaryDirectory(prefix="restorekit-format-") as scratch:
         for src, out in pairs:
@@ -268,9 +265,6 @@ def restore_files(
     file has its name when it is written (another restore may have written it meanwhile).
     ``on_progress(input, done, total)``: called as each image's tiles are restored (the app's bar)."""
     amp = device.type == "cuda" if amp is None else amp
-    from tqdm import tqdm
-
-    from restorekit.data.image_io import load_image, write_image
 
     model.eval()
     planner = None

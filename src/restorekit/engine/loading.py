@@ -17,14 +17,14 @@ from torch import nn
 from restorekit.engine import checkpoint as ckpt
 from restorekit.engine.sources import WeightsSource, build_as_trained, load_source, resolve_source, training_seed
 from restorekit.errors import CheckpointError, RecipeError
+from restorekit.frozen import random_backbone_notes
+from restorekit.recipes import load_recipe, load_yaml
 
 Weights = str | Path | WeightsSource
 
 
 def recipe_for_weights(weights: Weights | None, recipe: str | None, overrides: Sequence[str] = ()) -> dict:
     """``recipe`` when given, else the recipe of the run folder or package the weights come from."""
-    from restorekit.recipes import load_recipe
-
     if recipe is not None:
         return load_recipe(recipe, overrides)
     if weights is None:
@@ -55,8 +55,6 @@ def best_by_ema_note(weights: str | Path, file: Path, *, use_ema: bool) -> str |
         return None  # no EMA in that run: the raw weights were the ones scored
     recipe_file = run_dir / "recipe.yaml"
     if recipe_file.is_file():
-        from restorekit.recipes import load_yaml
-
         try:
             section = load_yaml(recipe_file).get("eval")
         except (OSError, ValueError):  # an unreadable recipe: assume the default (EMA scored)
@@ -87,8 +85,6 @@ def load_model_for_inference(
     The model is built with the RNG seeded as training seeded it, so a randomly
     initialised frozen part is the one the weights were trained with.
     """
-    from restorekit.frozen import random_backbone_notes
-
     spec = recipe.get("model")
     if not spec:
         raise CheckpointError("the recipe has no 'model' section to load the weights into")

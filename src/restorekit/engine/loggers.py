@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from restorekit.building import build
 from restorekit.engine.run_folder import METRICS_FILE, MetricsLog
 from restorekit.errors import RecipeError
 
@@ -175,8 +176,6 @@ class LoggerSet:
 
 def open_loggers(specs: Sequence[Any], run_dir: Path, is_main: bool) -> LoggerSet:
     """The ``train.loggers`` of a run, built through the ``logger`` registry (rank 0 only)."""
-    from restorekit.building import build
-
     if not is_main:
         return LoggerSet()
     built = []

@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,10 +34,16 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.func import functional_call
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from restorekit.errors import RestorekitError
+
+try:
+    import resource  # Unix only: the peak resident set where /proc is missing (macOS)
+except ImportError:  # pragma: no cover - Windows
+    resource = None
 
 logger = logging.getLogger(__name__)
 
@@ -100,9 +107,8 @@ def resident_bytes(device: torch.device) -> int:
         with open("/proc/self/statm", encoding="ascii") as handle:
             return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
-        import resource
-        import sys
-
+        if resource is None:  # Windows: no resident-set figure at all
+            return 0
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # the peak: an upper bound
         return peak if sys.platform == "darwin" else peak * 1024
 
@@ -159,8 +165,6 @@ def peak_bytes(fn: Callable[[], Any]) -> int:
 def activation_bytes(model: nn.Module, batch: int, height: int, width: int, dtype: torch.dtype = torch.float32) -> int:
     """Peak bytes of one inference call on ``(batch, 3, height, width)``, its input and
     output included, counted on the meta device (no memory, no compute)."""
-    from torch.func import functional_call
-
     named = list(model.named_parameters()) + list(model.named_buffers())
     meta = {name: torch.empty_like(t, device="meta") for name, t in named}
 

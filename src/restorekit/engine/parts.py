@@ -14,9 +14,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from restorekit.building import build, build_model, split_spec
 from restorekit.contracts import BindsToModel, GuidedModel, Schedule, is_frozen, sparse_gradient_prefixes
 from restorekit.engine.config import TrainConfig, build_schedule
+from restorekit.engine.sources import load_source, resolve_source
 from restorekit.errors import RecipeError
+from restorekit.frozen import iter_trainable
 
 DEFAULT_LOSS: dict[str, Any] = {"type": "l1"}
 
@@ -40,8 +43,6 @@ def build_model_and_loss(
 
     ``bind=False`` leaves the loss unbound (a benchmark lever measures what sharing saves).
     """
-    from restorekit.building import build, build_model
-
     model = build_model(model_spec).to(device)
     loss_fn = build("loss", loss_spec or DEFAULT_LOSS)
     if bind and isinstance(loss_fn, BindsToModel):  # first: a bound loss lets go of parts it will not use
@@ -53,8 +54,6 @@ def build_model_and_loss(
 
 def build_optimizer(cfg: TrainConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
     """``train.optimizer`` over ``params`` at ``train.lr``."""
-    from restorekit.building import build
-
     return build("optimizer", cfg.optimizer, params=params, lr=cfg.lr)
 
 
@@ -62,14 +61,10 @@ def build_training_parts(
     recipe: Mapping[str, Any], cfg: TrainConfig, device: torch.device | str = "cpu", source: str = "recipe"
 ) -> TrainingParts:
     """Everything :class:`~restorekit.engine.train.Trainer` trains with, for a resolved recipe."""
-    from restorekit.frozen import iter_trainable
-
     if not recipe.get("model"):
         raise RecipeError(f"{source}: the recipe has no 'model' section")
     model, loss_fn = build_model_and_loss(recipe["model"], recipe.get("loss"), device)
     if cfg.init_weights:
-        from restorekit.engine.sources import load_source, resolve_source
-
         load_source(model, resolve_source(cfg.init_weights))  # a resumed checkpoint loads over it
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -85,8 +80,6 @@ def build_training_parts(
 
 def loss_type(loss_spec: Any) -> str:
     """The type a loss spec names (``l1`` by default)."""
-    from restorekit.building import split_spec
-
     return split_spec("loss", loss_spec or DEFAULT_LOSS)[0]
 
 

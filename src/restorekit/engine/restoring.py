@@ -18,7 +18,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from restorekit.engine.distributed import pick_device
+from restorekit.engine.ensemble import SelfEnsemble
 from restorekit.engine.infer import inference_amp, restore_files
+from restorekit.engine.loading import load_model_for_inference, recipe_for_weights
 from restorekit.engine.memory import parse_memory
 from restorekit.errors import RecipeError
 
@@ -80,8 +83,6 @@ class Restorer:
         options.checked()
         model = self.model
         if options.self_ensemble:
-            from restorekit.engine.ensemble import SelfEnsemble
-
             model = SelfEnsemble(model)
         restore_files(
             model,
@@ -99,9 +100,6 @@ class Restorer:
 
 def load_restorer(options: RestoreOptions) -> Restorer:
     """Build the model of ``options.recipe`` / the weights' recipe and load ``options.weights`` into it."""
-    from restorekit.engine.distributed import pick_device
-    from restorekit.engine.loading import load_model_for_inference, recipe_for_weights
-
     options.checked()
     recipe = recipe_for_weights(options.weights, options.recipe, list(options.overrides))
     device = pick_device(options.device)

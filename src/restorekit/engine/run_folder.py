@@ -17,7 +17,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from restorekit.engine.atomic import write_text
+import torch
+
+from restorekit.io.atomic import write_text
+from restorekit.recipes import dump_recipe
+from restorekit.version import __version__
 
 RECIPE_FILE = "recipe.yaml"
 RUN_FILE = "run.json"
@@ -60,10 +64,6 @@ def plugin_versions() -> dict[str, str]:
 def versions() -> dict[str, Any]:
     """Versions of the core stack and of every plugin distribution."""
     core = {key: dist_version(dist) for key, dist in _CORE_DISTS.items()}
-    import torch
-
-    from restorekit import __version__
-
     core["restorekit"] = core["restorekit"] or __version__  # a source checkout on sys.path
 
     core["torch"] = torch.__version__
@@ -74,8 +74,6 @@ def versions() -> dict[str, Any]:
 
 def write_run_files(run_dir: Path, recipe: Mapping[str, Any], extra: Mapping[str, Any]) -> None:
     """Write ``recipe.yaml`` and ``run.json`` (atomically) into ``run_dir``."""
-    from restorekit.recipes import dump_recipe
-
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text(run_dir / RECIPE_FILE, dump_recipe(recipe))
     info = {

@@ -17,20 +17,16 @@ import threading
 from types import FrameType
 from typing import Any
 
-from restorekit.errors import RestorekitError
+import torch
+import torch.distributed as dist
+
+from restorekit.errors import TrainingInterrupted
+
+__all__ = ["STOP_SIGNALS", "StopSignals", "TrainingInterrupted", "signal_name"]
 
 logger = logging.getLogger(__name__)
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-
-class TrainingInterrupted(RestorekitError):
-    """The run stopped on a signal after writing a checkpoint; ``exit_code`` is 128 + the signal."""
-
-    def __init__(self, message: str, signum: int) -> None:
-        super().__init__(message)
-        self.signum = signum
-        self.exit_code = 128 + signum
 
 
 def signal_name(signum: int) -> str:
@@ -75,9 +71,6 @@ class StopSignals:
         """
         if not ctx.distributed:
             return self.received, requested
-        import torch
-        import torch.distributed as dist
-
         flags = torch.tensor([float(self.received or 0), float(requested)], device=ctx.device)
         dist.all_reduce(flags, op=dist.ReduceOp.MAX)
         signum, asked = flags.tolist()

@@ -10,8 +10,9 @@
   model's trainable keys exactly;
 * a **released file**: the Restormer ``.pth`` (``{"params": ...}``), the PromptIR
   Lightning ``.ckpt`` (``{"state_dict": {"net.": ...}}``), or any plain state dict,
-  read through :func:`restorekit.state_dict.read_state_dict` and, for a body model,
-  :meth:`~restorekit.bodies.base.UNetBody.load_weights` (official unused modules accepted).
+  read once through :func:`restorekit.io.state_dict.read_state_file` and loaded through
+  :func:`~restorekit.io.state_dict.load_state_file` (for a body model, the official unused
+  modules are accepted).
 
 A run folder and a package also name the recipe that goes with the weights.
 """
@@ -25,10 +26,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from torch import nn
 
+from restorekit.bodies.base import UNetBody
+from restorekit.bodies.weights import body_hint
+from restorekit.building import build_model
 from restorekit.engine import checkpoint as ckpt
+from restorekit.engine.packages import check_frozen_parts, is_package, read_package, verify_package_weights
+from restorekit.engine.run_folder import RECIPE_FILE
 from restorekit.errors import CheckpointError
+from restorekit.frozen import trainable_state_dict
+from restorekit.hub import HUB_PREFIX, download_package, is_hub_id
+from restorekit.io.state_dict import StateFile, load_state_file, read_state_file
 
 
 @dataclass(frozen=True)
@@ -51,8 +61,6 @@ def is_restorekit_file(path: Path) -> bool:
     if path.suffix != ".safetensors":
         return False
     try:
-        from safetensors import safe_open
-
         with safe_open(str(path), framework="pt") as handle:
             return (handle.metadata() or {}).get("format") == ckpt.FILE_FORMAT
     except Exception:  # noqa: BLE001 - unreadable: the reader names the problem later
@@ -63,9 +71,6 @@ def resolve_source(given: str | os.PathLike[str] | WeightsSource, *, use_ema: bo
     """What ``--weights given`` names (a download for a Hub id); errors name ``given``."""
     if isinstance(given, WeightsSource):
         return given
-    from restorekit.hub import HUB_PREFIX, is_hub_id
-    from restorekit.pretrained import is_package, package_source
-
     text = str(given)
     path = Path(os.path.expanduser(text))
     if path.is_dir():
@@ -78,8 +83,6 @@ def resolve_source(given: str | os.PathLike[str] | WeightsSource, *, use_ema: bo
         kind = "file" if is_restorekit_file(path) else "released"
         return WeightsSource(text, kind, path, recipe_of(path) if kind == "file" else None)
     if text.startswith(HUB_PREFIX) or (is_hub_id(text) and not path.parent.is_dir()):  # not a mistyped path
-        from restorekit.hub import download_package
-
         return package_source(text, download_package(text), "hub")
     raise CheckpointError(
         f"--weights {text}: no such file or folder (expected a run or checkpoint folder, a package folder, "
@@ -93,52 +96,36 @@ def recipe_of(weights: Path) -> Path | None:
     return run_dir / "recipe.yaml" if run_dir is not None else None
 
 
-def load_source(model: nn.Module, source: WeightsSource, *, verify_weights: bool = True) -> None:
-    """Load ``source`` into ``model`` (strictly; a misfit names the file and the keys).
+def package_source(given: str, folder: Path, kind: str) -> WeightsSource:
+    """A package folder as a ``--weights`` source."""
+    package = read_package(folder)
+    return WeightsSource(given, kind, package.weights_file, folder / RECIPE_FILE, package=folder)
+
+
+def load_source(model: nn.Module, source: WeightsSource, *, verify_weights: bool = True) -> StateFile:
+    """Load ``source`` into ``model`` (strictly; a misfit names the file and the keys); the file is read once.
 
     A file that is not restorekit's is first taken as a plain state dict of this model
     (its keys exactly the model's trainable ones); only otherwise is it unwrapped and
     stripped as a released file. A package's weights files are checked against the
-    sha256 its manifest records unless ``verify_weights`` is off.
+    sha256 its manifest records unless ``verify_weights`` is off. Returns the file as read.
     """
     if source.package is not None:
-        from restorekit.pretrained import check_frozen_parts, read_package, verify_package_weights
-
         package = read_package(source.package)
         if verify_weights:
             verify_package_weights(package)
         check_frozen_parts(model, package.frozen, source.given)
-    if not source.released or fits_exactly(model, source.file):
-        ckpt.load_weights(model, source.file)
-        return
-    from restorekit.bodies.base import UNetBody
-    from restorekit.frozen import trainable_state_dict
-    from restorekit.state_dict import copy_into, read_state_dict
-
-    state = read_state_dict(source.file, what="weights file").state
-    ckpt.check_finite(state, source.file)
-    if isinstance(model, UNetBody):
-        model.load_weights(source.file)
-        return
-    copy_into(
-        trainable_state_dict(model),
-        state,
-        f"weights file {str(source.file)!r}",
-        type(model).__name__,
-        hint=_released_hint,
-    )
-
-
-def fits_exactly(model: nn.Module, file: Path) -> bool:
-    """Whether ``file`` is a plain state dict with exactly the model's trainable keys."""
-    from restorekit.frozen import trainable_state_dict
-    from restorekit.state_dict import read_state_dict
-
-    try:
-        state = read_state_dict(file, what="weights file", released=False).state
-    except CheckpointError:
-        return False
-    return state.keys() == trainable_state_dict(model).keys()
+    read = read_state_file(source.file, what="weights file", released=source.released)
+    targets = trainable_state_dict(model)
+    if not source.released or read.exact.keys() == targets.keys():
+        load_state_file(model, read.as_exact(), targets=targets, architecture="the model")
+    elif isinstance(model, UNetBody):
+        load_state_file(
+            model, read, architecture=model.describe(), ignorable=model.unused_official_modules, hint=body_hint
+        )
+    else:
+        load_state_file(model, read, targets=targets, architecture=type(model).__name__, hint=_released_hint)
+    return read
 
 
 def _released_hint(missing: list[str], unexpected: list[str], shapes: list[str]) -> str:
@@ -157,8 +144,6 @@ def build_as_trained(spec: Mapping[str, Any], seed: int | None) -> nn.Module:
     not saved; seeding exactly as the trainer does rebuilds the same tensors. The
     caller's RNG state is left as it was.
     """
-    from restorekit.building import build_model
-
     if seed is None:
         return build_model(spec)
     with torch.random.fork_rng(devices=[]):

@@ -27,7 +27,7 @@ from restorekit.engine.distributed import DistContext
 from restorekit.engine.step import TrainStep
 from restorekit.errors import CheckpointError
 from restorekit.frozen import frozen_records, trainable_state_dict
-from restorekit.state_dict import copy_into
+from restorekit.io.state_dict import copy_into
 
 logger = logging.getLogger(__name__)
 

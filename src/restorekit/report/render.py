@@ -3,7 +3,7 @@
 Both come from the same sections (:func:`build_sections`): the runs, what each
 recipe changes against the first (``restorekit diff``'s :func:`recipe_diff`), one
 table per metric with every run's final evaluation side by side and the published
-numbers the recipes carry (:mod:`restorekit.engine.published`), the training curves
+numbers the recipes carry (:mod:`restorekit.published`), the training curves
 (loss, per-task validation PSNR; inline SVG in the page, last and best values in the
 markdown) and the same crop of each run's restored test images (or each run's
 before/after grid). Images are ``data:`` URIs: the page needs nothing but itself.
@@ -20,7 +20,13 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
+from restorekit.engine.config import eval_config
+from restorekit.engine.evaluate import metric_directions
 from restorekit.errors import RestorekitError
+from restorekit.io.atomic import AppearedMeanwhile, atomic_path
+from restorekit.io.outputs import OutputExistsError
 from restorekit.recipes import is_missing, recipe_diff
 from restorekit.report.runs import RunSummary
 from restorekit.report.svg import line_chart
@@ -100,9 +106,6 @@ def _published(runs: Sequence[RunSummary]) -> dict[str, dict[str, Any]]:
 
 def _directions(runs: Sequence[RunSummary]) -> dict[str, bool]:
     """Each eval metric's ``higher_is_better`` (the Metric contract), from the runs' recipes."""
-    from restorekit.engine.config import eval_config
-    from restorekit.engine.evaluate import metric_directions
-
     out: dict[str, bool] = {}
     for run in runs:
         try:
@@ -207,8 +210,6 @@ def crop_box(sizes: Sequence[tuple[int, int]], crop: int) -> tuple[int, int, int
 
 
 def images_section(runs: Sequence[RunSummary], crop: int, max_images: int) -> Section:
-    from PIL import Image
-
     section = Section("Restored images", "images")
     with_outputs = [r for r in runs if r.outputs]
     if with_outputs:
@@ -362,9 +363,6 @@ def write_report(
 
     Without ``overwrite`` each is created exclusively: a file that appears meanwhile is kept.
     """
-    from restorekit.engine.atomic import AppearedMeanwhile, atomic_path
-    from restorekit.outputs import OutputExistsError
-
     sections = build_sections(runs, crop=crop, max_images=max_images)
     title = "restorekit report: " + ", ".join(r.name for r in runs)
     md_file = html_file.with_suffix(".md")

@@ -22,6 +22,8 @@ from typing import Any
 from restorekit.engine.evaluate import REPORT_JSON
 from restorekit.engine.run_folder import METRICS_FILE, RECIPE_FILE
 from restorekit.errors import RestorekitError
+from restorekit.io.image_files import is_image_file
+from restorekit.recipes import load_yaml
 
 EVAL_DIR, OUTPUTS_DIR, GRID_FILE = "eval", "outputs", "grid.png"
 
@@ -69,9 +71,6 @@ def _number(value: Any) -> float:
 
 def read_run(folder: str | Path) -> RunSummary:
     """Read one run folder; a missing ``recipe.yaml`` or an unreadable file is a RunReadError naming it."""
-    from restorekit.data.image_io import is_image_file
-    from restorekit.recipes import load_yaml
-
     folder = Path(folder)
     if not folder.is_dir():
         raise RunReadError(f"RUN {folder}: no such folder")
