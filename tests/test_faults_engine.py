@@ -378,17 +378,15 @@ class FinishesFirst(torch.nn.Module):
 def test_a_restore_never_replaces_an_output_written_meanwhile(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, overwrite: bool
 ) -> None:
-    import restorekit.commands.restore as restore_command  # the command's own names (imported at its top)
+    import restorekit.engine.restoring as restoring  # the names the restore path uses (imported at its top)
     from restorekit.cli import main
     from restorekit.io.image_files import read_image, write_image
 
     image = torch.rand(3, 6, 6, generator=torch.Generator().manual_seed(0))
     write_image(tmp_path / "a.png", image)
     same = tmp_path / "same.png"
-    monkeypatch.setattr(restore_command, "recipe_for_weights", lambda *args: {})
-    monkeypatch.setattr(
-        restore_command, "load_model_for_inference", lambda *a, **k: (FinishesFirst(same), Path("w"), [])
-    )
+    monkeypatch.setattr(restoring, "recipe_for_weights", lambda *args: {})
+    monkeypatch.setattr(restoring, "load_model_for_inference", lambda *a, **k: (FinishesFirst(same), Path("w"), []))
     args = ["restore", str(tmp_path / "a.png"), str(same), "--weights", "w", "--tile", "0"]
     code = main(args + (["--overwrite"] if overwrite else []))
     kept = read_image(same)
