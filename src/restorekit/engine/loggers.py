@@ -88,7 +88,7 @@ class TensorBoardLogger:
         problem = missing_extra("tensorboard")
         if problem:
             raise RecipeError(problem)
-        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard import SummaryWriter  # why: the optional extra [tensorboard]
 
         self.writer = SummaryWriter(log_dir=str(Path(run_dir) / subdir), flush_secs=flush_secs)
 
