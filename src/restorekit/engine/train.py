@@ -29,6 +29,7 @@ from typing import Any
 
 from torch import nn
 
+from restorekit.data.build import build_eval_sets, build_train_stream
 from restorekit.engine import distributed as dist_utils
 from restorekit.engine.accumulate import micro_batch_size
 from restorekit.engine.callbacks import (
@@ -159,8 +160,6 @@ class Trainer:
     # -- data ---------------------------------------------------------------------------------
     def stream(self) -> Any:
         if self._stream is None:
-            from restorekit.data.build import build_train_stream  # the data stack loads when a run needs it
-
             # The stream takes the per-rank batch; rank r serves samples [r*b, (r+1)*b)
             # of the step's global batch, which is the same for every world size.
             self._stream = build_train_stream(
@@ -175,8 +174,6 @@ class Trainer:
 
     def eval_sets(self) -> Mapping[str, Any]:
         if self._eval_sets is None:
-            from restorekit.data.build import build_eval_sets  # the data stack loads when a run needs it
-
             self._eval_sets = build_eval_sets(self.recipe.get("data") or {})
         return self._eval_sets
 
