@@ -62,6 +62,7 @@ class StepResult:
     terms: dict[str, Tensor]  # this rank's weighted loss terms, averaged over its micro-batches
     skipped: bool = False  # the NaN guard skipped the step (no optimizer step, no EMA update)
     overflow: bool = False  # fp16: a scaler skip (the scale was lowered), not a divergence
+    votes: list[float] = field(default_factory=list)  # the step's votes (TrainStep.votes), summed over ranks
 
 
 @dataclass

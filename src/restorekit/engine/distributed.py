@@ -59,6 +59,17 @@ def launched_world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def restart_count() -> int:
+    """How many times torchrun's elastic agent restarted this worker group (0 on the first start)."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+
+
+def elastic_resume(resume: str | None) -> str | None:
+    """``--resume`` as given, or ``"auto"`` in a worker group torchrun restarted after a failure:
+    the restarted workers continue from the run's newest checkpoint by themselves."""
+    return "auto" if resume is None and restart_count() > 0 else resume
+
+
 def launched_by_torchrun() -> bool:
     """Whether a launcher (torchrun) started this process: it sets LOCAL_RANK and WORLD_SIZE."""
     return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ

@@ -5,8 +5,14 @@ sends what happened to its callbacks (restorekit.engine.callbacks): a scaler ove
 a skipped step, the step itself (with the log line at log steps). Callbacks validate
 (:meth:`TrainLoop.validated` applies the best rule), checkpoint (:meth:`TrainLoop.save`)
 and may ask the run to stop (:meth:`TrainLoop.request_stop`). After every step the
-ranks agree whether to stop (a SIGTERM / SIGINT on any rank, or a request); a stop
-writes this step's checkpoint unless it was just written.
+ranks agree whether to stop (a stop signal on any rank, or a request); a stop writes
+this step's checkpoint unless it was just written.
+
+Under torchrun the agreement on signals rides on the step's own all-reduce (the NaN
+guard's flags): one all-reduce per step. A request from the recipe's callbacks may
+come on one rank alone, after that all-reduce; a run with such callbacks
+(``agree_requests``) agrees on requests in a second tiny all-reduce, so every rank
+stops at the step the request was made.
 
 NaN guard policy: a skipped step advances the counter (the batch is spent and the rate
 follows the counter, so a poisoned batch is never retried); ``train.max_nonfinite``
@@ -29,7 +35,7 @@ from restorekit.engine.accumulate import StepResult, WindowMean, read_numbers
 from restorekit.engine.callbacks import CheckpointEvent, OverflowEvent, SkipEvent, StepEvent, StopEvent, ValidationEvent
 from restorekit.engine.config import TrainConfig
 from restorekit.engine.loggers import grid_images
-from restorekit.engine.signals import StopSignals, TrainingInterrupted, signal_name
+from restorekit.engine.signals import StopSignals, TrainingInterrupted, agreed_signal, signal_name
 from restorekit.engine.step import TrainStep
 from restorekit.engine.training_state import BestRecord, TrainingState, improved
 from restorekit.errors import RestorekitError
@@ -48,6 +54,8 @@ class TrainLoop:
     each eval metric's ``higher_is_better`` and ``higher_is_better`` the best rule's
     direction. Callbacks read ``step``, ``iterations``, ``run_dir``, ``state`` (the best
     record, the NaN guard's counters) and ``validation`` (the last scores).
+    ``agree_requests``: some callback may call :meth:`request_stop` (on one rank alone),
+    so under torchrun the ranks agree on requests after every step.
     """
 
     def __init__(
@@ -61,8 +69,10 @@ class TrainLoop:
         best_metric: str,
         metric_directions: Mapping[str, bool],
         higher_is_better: bool,
+        agree_requests: bool = True,
     ) -> None:
         self.run_step, self.state, self.callbacks = step, state, list(callbacks)
+        self.agree_requests = agree_requests
         self.train_step: TrainStep = state.train_step  # its model, schedule and loss scaling
         self.cfg, self.ctx, self.run_dir = cfg, state.ctx, run_dir
         self.iterations = cfg.iterations
@@ -122,15 +132,18 @@ class TrainLoop:
             return start
         self.window_start = (time.perf_counter(), start)
         self.emit(lambda callback: callback.on_train_start(self, start))
+        if self.ctx.distributed:
+            self.train_step.votes = signals.votes  # the stop votes ride on the step's all-reduce
         try:
             self.train_step.model.train()
             while self.step < self.iterations:
                 result = self.run_step(next(batches), self.step)
                 self.step += 1
                 self.after_step(result)
-                if self.stop_agreed(signals):
+                if self.stop_agreed(signals, result):
                     break
         finally:
+            self.train_step.votes = None
             self.emit(lambda callback: callback.on_train_end(self, self.step))
         return self.step
 
@@ -209,12 +222,26 @@ class TrainLoop:
         self.window, self.window_start = WindowMean(), (time.perf_counter(), self.step)
         return record
 
-    def stop_agreed(self, signals: StopSignals) -> bool:
+    def agreed_stop(self, signals: StopSignals, result: StepResult) -> tuple[int | None, bool]:
+        """(the stop signal, whether a stop was requested), the same on every rank.
+
+        One process: what it received. Torchrun: the signal from the votes the step's
+        all-reduce summed; requests through :meth:`StopSignals.agree` when callbacks may
+        make them (it agrees on signals too, so a signal after the step's all-reduce counts now).
+        """
+        requested = self.stop_reason is not None
+        if not self.ctx.distributed:
+            return signals.received, requested
+        if self.agree_requests or not result.votes:
+            return signals.agree(self.ctx, requested)
+        return agreed_signal(result.votes), requested
+
+    def stop_agreed(self, signals: StopSignals, result: StepResult) -> bool:
         """After a signal or a stop request on any rank: checkpoint this step (unless just done) and stop.
 
         A signal ends the run with :class:`TrainingInterrupted`; a request returns True.
         """
-        signum, requested = signals.agree(self.ctx, self.stop_reason is not None)
+        signum, requested = self.agreed_stop(signals, result)
         if signum is None and not requested:
             return False
         step = self.step

@@ -9,13 +9,15 @@ unscaling, gradient clipping, the NaN guard, the optimizer step and the EMA upda
 The step's numbers stay on the device. The NaN guard's flags are its one host read:
 whether the optimizer steps depends on them. A step whose loss or gradient norm is not
 finite on any rank is skipped (no optimizer step, no EMA update, gradients dropped).
+Under torchrun those flags are summed over ranks in the step's one all-reduce, and the
+loop's stop votes (:attr:`TrainStep.votes`) ride along in the same tensor.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +29,7 @@ from restorekit.engine import distributed as dist_utils
 from restorekit.engine.accumulate import LossTotals, StepResult, gradient_sync, micro_batches
 from restorekit.engine.distributed import DistContext
 from restorekit.engine.ema import EMA
+from restorekit.engine.grad_layout import keep_grad_layout
 from restorekit.engine.infer import autocast_context
 from restorekit.engine.scaler import LossScaling
 from restorekit.errors import RecipeError
@@ -80,7 +83,8 @@ class TrainStep:
     ``forward`` is what runs the batch (the model, its DDP wrapper or a compiled one);
     ``ddp`` the DDP wrapper whose ``no_sync()`` spares the all-reduce of accumulating
     micro-steps. ``ema`` and ``scaling`` are optional: without them no average is kept
-    and the loss is not scaled.
+    and the loss is not scaled. ``votes`` (set by the loop under torchrun) gives numbers
+    summed over ranks in the step's all-reduce; the result carries the sums.
     """
 
     def __init__(
@@ -108,6 +112,7 @@ class TrainStep:
         self.ctx = ctx
         self.forward_model = forward if forward is not None else model
         self.ddp = ddp
+        self.votes: Callable[[], list[float]] | None = None
 
     def __call__(self, batch: Mapping[str, Any], step: int) -> StepResult:
         """One optimizer step over ``settings.accumulate`` micro-batches at the rate ``schedule(step)``."""
@@ -136,8 +141,11 @@ class TrainStep:
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm)
         assert totals.loss is not None  # accumulate >= 1
         flags = torch.stack([totals.loss, (~torch.isfinite(totals.loss)).float(), (~torch.isfinite(grad_norm)).float()])
+        if self.votes is not None:  # the loop's stop votes share the all-reduce: one per step
+            flags = torch.cat([flags, torch.tensor(self.votes(), dtype=flags.dtype, device=device)])
         dist_utils.all_reduce_sum(self.ctx, flags)
-        loss_bad, grads_bad = (value > 0 for value in flags[1:].tolist())  # the step's one host read
+        values = flags[1:].tolist()  # the step's one host read
+        loss_bad, grads_bad, votes = values[0] > 0, values[1] > 0, values[2:]
         if loss_bad or grads_bad:
             self.optimizer.zero_grad(set_to_none=True)
         else:
@@ -152,6 +160,7 @@ class TrainStep:
             totals.terms,
             skipped=loss_bad or grads_bad,
             overflow=overflow,
+            votes=votes,
         )
 
 
@@ -162,6 +171,7 @@ def wrap_for_training(
     forward: nn.Module = model
     ddp: nn.Module | None = None
     if ctx.distributed:
+        keep_grad_layout(model)  # before DDP lays its buckets out after the parameters
         ids = [ctx.device.index] if ctx.device.type == "cuda" else None
         forward = ddp = nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=find_unused)
         if ctx.is_main:

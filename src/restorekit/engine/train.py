@@ -184,7 +184,14 @@ class Trainer:
 
     # -- the run --------------------------------------------------------------------------------
     def run(self, resume: str | None = None, eval_after: bool = False) -> TrainResult:
+        """Train; ``resume`` as :func:`train` takes it (``"auto"`` by itself after torchrun restarted the workers)."""
         cfg = self.cfg
+        if dist_utils.elastic_resume(resume) != resume:
+            self.say(
+                f"torchrun restarted the workers (restart {dist_utils.restart_count()}): continuing from "
+                f"the run's newest checkpoint, as --resume auto"
+            )
+            resume = "auto"
         wants_eval = cfg.val_every > 0 or eval_after or self.eval_cfg.after_train
         if wants_eval and not self.eval_sets():
             raise RecipeError(
@@ -198,7 +205,7 @@ class Trainer:
             loop = TrainLoop(
                 self.train_step, self.state, self.callbacks(run_dir), cfg=cfg, run_dir=run_dir,
                 best_metric=self.best_metric, metric_directions=self.metric_directions,
-                higher_is_better=self.higher_is_better,
+                higher_is_better=self.higher_is_better, agree_requests=bool(self.user_callbacks),
             )  # fmt: skip
             with StopSignals() as signals:
                 step = loop.run(iter(self.stream().batches(start)), start, signals)
