@@ -90,6 +90,22 @@ class GuidedConvNet(LocalConvNet):
         return out, ModelAux(backbone=self.backbone, guide=self.backbone(lq))
 
 
+class DepthwiseNet(nn.Module):
+    """A 1x1 conv, a depthwise 3x3 conv on a channels-last activation (as a token grid reshaped
+    to an image is), a 1x1 conv back: the depthwise weight's gradient comes with channels-last
+    strides, the layout DDP warned about."""
+
+    def __init__(self, width: int = 8) -> None:
+        super().__init__()
+        self.inp = nn.Conv2d(3, width, 1)
+        self.depthwise = nn.Conv2d(width, width, 3, padding=1, groups=width)
+        self.out = nn.Conv2d(width, 3, 1)
+
+    def forward(self, lq: torch.Tensor) -> torch.Tensor:
+        hidden = self.inp(lq).contiguous(memory_format=torch.channels_last)
+        return lq + self.out(self.depthwise(hidden))
+
+
 def convnet(width: int = 8, aux: bool = False, frozen_guide: bool = False, noise: float = 0.0) -> nn.Module:
     """``engine_test_convnet``: plain, with a frozen part, or guided (``aux``: hands the loss a ModelAux)."""
     return GuidedConvNet(width) if aux else LocalConvNet(width, frozen_guide, noise)
@@ -131,6 +147,7 @@ class NaNAtSteps(nn.Module):
 def register() -> None:
     """Register the fakes (idempotent) under names tests use in recipes."""
     MODELS.register("engine_test_convnet", convnet, replace=True)
+    MODELS.register("engine_test_depthwise", DepthwiseNet, replace=True)
     LOSSES.register("engine_test_nan", NaNAtSteps, replace=True)
 
 

@@ -8,6 +8,7 @@ records to stderr, through ``tqdm.write`` so a progress bar is never torn apart.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import warnings
 
@@ -50,8 +51,12 @@ def configure(verbosity: int = 0) -> None:
     """Show restorekit's log on stderr: -q (-1) warnings only, 0 information, -v (1) debug too.
 
     Python warnings (a warmup shortened, a randomly initialised backbone) become log lines too.
+    Under a launcher (torchrun, SLURM) only global rank 0 shows information and warnings:
+    the other ranks would repeat its lines once per process; their errors still show.
     """
     level = {-1: logging.WARNING, 0: logging.INFO}.get(verbosity, logging.DEBUG)
+    if int(os.environ.get("RANK", "0")) > 0:
+        level = logging.ERROR
     logger = logging.getLogger(ROOT)
     for handler in [h for h in logger.handlers if isinstance(h, TqdmHandler)]:
         logger.removeHandler(handler)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -75,6 +76,24 @@ def launched_by_torchrun() -> bool:
     return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
+STORE_TIMEOUT = timedelta(minutes=30)  # torch's default for a process group
+
+
+def restart_store(world_size: int) -> dist.Store | None:
+    """A store with keys of this attempt only, in a worker group torchrun restarted; else None.
+
+    The agent keeps one store across restarts, the keys of the dead attempt included:
+    the new workers could read the old gloo addresses and wait on a dead peer. A
+    prefix per attempt gives each restart fresh keys.
+    """
+    if restart_count() == 0 or os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    shared = dist.TCPStore(
+        os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size, is_master=False, timeout=STORE_TIMEOUT
+    )
+    return dist.PrefixStore(f"restorekit/attempt_{restart_count()}", shared)
+
+
 def init(device_preference: str = "auto") -> DistContext:
     """Join the process group when launched by torchrun; a no-op otherwise."""
     world_size = launched_world_size()
@@ -86,7 +105,11 @@ def init(device_preference: str = "auto") -> DistContext:
         if device.type == "cuda":
             torch.cuda.set_device(device)
         backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
+        store = restart_store(world_size)
+        if store is None:
+            dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
+        else:
+            dist.init_process_group(backend=backend, rank=rank, world_size=world_size, store=store)
     return DistContext(rank, world_size, local_rank, device, group)
 
 

@@ -38,4 +38,3 @@ def keep_grad_layout(model: nn.Module) -> int:
             param.register_hook(lambda grad, param=param: as_param_layout(grad, param))
             hooked += 1
     return hooked
-
