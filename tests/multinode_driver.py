@@ -28,8 +28,8 @@ import engine_fakes
 import torch.distributed as dist
 
 from restorekit.console import configure
-from restorekit.engine.signals import TrainingInterrupted
 from restorekit.engine.train import Trainer
+from restorekit.errors import TrainingInterrupted
 
 ITERATIONS, CUT_AT, GLOBAL_BATCH = 10, 6, 4
 RANK, WORLD = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))

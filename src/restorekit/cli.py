@@ -53,6 +53,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "restorekit.commands.train",
         "train a recipe (iteration-based; resumable; multi-GPU when launched with torchrun)",
     ),
+    "submit": (
+        "restorekit.commands.submit",
+        "submit a training run to SLURM through submitit, requeued on pre-emption (needs the extra restorekit[submitit])",
+    ),
     "eval": (
         "restorekit.commands.eval",
         "score trained weights per task on the recipe's test data (PSNR/SSIM, input vs restored)",

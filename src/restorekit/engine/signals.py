@@ -35,10 +35,18 @@ logger = logging.getLogger(__name__)
 
 # In order of precedence when ranks received different ones.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
+# What a scheduler sends before a time limit or a pre-emption: the job is worth requeueing.
+# SIGINT is a person's Ctrl-C: the run stops and stays stopped.
+PREEMPTION_SIGNALS = frozenset({signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2})
 
 
 def signal_name(signum: int) -> str:
     return signal.Signals(signum).name
+
+
+def requeue_wanted(signum: int) -> bool:
+    """Whether a run stopped (its checkpoint written) by ``signum`` should be requeued to go on."""
+    return signum in PREEMPTION_SIGNALS
 
 
 def agreed_signal(votes: Sequence[float]) -> int | None:
