@@ -273,3 +273,55 @@ def test_batches_are_pinned_when_training_on_cuda_unless_the_recipe_says(tmp_pat
     batch = next(iter(stream.batches(3)))  # two workers, four batches ahead each, the same batch as in-process
     same = build_train_stream({**data, "num_workers": 0}, 2, 0).batch(3)
     assert torch.equal(batch["lq"], same["lq"]) and batch["task"] == same["task"]
+
+
+# -- several processes: what the launchers' tests rest on, checked in one process ---------------------
+def test_gradients_take_their_parameter_s_strides_without_a_copy() -> None:
+    """The depthwise weight's gradient comes channels-last ([9, 1, 3, 1] against [9, 9, 3, 1]);
+    the hook hands the same storage over with the parameter's strides, values unchanged."""
+    from restorekit.engine.grad_layout import as_param_layout, keep_grad_layout
+
+    plain, hooked = engine_fakes.DepthwiseNet(), engine_fakes.DepthwiseNet()
+    hooked.load_state_dict(plain.state_dict())
+    assert keep_grad_layout(hooked) == 3  # the three conv weights have a size-1 dimension; biases are 1-d
+    lq = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    for net in (plain, hooked):
+        net(lq).square().mean().backward()
+    weight = plain.depthwise.weight
+    assert weight.stride() == (9, 9, 3, 1) and weight.grad.stride() == (9, 1, 3, 1)  # the mismatch DDP warned about
+    assert hooked.depthwise.weight.grad.stride() == (9, 9, 3, 1)
+    assert torch.equal(hooked.depthwise.weight.grad, weight.grad)
+    view = as_param_layout(weight.grad, weight)
+    assert view.data_ptr() == weight.grad.data_ptr() and view.stride() == weight.stride()  # a view, no copy
+    other = torch.zeros(8, 9).t()  # strides differ where sizes are not 1: left as it is
+    assert as_param_layout(other, torch.zeros(9, 8)) is other
+
+
+def test_stop_votes_name_one_signal_by_precedence() -> None:
+    import signal
+
+    from restorekit.engine.signals import STOP_SIGNALS, StopSignals, agreed_signal
+
+    assert agreed_signal([0.0, 0.0, 0.0, 0.0]) is None
+    assert agreed_signal([0.0, 1.0, 1.0, 0.0]) == signal.SIGINT  # two ranks, two signals: the first listed
+    assert agreed_signal([2.0, 0.0, 0.0, 0.0]) == signal.SIGTERM
+    stop = StopSignals()
+    assert stop.votes() == [0.0] * len(STOP_SIGNALS)
+    stop.received = signal.SIGUSR2
+    assert stop.votes() == [0.0, 0.0, 0.0, 1.0]
+
+
+def test_a_worker_group_torchrun_restarted_resumes_by_itself(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from restorekit.engine.distributed import elastic_resume
+
+    full = run(recipe(tmp_path / "full", iterations=10, ckpt_every=4))
+    rec = recipe(tmp_path / "cut", iterations=10, ckpt_every=4)
+    engine_fakes.run_until(Trainer(rec, stream=engine_fakes.FakeStream(4)), 6)
+    assert elastic_resume(None) is None  # a first start: fresh, as asked
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
+    assert elastic_resume(None) == "auto" and elastic_resume("some/run") == "some/run"
+    resumed = run(rec)  # no resume flag: the restart count says to go on
+    assert json.loads((tmp_path / "cut" / "run.json").read_text())["resumed_from"].endswith("ckpt-00000004")
+    a, b = final_tensors(full.run_dir), final_tensors(resumed.run_dir)
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert losses(resumed.run_dir) == losses(full.run_dir)
