@@ -69,3 +69,11 @@ def test_a_submitted_job_trains_through_submitit_s_local_executor(
     assert "(1 node(s) x 1 process(es))" in out and f"done: step 2, run folder {tmp_path / 'run'}" in out
     assert [s for s, _ in ckpt.list_checkpoints(tmp_path / "run")] == [2]
     assert list((tmp_path / "jobs").glob("*_result.pkl"))  # submitit ran it as its job
+
+
+def test_a_bad_recipe_is_refused_before_anything_is_queued(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("model: {type: restormer}\ntrain: {iterations: -3}\n")
+    assert main(["submit", str(path), "--local", "--folder", str(tmp_path / "jobs")]) == 2
+    assert "train.iterations" in capsys.readouterr().err
+    assert not (tmp_path / "jobs").exists()

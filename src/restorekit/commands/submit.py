@@ -46,10 +46,12 @@ def check(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from restorekit.recipes import load_recipe
+    from restorekit.engine.validate import validate
+    from restorekit.recipes import recipe_locations, resolve_recipe
 
     check(args)
-    load_recipe(args.recipe, args.override)  # a bad recipe fails here, not in the queue
+    recipe = resolve_recipe(args.recipe, args.override)  # a bad recipe fails here, as train says it, not in the queue
+    validate(recipe, str(args.recipe), locations=recipe_locations(args.recipe, args.override))
     try:
         import submitit  # the optional extra, loaded only by this command
     except ImportError:
