@@ -17,7 +17,8 @@ from torch import nn
 
 from restorekit.backbones.guide import GuidePass
 from restorekit.contracts import ModelAux
-from restorekit.registry import LOSSES, MODELS
+from restorekit.engine.callbacks import Callback, StepEvent
+from restorekit.registry import CALLBACKS, LOSSES, MODELS
 
 
 class FrozenGuide(nn.Module):
@@ -144,10 +145,26 @@ class NaNAtSteps(nn.Module):
         return loss
 
 
+class StopOnLastRank(Callback):
+    """``engine_test_stop_on_last_rank``: asks to stop at ``step`` on the last rank of a process
+    group only (a callback whose decision the other ranks never see)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step(self, loop: Any, event: StepEvent) -> None:
+        last = not torch.distributed.is_initialized() or (
+            torch.distributed.get_rank() == torch.distributed.get_world_size() - 1
+        )
+        if event.step == self.step and last:
+            loop.request_stop(f"asked on the last rank at step {self.step}")
+
+
 def register() -> None:
     """Register the fakes (idempotent) under names tests use in recipes."""
     MODELS.register("engine_test_convnet", convnet, replace=True)
     MODELS.register("engine_test_depthwise", DepthwiseNet, replace=True)
+    CALLBACKS.register("engine_test_stop_on_last_rank", StopOnLastRank, replace=True)
     LOSSES.register("engine_test_nan", NaNAtSteps, replace=True)
 
 

@@ -10,6 +10,8 @@ saw to ``OUT/<phase>-rank<R>-attempt<A>.json`` (A: torchrun's restart count). Ph
   calls per step and DDP's grad-stride warnings;
 * ``signal``: the plain net; the last rank sends itself SIGTERM as step 3 begins;
   records where each rank stopped;
+* ``request``: the plain net with a recipe callback that asks to stop at step 3 on the
+  last rank only; counts all-reduces per step and records where each rank stopped;
 * ``elastic``: the plain net as a plain ``train`` call (no resume flag); on the first
   attempt the last rank SIGKILLs itself after step 6, so torchrun restarts the group.
 """
@@ -96,6 +98,17 @@ def resumed(out: Path, seen: dict[str, Any]) -> None:
 
 
 def count(out: Path, seen: dict[str, Any]) -> None:
+    counted_run(trainer(recipe(out / "count", "engine_test_depthwise", iterations=4, ckpt_every=100)), seen)
+
+
+def request(out: Path, seen: dict[str, Any]) -> None:
+    callbacks = [{"type": "engine_test_stop_on_last_rank", "step": 3}]
+    t = trainer(recipe(out / "request", iterations=6, ckpt_every=100, callbacks=callbacks))
+    seen["step"] = counted_run(t, seen)
+
+
+def counted_run(t: Trainer, seen: dict[str, Any]) -> int:
+    """Run ``t`` counting ``torch.distributed.all_reduce`` calls between step starts; the step it ended at."""
     calls: list[int] = []
     original = dist.all_reduce
 
@@ -104,18 +117,18 @@ def count(out: Path, seen: dict[str, Any]) -> None:
         return original(*args, **kwargs)
 
     per_step: list[int] = []
-    t = trainer(recipe(out / "count", "engine_test_depthwise", iterations=4, ckpt_every=100))
     watch(t, seen, lambda index: per_step.append(len(calls)))
     dist.all_reduce = counted  # type: ignore[assignment]
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            t.run()
+            step = t.run().step
     finally:
         dist.all_reduce = original
     marks = [*per_step, len(calls)]
     seen["all_reduces_per_step"] = [b - a for a, b in zip(marks, marks[1:])]
     seen["grad_stride_warnings"] = sum("Grad strides do not match" in str(w.message) for w in caught)
+    return step
 
 
 def stopped(out: Path, seen: dict[str, Any]) -> None:
@@ -145,7 +158,7 @@ def elastic(out: Path, seen: dict[str, Any]) -> None:
     seen["start"] = min(int(k) for k in seen["batches"])
 
 
-PHASES = {"resumed": resumed, "count": count, "signal": stopped, "elastic": elastic}
+PHASES = {"resumed": resumed, "count": count, "request": request, "signal": stopped, "elastic": elastic}
 
 
 def main(out: Path, phases: list[str]) -> None:

@@ -104,7 +104,7 @@ def two_nodes(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]
     out = tmp_path_factory.mktemp("two_nodes")
     node = [str(TORCHRUN), "--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d",
             "--rdzv-endpoint", f"127.0.0.1:{free_port()}", "--rdzv-id", "multinode-test", "--max-restarts", "0",
-            str(DRIVER), str(out), "resumed", "count", "signal"]  # fmt: skip
+            str(DRIVER), str(out), "resumed", "count", "request", "signal"]  # fmt: skip
     results = agents(node, node)
     for code, text in results:
         assert code == 0, text[-4000:]
@@ -162,6 +162,16 @@ def test_a_step_costs_one_all_reduce_and_ddp_sees_gradients_in_its_bucket_layout
     for record in seen(out, "count").values():
         assert record["all_reduces_per_step"] == [1, 1, 1, 1]  # the NaN guard's flags carry the stop votes
         assert record["grad_stride_warnings"] == 0
+
+
+def test_a_stop_asked_on_one_node_only_stops_both_at_that_step(two_nodes) -> None:
+    """A recipe callback may ask on one rank alone, after the step's all-reduce: such runs
+    agree on requests in one more all-reduce per step, and both ranks stop at step 3."""
+    out, _ = two_nodes
+    ranks = seen(out, "request")
+    assert [r["step"] for r in ranks.values()] == [3, 3]
+    assert [r["all_reduces_per_step"] for r in ranks.values()] == [[2, 2, 2]] * 2
+    assert [s for s, _ in ckpt.list_checkpoints(out / "request")] == [3]
 
 
 def test_an_elastic_agent_restarts_a_killed_worker_and_training_goes_on_by_itself(tmp_path: Path, reference) -> None:
