@@ -69,6 +69,8 @@ LAYER_OF: dict[str, str] = {
 
 # (module, imported module) -> why the import sits inside a function.
 FUNCTION_IMPORTS: dict[tuple[str, str], str] = {
+    ("restorekit.commands.submit", "submitit"): "optional extra [submitit]",
+    ("restorekit.commands.submit", "restorekit.commands.submit_job"): "optional extra [submitit]: imports submitit",
     ("restorekit.engine.loggers", "torch.utils.tensorboard"): "optional extra [tensorboard]",
     ("restorekit.commands.app", "restorekit.app.ui"): "optional extra [app]: Gradio, imported after its env variable",
     ("restorekit.building", "restorekit.contracts"): "contracts imports torch; `import restorekit` stays light",

@@ -7,7 +7,9 @@ import shutil
 from pathlib import Path
 
 from restorekit.commands.show import add_override_argument
+from restorekit.engine.validate import validate
 from restorekit.errors import RestorekitError
+from restorekit.recipes import recipe_locations, resolve_recipe
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,9 +48,6 @@ def check(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from restorekit.engine.validate import validate
-    from restorekit.recipes import recipe_locations, resolve_recipe
-
     check(args)
     recipe = resolve_recipe(args.recipe, args.override)  # a bad recipe fails here, as train says it, not in the queue
     validate(recipe, str(args.recipe), locations=recipe_locations(args.recipe, args.override))
