@@ -34,6 +34,7 @@ from tqdm import tqdm
 from restorekit.data.archives import archive_kind, extract, list_files
 from restorekit.data.sources import Part, Source, find_source
 from restorekit.errors import DataError
+from restorekit.io.atomic import fsync_dir
 
 MARKER = ".prepared.json"
 WORK_FOLDER = ".restorekit-prepare"
@@ -211,7 +212,7 @@ def prepare(
         (build / MARKER).write_text(json.dumps(note, indent=2) + "\n")
         home.parent.mkdir(parents=True, exist_ok=True)
         os.rename(build, home)
-        _fsync_dir(home.parent)
+        fsync_dir(home.parent)
     finally:
         shutil.rmtree(work, ignore_errors=True)
         try:
@@ -244,17 +245,3 @@ def _write(
         else:
             shutil.copy2(src, dst)
     return {spec.what: len(hits) for spec, hits in zip(specs, parts)}
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make the rename durable (no-op where folders cannot be opened)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
