@@ -21,7 +21,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    # Imported here: the CLI imports every command to build its parser, so commands stay light.
     recipe = resolve_recipe(args.recipe, args.override)
     data = ("val",) if args.eval_only else DATA_SECTIONS
     origins = inherited_data_tasks(args.recipe)
