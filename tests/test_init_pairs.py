@@ -68,6 +68,7 @@ def test_init_writes_a_recipe_that_replaces_the_protocol_data(tmp_path, capsys):
     # 200 epochs x 11 pairs / batch 4 (the tiny base's) = 550 -> at least 1,000
     assert recipe["train"]["iterations"] == 1000 and recipe["train"]["schedule"]["warmup_iters"] == 100
     assert recipe["model"] == load_recipe(TINY_BASE)["model"]
+    assert load_recipe(TINY_BASE)["eval"]["suites"] and recipe["eval"]["suites"] == {}  # the base's unseen sets dropped
     stream = build_train_stream(recipe["data"], batch_size=2, seed=0)
     assert len(stream.tasks[0].dataset) == 11
     val = build_eval_sets(recipe["data"])["denoise"]
@@ -122,6 +123,7 @@ def test_the_paired_folder_example_recipe_reads_a_folder_and_its_held_out_list(t
     (tmp_path / "my_pairs/heldout.txt").write_text("# held out\n001\n004\n")
     recipe = load_recipe("examples/paired_folder", [f"data.root={tmp_path}"])
     assert list(recipe["data"]["train"]) == ["restore"] and recipe.get("published") is None
+    assert load_recipe("dino_ir")["eval"]["suites"] and recipe["eval"]["suites"] == {}
     stream = build_train_stream(recipe["data"], batch_size=2, seed=0)
     assert stream.tasks[0].dataset.names == [n for n in names if n not in ("001", "004")]
     assert build_eval_sets(recipe["data"])["restore"].names == ["001", "004"]

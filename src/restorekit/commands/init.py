@@ -84,6 +84,7 @@ def plan(args: argparse.Namespace) -> tuple[dict[str, Any], list[str], dict[str,
             "val_every": every,
             "ckpt_every": every,
         },
+        "eval": {"suites": {"_replace_": True}},  # the protocol's unseen sets are not unseen data for your pairs
         "published": None,
     }
     facts = {"pairs": len(names), "train_pairs": train_pairs, "epochs": epochs, "batch": batch}
