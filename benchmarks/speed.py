@@ -182,6 +182,7 @@ def measure_meta(name: str, setting: Setting, levers: Levers) -> dict[str, Any]:
 
     model_spec, loss_spec = resolve_specs(name, setting.tiny, levers, setting.overrides)
     row: dict[str, Any] = {"recipe": name, "model_type": model_spec.get("type"), "body": bench.body_type(model_spec)}
+    row["body_spec"] = model_spec.get("body") if model_spec.get("type") == "dino_ir" else model_spec
     with warnings.catch_warnings(), torch.device("meta"):
         warnings.filterwarnings("ignore", message=".*randomly initialised.*")
         model, loss_fn = bench.build_model_and_loss(model_spec, loss_spec, device="meta", bind=not levers.no_dpc_reuse)
@@ -306,19 +307,33 @@ def measure_inference(model: Any, forward: Any, setting: Setting, levers: Levers
 # -- targets --------------------------------------------------------------------------------
 
 
-def _comparable_body(rows: Sequence[Mapping[str, Any]], dino: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    """The baseline row whose model is DINO-IR's body type."""
-    for row in rows:
-        if row.get("model_type") == dino.get("body") and "error" not in row:
-            return row
-    return None
+def body_config(spec: Any) -> dict[str, Any]:
+    """A body spec without its type and weights: what makes two bodies the same network."""
+    return {k: v for k, v in (spec if isinstance(spec, Mapping) else {}).items() if k not in ("type", "weights")}
+
+
+def comparable_body(rows: Sequence[Mapping[str, Any]], guided: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The baseline row of ``guided``'s body: the same type and variant, the same config when one has it.
+
+    baselines/moce_ir and baselines/moce_ir_s are both ``type: moce_ir`` (dim 48 and 32);
+    matching the type alone compared ablations/moce_ir_body with the smaller one (3.7x).
+    """
+    same_type = [
+        r for r in rows
+        if "error" not in r and r.get("model_type") == r.get("body") == guided.get("body")
+        and r.get("variant") == guided.get("variant")
+    ]  # fmt: skip
+    config = body_config(guided.get("body_spec"))
+    return next(
+        (r for r in same_type if body_config(r.get("body_spec")) == config), same_type[0] if same_type else None
+    )
 
 
 def evaluate_targets(rows: Sequence[Mapping[str, Any]], env: Mapping[str, Any]) -> list[dict[str, Any]]:
     """PASS/FAIL of each target from this run's base measurements ('n/a' when not measurable)."""
     ok = [r for r in rows if "error" not in r and r.get("variant", "base").startswith("base")]
     dino = next((r for r in ok if r["recipe"] == "dino_ir"), None)
-    body = _comparable_body(ok, dino) if dino else None
+    body = comparable_body(ok, dino) if dino else None
     targets: list[dict[str, Any]] = []
 
     def add(name: str, value: float | None, limit: float, op: str, note: str = "") -> None:
@@ -331,10 +346,9 @@ def evaluate_targets(rows: Sequence[Mapping[str, Any]], env: Mapping[str, Any]) 
     why = "needs dino_ir and its body's baseline in the same run"
     note = ""
     if dino and body:
-        spec_a, spec_b = dino.get("body_spec") or {}, body.get("body_spec") or {}
-        strip = lambda s: {k: v for k, v in (s if isinstance(s, Mapping) else {}).items() if k != "type"}  # noqa: E731
-        if strip(spec_a) != strip(spec_b):
-            note = f"body configs differ: dino_ir {strip(spec_a)} vs {body['recipe']} {strip(spec_b)}"
+        config_a, config_b = body_config(dino.get("body_spec")), body_config(body.get("body_spec"))
+        if config_a != config_b:
+            note = f"body configs differ: dino_ir {config_a} vs {body['recipe']} {config_b}"
     train_ratio = dino["train"]["step_ms"] / body["train"]["step_ms"] if dino and body else None
     add(
         "dino_ir training step / body alone", train_ratio, TRAIN_RATIO_LIMIT, "<=", note or ("" if train_ratio else why)
@@ -431,12 +445,10 @@ META_COLUMNS = [
 def render_meta(result: Mapping[str, Any]) -> str:
     """FLOPs and parameters, each with its ratio to the recipe's body alone (when measured)."""
     cfg = result["config"]
-    bodies = {(r["model_type"], r.get("variant")): r for r in result["rows"]
-              if "error" not in r and r.get("model_type") == r.get("body")}  # fmt: skip
     table = []
     for row in result["rows"]:
         entry = table_row(row)
-        body = bodies.get((row.get("body"), row.get("variant")))  # the body under the same levers
+        body = comparable_body(result["rows"], row)  # the body alone, under the same levers
         if body is not None and "error" not in row:
             entry["x_train"] = row["train"]["flops_per_step"] / body["train"]["flops_per_step"]
             entry["x_infer"] = row["infer"]["gmacs"] / body["infer"]["gmacs"]

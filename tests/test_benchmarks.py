@@ -481,3 +481,31 @@ def test_unseen_gap_pairs_each_unseen_task_with_its_seen_task():
                                                                   ("rain", "rain_dense", -0.5), ("blur", "blur_x", None)]  # fmt: skip
     scores = {"tasks": {"noise": {"psnr": 30.0, "psnr_in": 20.5}}}
     assert unseen_gap.gains(scores) == {"noise": 9.5}
+
+
+def test_meta_ratios_compare_each_guided_model_with_its_own_body_config():
+    """baselines/moce_ir (dim 48) and moce_ir_s (dim 32) are both type moce_ir: ablations/moce_ir_body
+    (dim 48) is compared with the dim-48 one, whatever the order of the rows."""
+    speed = _load("speed")
+    moce = {"dim": 48, "num_blocks": [4, 6, 6, 8]}
+
+    def row(recipe, model_type, body, spec, train, gmacs):
+        return {"recipe": recipe, "model_type": model_type, "body": body, "body_spec": spec, "variant": None,
+                "params_trainable": 1, "params_frozen": 0,
+                "train": {"flops_per_step": train}, "infer": {"gmacs": gmacs}}  # fmt: skip
+
+    rows = [
+        row("ablations/moce_ir_body", "dino_ir", "moce_ir", {"type": "moce_ir", **moce}, 30.0, 600.0),
+        row("baselines/moce_ir", "moce_ir", "moce_ir", {"type": "moce_ir", **moce}, 20.0, 400.0),
+        row("baselines/moce_ir_s", "moce_ir", "moce_ir", {"type": "moce_ir", **moce, "dim": 32}, 8.0, 160.0),
+    ]
+    for order in (rows, [rows[0], rows[2], rows[1]]):
+        assert speed.comparable_body(order, rows[0])["recipe"] == "baselines/moce_ir"
+        assert speed.comparable_body(order, rows[2])["recipe"] == "baselines/moce_ir_s"  # a body is its own
+    # a guided body config no baseline has: the first baseline of that type, and the targets say they differ
+    odd = row("x", "dino_ir", "moce_ir", {"type": "moce_ir", "dim": 64}, 1.0, 1.0)
+    assert speed.comparable_body(rows, odd)["recipe"] == "baselines/moce_ir"
+    table = speed.render_meta({"config": {"tiny": False, "train_batch": 8, "train_size": 128, "infer_size": 512},
+                               "rows": [rows[0], rows[2], rows[1]]})  # fmt: skip
+    line = next(x for x in table.splitlines() if x.startswith("| ablations/moce_ir_body"))
+    assert line.endswith("| 1.5 | 600 | 1.5 |")  # 30 / 20 and 600 / 400, not 3.75 and 3.75
