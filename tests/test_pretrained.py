@@ -264,3 +264,32 @@ def test_a_manifest_without_weights_sha256_still_loads(trained, tmp_path: Path) 
     manifest.pop("weights_sha256", None)
     (old / "restorekit.json").write_text(json.dumps(manifest))
     assert not restorekit.from_pretrained(old).training
+
+
+@pytest.mark.parametrize(
+    ("model", "cited", "not_cited"),
+    [
+        ({"type": "dino_ir", "body": {"type": "adair"}}, ["lin2023dinoir", "cui2025adair"], ["zamir2022restormer"]),
+        ({"type": "dino_ir", "body": {"type": "moce_ir"}}, ["lin2023dinoir", "zamfir2024complexityexperts"], []),
+        ({"type": "dino_ir", "body": {"type": "restormer"}}, ["lin2023dinoir", "zamir2022restormer"], []),
+        ({"type": "moce_ir_s"}, ["zamfir2024complexityexperts"], ["lin2023dinoir"]),
+        ({"type": "adair"}, ["cui2025adair"], ["lin2023dinoir"]),
+        ({"type": "promptir"}, ["potlapalli2023promptir"], ["lin2023dinoir"]),
+    ],
+)
+def test_card_cites_the_model_and_the_body_it_guides(model, cited, not_cited) -> None:
+    from restorekit.model_card import render_card
+
+    card = render_card({"model_type": model["type"], "citation": "@misc{mine}"}, {"name": "x", "model": model}, None)
+    citation = card.split("## Citation", 1)[1]
+    assert citation.index("@misc{mine}") < min(citation.index(key) for key in cited)  # the packager's first
+    for key in cited:
+        assert f"{{{key}," in citation
+    for key in not_cited:
+        assert key not in citation
+    if "cui2025adair" in cited:  # as AdaIR's README gives it
+        assert "Ada{IR}: Adaptive All-in-One Image Restoration via Frequency Mining and Modulation" in citation
+        assert "The Thirteenth International Conference on Learning Representations" in citation
+    if "zamfir2024complexityexperts" in cited:  # as MoCE-IR's README gives it
+        assert "Complexity Experts are Task-Discriminative Learners for Any Image Restoration" in citation
+        assert "eprint={2411.18466}" in citation

@@ -35,8 +35,25 @@ CITATIONS: dict[str, str] = {
   booktitle={CVPR},
   year={2022}
 }""",
+    "adair": """@inproceedings{cui2025adair,
+  title={Ada{IR}: Adaptive All-in-One Image Restoration via Frequency Mining and Modulation},
+  author={Yuning Cui and Syed Waqas Zamir and Salman Khan and Alois Knoll and Mubarak Shah and Fahad Shahbaz Khan},
+  booktitle={The Thirteenth International Conference on Learning Representations},
+  year={2025}
+}""",
+    "moce_ir": """@misc{zamfir2024complexityexperts,
+  title={Complexity Experts are Task-Discriminative Learners for Any Image Restoration},
+  author={Eduard Zamfir and Zongwei Wu and Nancy Mehta and Yuedong Tan and Danda Pani Paudel and Yulun Zhang and Radu Timofte},
+  year={2024},
+  eprint={2411.18466},
+  archivePrefix={arXiv},
+  primaryClass={cs.CV}
+}""",
 }
-"""BibTeX of the architecture each builtin model type implements."""
+"""BibTeX of the architecture each builtin model type implements (each as its authors' README gives it)."""
+
+CITED_AS = {"moce_ir_s": "moce_ir"}
+"""Model types that are a preset of another architecture: cited as that one."""
 
 NO_LICENSE = "other"  # the Hub's value when the licence is not one of its identifiers
 
@@ -52,7 +69,7 @@ def render_card(manifest: Mapping[str, Any], recipe: Mapping[str, Any], report: 
         _data(recipe),
         _use(manifest),
         _licence(manifest),
-        _citation(manifest),
+        _citation(manifest, recipe),
     ]
     return "\n\n".join(s for s in sections if s) + "\n"
 
@@ -143,8 +160,20 @@ def _licence(manifest: Mapping[str, Any]) -> str:
     return f"## Licence\n\n{text}"
 
 
-def _citation(manifest: Mapping[str, Any]) -> str:
-    entries = [e for e in (manifest.get("citation"), CITATIONS.get(str(manifest.get("model_type")))) if e]
+def architectures(manifest: Mapping[str, Any], recipe: Mapping[str, Any]) -> list[str]:
+    """The model type and, for a guided model, the type of the body it guides (each is cited)."""
+    model_type = str(manifest.get("model_type"))
+    model = recipe.get("model")
+    body = model.get("body") if isinstance(model, Mapping) else None
+    if model_type != "dino_ir":
+        return [model_type]
+    body_type = body if isinstance(body, str) else body.get("type") if isinstance(body, Mapping) else None
+    return [model_type, str(body_type or "restormer")]
+
+
+def _citation(manifest: Mapping[str, Any], recipe: Mapping[str, Any]) -> str:
+    entries = [manifest.get("citation")] + [CITATIONS.get(CITED_AS.get(t, t)) for t in architectures(manifest, recipe)]
+    entries = [e for e in entries if e]
     if not entries:
         return ""
     return "## Citation\n\n" + "\n\n".join(f"```bibtex\n{e.strip()}\n```" for e in entries)

@@ -33,7 +33,7 @@ def add_weights_arguments(parser: argparse.ArgumentParser) -> None:
         "--weights",
         metavar="W",
         help="a run folder (its best checkpoint, else the newest), a checkpoint folder, a package folder, "
-        "a Hub id (org/name), a .safetensors file, or a released Restormer .pth / PromptIR .ckpt "
+        "a Hub id (org/name), a .safetensors file, or a released Restormer .pth / PromptIR, AdaIR or MoCE-IR .ckpt "
         "(default: the weights the recipe's model loads itself, -o model.weights=FILE)",
     )
     parser.add_argument("--no-ema", action="store_true", help="use the raw weights, not their EMA")

@@ -31,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--weights",
         metavar="W",
         help="start from these weights (as train.init_weights): a run, checkpoint or package folder, a Hub "
-        "id, a .safetensors file or a released Restormer .pth / PromptIR .ckpt; --resume wins over it",
+        "id, a .safetensors file or a released Restormer .pth / PromptIR, AdaIR or MoCE-IR .ckpt; --resume wins "
+        "over it",
     )
     parser.add_argument(
         "--eval-after",

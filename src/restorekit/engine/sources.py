@@ -131,7 +131,7 @@ def load_source(model: nn.Module, source: WeightsSource, *, verify_weights: bool
 def _released_hint(missing: list[str], unexpected: list[str], shapes: list[str]) -> str:
     if missing and any(k.startswith("body.") for k in missing):
         return (
-            "a released body file (Restormer .pth, PromptIR .ckpt) goes into a guided model's body: "
+            "a released body file (Restormer .pth; PromptIR, AdaIR, MoCE-IR .ckpt) goes into a guided model's body: "
             "set model.body.weights=FILE instead of --weights"
         )
     return ""
