@@ -10,8 +10,9 @@ How a block runs (docs/testing.md documents the rules):
   after the textual substitutions of :data:`PYTHON_TINY` (full-size models become the CPU demo's
   tiny one). A few names stand for what the text around a block defines: :data:`GIVEN`.
 * Console commands (``$ ...``, continued lines joined): a ``restorekit`` command is parsed by the
-  real CLI parser; its recipe is loaded with its ``-o`` overrides, its train/eval sections coerced
-  and its model built on the meta device (that is what "validates" means). The first command of
+  real CLI parser; its recipe is loaded with its ``-o`` overrides and validated by
+  ``restorekit.validate`` (every section, the model and loss built on the meta device; the data
+  folders are not looked for). The first command of
   each form (subcommand and the set of its options) in :data:`RUN_FOR_REAL` runs for real, and the
   output lines the block shows after it (those without "...") must appear in what it printed.
   ``python SCRIPT ARGS`` is parsed by the script's own ``parse_args``; ``bash X.sh`` is checked by
@@ -158,21 +159,26 @@ def real_form(argv: list[str]) -> str | None:
 
 
 def validate_recipe_args(args: Any) -> None:
-    """Load the recipe with its overrides, coerce its sections, build its model on the meta device."""
-    import torch
-
-    from restorekit import build_model
-    from restorekit.engine.config import eval_config, train_config
+    """Load the recipe with its overrides and validate it all (restorekit.validate), its data folders aside."""
+    from restorekit import validate
     from restorekit.recipes import load_recipe
 
     recipe_name = getattr(args, "recipe", None)
     if not recipe_name:
         return
     recipe = load_recipe(recipe_name, getattr(args, "override", None) or [])
-    train_config(recipe, recipe_name)
-    eval_config(recipe, recipe_name)
-    with torch.device("meta"):
-        build_model(recipe["model"])
+    recipe["model"] = without_missing_weights(recipe.get("model"))
+    validate(recipe, recipe_name, data=())  # the model and loss are built on the meta device
+
+
+def without_missing_weights(spec: Any) -> Any:
+    """A weights file an example names is the reader's (motion_deblurring.pth): absent here, random init."""
+    if isinstance(spec, dict):
+        return {
+            k: None if k == "weights" and isinstance(v, str) and not Path(v).exists() else without_missing_weights(v)
+            for k, v in spec.items()
+        }
+    return spec
 
 
 def check_restorekit(argv: list[str], shown: list[str], done: set[str], substituted: bool = False) -> str:

@@ -64,7 +64,7 @@ def test_the_front_page_is_the_readme(site: Path) -> None:
             "building",
             ["restorekit.building.build_model", "restorekit.building.build", "restorekit.building.build_part"],
         ),
-        ("registry", ["restorekit.registry.register", "restorekit.registry.Registry"]),
+        ("registry", ["restorekit.registry.register", "restorekit.registry.Registry", "restorekit.listing.list_parts"]),
         ("contracts", ["restorekit.contracts.Body", "restorekit.contracts.Backbone", "restorekit.contracts.Loss"]),
         (
             "recipes",
