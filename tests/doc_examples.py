@@ -182,11 +182,11 @@ def without_missing_weights(spec: Any) -> Any:
 
 
 def check_restorekit(argv: list[str], shown: list[str], done: set[str], substituted: bool = False) -> str:
-    from restorekit.cli import main, make_parser
+    from restorekit.cli import command_of, main, make_parser
 
     with contextlib.redirect_stderr(io.StringIO()) as err:
         try:
-            args = make_parser().parse_args(argv[1:])
+            args = make_parser(command_of(argv[1:])).parse_args(argv[1:])
         except SystemExit:
             return f"the CLI parser refuses it: {err.getvalue().strip()}"
     key = real_form(argv)

@@ -29,9 +29,10 @@ CITED = ["dino_ir", "restormer", "promptir", "adair", "moce_ir"]
 def test_the_version_has_one_source() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     assert "version" not in project["project"] and project["project"]["dynamic"] == ["version"]
-    assert project["tool"]["hatch"]["version"]["path"] == "src/restorekit/__init__.py"
-    source = (ROOT / "src" / "restorekit" / "__init__.py").read_text(encoding="utf-8")
+    assert project["tool"]["hatch"]["version"]["path"] == "src/restorekit/version.py"
+    source = (ROOT / "src" / "restorekit" / "version.py").read_text(encoding="utf-8")
     assert re.findall(r'^__version__ = "([^"]+)"', source, re.MULTILINE) == [restorekit.__version__]
+    assert not re.search(r"^__version__ =", (ROOT / "src" / "restorekit" / "__init__.py").read_text(), re.MULTILINE)
     citation = yaml.safe_load((ROOT / "CITATION.cff").read_text(encoding="utf-8"))
     assert str(citation["version"]) == restorekit.__version__
 
