@@ -12,11 +12,15 @@
 #   5. speed.py at full size in bf16: dino_ir, the Restormer and PromptIR baselines, two ablations;
 #   6. if time is left: the levers (the backbone's bf16 knob, channels_last, SDPA channel
 #      attention, gradient checkpointing, DPC without the shared backbone pass) on dino_ir
-#      and Restormer.
+#      and Restormer;
+#   7. if time is left: benchmarks/runtime.py, ONNX Runtime's CUDA provider beside eager bf16
+#      (Restormer and dino_ir at 256 and 512 px); skipped, saying so, where onnxruntime has no
+#      CUDAExecutionProvider (pip install onnxruntime-gpu).
 #
 # Every stage runs under `timeout`; a failed or cut stage does not stop the next one.
 # Outputs (at most 8 files) go to ${OUT:-benchmarks/out}: gpu_check.log, train.json,
-# speed.{json,md}, levers.{json,md}, summary.md; the runs themselves (checkpoints) stay in
+# speed.{json,md}, levers.{json,md}, runtime_cuda.json, summary.md; the runs themselves (checkpoints,
+# ONNX exports, runtime_cuda.md, whose table is in summary.md) stay in
 # $TMPDIR. DINOv2 is randomly initialised (no weights on the machine, no internet):
 # timings do not depend on the weights.
 #
@@ -121,6 +125,15 @@ run_stage "speed (full size, bf16)" 150 "$PY" benchmarks/speed.py "${DEVICE[@]}"
 run_stage "levers" 120 "$PY" benchmarks/speed.py --warmup 3 --repeat 10 "${DEVICE[@]}" \
   --recipes dino_ir baselines/restormer --levers backbone_bf16,channels_last,sdpa,grad_checkpoint,no_dpc_reuse \
   --out "$OUT_DIR" --name levers
+RUNTIME_STAGE="runtime (onnxruntime CUDA vs eager bf16)"
+if "$PY" -c "import onnxruntime, onnxscript, sys; sys.exit('CUDAExecutionProvider' not in onnxruntime.get_available_providers())" 2>/dev/null; then
+  run_stage "$RUNTIME_STAGE" 150 "$PY" benchmarks/runtime.py --device cuda --recipes baselines/restormer dino_ir \
+    --sizes 256 512 --repeat 5 --cache "$RUNS/onnx" --out "$RUNS" --name runtime_cuda
+  cp "$RUNS/runtime_cuda.json" "$OUT_DIR/" 2>/dev/null
+else
+  echo "=== $RUNTIME_STAGE: skipped (onnxruntime, onnxscript or its CUDAExecutionProvider is missing: pip install onnxruntime-gpu onnxscript)"
+  STAGES+=("$RUNTIME_STAGE|skipped|0|150")
+fi
 
 # -- summary -------------------------------------------------------------------------------------
 STAGE_LINES="$(printf '%s\n' "${STAGES[@]}")" TOTAL=$(($(date +%s) - START)) OUT_DIR="$OUT_DIR" RUNS="$RUNS" \
@@ -220,6 +233,12 @@ if levers:
             return f"{b:.1f} ({100 * (b - a) / a:+.0f}%)"
         lines.append(f"| {row['variant']} | {row['recipe']} | {fmt('train', 'step_ms')} | "
                      f"{fmt('train', 'peak_mib')} | {fmt('infer', 'ms_per_mp')} |")
+try:
+    runtime = (runs / "runtime_cuda.md").read_text().strip()
+    lines += ["", "ONNX Runtime (CUDA provider) beside eager bf16 (`benchmarks/runtime.py`):", "",
+              *runtime.splitlines()[1:]]
+except OSError:
+    lines += ["", "runtime (onnxruntime CUDA vs eager bf16): no results"]
 lines += ["", "DINOv2/CLIP backbones were randomly initialised (no weights on the machine)."]
 text = "\n".join(lines) + "\n"
 tmp = out / ".summary.md.tmp"

@@ -432,6 +432,9 @@ def test_gpu_check_dry_run_completes_every_stage_and_writes_the_summary(tmp_path
                   "torchrun NCCL, 1 process", "dry run (full size)", "tests (subset)", "speed (full size, bf16)",
                   "levers"):  # fmt: skip
         assert f"| {stage} | ok |" in summary, summary
+    # no CUDA provider on the CPU: the ONNX Runtime stage says it was skipped, and why
+    assert "| runtime (onnxruntime CUDA vs eager bf16) | skipped |" in summary
+    assert "runtime (onnxruntime CUDA vs eager bf16): no results" in summary
     assert "| dino_ir training step / body alone |" in summary
     assert "| base | dino_ir |" in summary and "| channels_last | baselines/restormer |" in summary
     for name in ("speed", "levers"):
@@ -509,3 +512,26 @@ def test_meta_ratios_compare_each_guided_model_with_its_own_body_config():
                                "rows": [rows[0], rows[2], rows[1]]})  # fmt: skip
     line = next(x for x in table.splitlines() if x.startswith("| ablations/moce_ir_body"))
     assert line.endswith("| 1.5 | 600 | 1.5 |")  # 30 / 20 and 600 / 400, not 3.75 and 3.75
+
+
+@pytest.mark.slow
+def test_runtime_quick_compares_eager_and_onnxruntime_and_restores(tmp_path):
+    """The plumbing of benchmarks/runtime.py: tiny dino_ir (4-token guide windows, so 45 px
+    needs the fixed-size export), both runtimes timed, the large restore through the faster
+    one (tiles of 45 px: the same export), the targets n/a (they are the full-size CPU's)."""
+    pytest.importorskip("onnxruntime")
+    proc = _run("runtime.py", "--quick", "--recipes", "dino_ir", "--restore-4k", "--restore-size", "96",
+                "--restore-tile", "45", "--cache", str(tmp_path / "cache"), "--out", str(tmp_path), timeout=900)  # fmt: skip
+    result = json.loads((tmp_path / "runtime_quick.json").read_text())
+    assert result["complete"] and not result["errors"] and result["config"]["quick"]
+    rows = {row["size"]: row for row in result["rows"]}
+    assert set(rows) == {32, 45} and rows[32]["graph"] == "any size" and rows[45]["graph"] == "45x45"
+    for row in rows.values():
+        assert row["eager_ms"] > 0 and row["ort_ms"] > 0 and row["max_diff"] <= 1e-4
+        assert row["ratio"] == pytest.approx(row["ort_ms"] / row["eager_ms"])
+    restore = result["restore"]
+    assert restore["written"] and restore["size"] == 96 and restore["tile"] == 45
+    assert restore["runtime"] == ("onnxruntime" if rows[45]["ratio"] < 1 else "eager")
+    assert [t["status"] for t in result["targets"]] == ["n/a", "n/a"]
+    assert "| recipe | px | eager ms |" in (tmp_path / "runtime_quick.md").read_text()
+    assert proc.stdout.count("TARGET n/a") == 2

@@ -11,7 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from restorekit.app.session import Session, load_models
-from restorekit.commands.eval import add_verify_argument
+from restorekit.commands.eval import add_runtime_argument, add_verify_argument
 from restorekit.commands.restore import options_from_args, tile_size
 from restorekit.commands.show import add_override_argument
 from restorekit.errors import RestorekitError
@@ -37,6 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-memory", metavar="SIZE", help="initial memory budget of --tile auto (8G, 512M)")
     parser.add_argument("--overlap", type=int, default=32, help="initial overlap between tiles, in pixels")
     parser.add_argument("--self-ensemble", action="store_true", help="start with the x8 self-ensemble on")
+    add_runtime_argument(parser)
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
     parser.add_argument("--port", type=int, help="port (default: Gradio's first free one from 7860)")
     parser.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")

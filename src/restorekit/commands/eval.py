@@ -21,6 +21,7 @@ from restorekit.engine.evaluate import (
 )
 from restorekit.engine.infer import inference_amp
 from restorekit.engine.loading import load_model_for_inference
+from restorekit.engine.runtime import RUNTIMES, select_runtime
 from restorekit.engine.validate import validate
 from restorekit.io.outputs import check_output_folder, refuse_existing, refuse_non_empty
 from restorekit.published import published_differences, published_tables
@@ -28,7 +29,8 @@ from restorekit.recipes import recipe_locations, resolve_recipe
 
 
 def add_weights_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--weights``, ``--no-ema`` and ``--device``, shared with ``restore``."""
+    """``--weights``, ``--no-ema``, ``--device``, ``--precision``, ``--self-ensemble`` and ``--runtime``,
+    shared with ``restore``."""
     parser.add_argument(
         "--weights",
         metavar="W",
@@ -49,6 +51,19 @@ def add_weights_arguments(parser: argparse.ArgumentParser) -> None:
         "--self-ensemble",
         action="store_true",
         help="x8 self-ensemble: average the model over the 8 flips and rotations (8x slower)",
+    )
+    add_runtime_argument(parser)
+
+
+def add_runtime_argument(parser: argparse.ArgumentParser) -> None:
+    """``--runtime``, shared with ``restore`` (through :func:`add_weights_arguments`) and ``app``."""
+    parser.add_argument(
+        "--runtime",
+        default="eager",
+        choices=RUNTIMES,
+        help="what runs the model: eager PyTorch (default), ONNX Runtime (the model exported once per "
+        "weights and size, cached in $RESTOREKIT_CACHE or ~/.cache/restorekit; pip install "
+        "'restorekit[export]'), or auto: ONNX Runtime on the CPU when installed and the model exports",
     )
 
 
@@ -106,8 +121,10 @@ def run(args: argparse.Namespace) -> int:
         recipe, args.weights, use_ema=not args.no_ema, device=device, verify_weights=not args.no_verify_weights
     )
     sets = build_eval_sets(data_cfg)
+    restorer, runtime = select_runtime(args.runtime, model, recipe["model"], device)
+    print(runtime)
     result = evaluate(
-        model,
+        restorer,
         sets,
         cfg,
         device,

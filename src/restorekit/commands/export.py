@@ -1,4 +1,4 @@
-"""restorekit export RECIPE --weights W --format onnx|torch_export [--output PATH] [--tolerance T]."""
+"""restorekit export RECIPE --weights W --format onnx|torch_export [--tile N] [--output PATH] [--tolerance T]."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 from restorekit.commands.eval import add_verify_argument
 from restorekit.commands.show import add_override_argument
-from restorekit.engine.export import FORMATS, TOLERANCE, ExportError, export_model
+from restorekit.engine.export import FORMATS, TOLERANCE, ExportError, check_size, export_model
 from restorekit.engine.loading import load_model_for_inference
 from restorekit.io.outputs import check_output_file
 from restorekit.recipes import load_recipe
@@ -28,6 +28,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="largest max-absolute difference to the eager model allowed (default 1e-4)",
     )
+    parser.add_argument(
+        "--tile",
+        type=int,
+        metavar="N",
+        help="a graph for N x N inputs only (any batch): a guided model's windowed guidance pass is traced "
+        "exactly (default: any height and width, with one global guidance pass)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     add_override_argument(parser)
 
@@ -42,15 +49,17 @@ def run(args: argparse.Namespace) -> int:
     stem = str(recipe.get("name") or Path(str(args.recipe)).stem).replace("/", "_")
     output = Path(args.output or f"{stem}{FORMATS[args.fmt]}")
     check_output_file(output, "--output", overwrite=args.overwrite)
+    size = None if args.tile is None else check_size((args.tile, args.tile))
     model, weights, notes = load_model_for_inference(
         recipe, args.weights, use_ema=not args.no_ema, verify_weights=not args.no_verify_weights
     )
     for note in notes:
         print(note)
-    report = export_model(model, output, args.fmt, tolerance=tolerance, replace=args.overwrite)
+    report = export_model(model, output, args.fmt, tolerance=tolerance, replace=args.overwrite, size=size)
     checks = ", ".join(f"{h}x{w}: {d:.2e}" for (h, w), d in report.differences.items())
+    shape = "dynamic height and width" if size is None else f"{size[0]} x {size[1]} inputs"
     print(
-        f"exported {weights} to {output} ({args.fmt}, dynamic height and width, {report.seconds:.0f} s); "
+        f"exported {weights} to {output} ({args.fmt}, {shape}, {report.seconds:.0f} s); "
         f"max |exported - eager| {checks} (tolerance {tolerance:g})"
     )
     return 0

@@ -1,4 +1,5 @@
-"""restorekit restore INPUT OUTPUT --weights W [--recipe R] [--tile T|auto --max-memory M --overlap O] [--overwrite]."""
+"""restorekit restore INPUT OUTPUT --weights W [--recipe R] [--tile T|auto --max-memory M --overlap O]
+[--runtime eager|onnxruntime|auto] [--overwrite]."""
 
 from __future__ import annotations
 
@@ -65,6 +66,7 @@ def options_from_args(args: argparse.Namespace) -> RestoreOptions:
         tile=args.tile,
         overlap=args.overlap,
         max_memory=args.max_memory,
+        runtime=args.runtime,
     ).checked()
 
 

@@ -27,6 +27,11 @@ prove for every size in the range):
   would be cut to grids that fit one window (296 px at stride 8). The guided model is
   traced with its pass rule set to ``global``, so the exported model equals the eager
   one up to one window and runs one global pass beyond it (a warning says so).
+
+**A fixed size** (``size=(H, W)``, ``restorekit export --tile N``): height and width are
+constants of the graph (the batch stays dynamic), so the windowed guidance pass, whose
+window count is fixed at that size, is traced exactly as eager runs it. Tiled restores
+through ONNX Runtime use such a graph for their tiles (:mod:`restorekit.engine.runtime`).
 """
 
 from __future__ import annotations
@@ -102,15 +107,18 @@ def export_model(
     fmt: str,
     *,
     program: Any = None,
-    check_sizes: Sequence[tuple[int, int]] = CHECK_SIZES,
+    check_sizes: Sequence[tuple[int, int]] | None = None,
     tolerance: float = TOLERANCE,
     replace: bool = True,
+    size: tuple[int, int] | None = None,
 ) -> ExportReport:
     """Write ``model`` (eval mode, CPU, float32) to ``path``, load it back and check it against the eager model.
 
     ``program`` is an earlier :func:`trace` of ``PaddedModel(model, ...)``, to write
     one trace in several formats. The file is written beside ``path`` and renamed
-    onto it; ``replace=False``: created only if no file has that name by then.
+    onto it; ``replace=False``: created only if no file has that name by then. ``size``:
+    a graph for that (height, width) only (see the module doc), checked at that size;
+    None: any size, checked at CHECK_SIZES.
     """
     if fmt not in FORMATS:
         raise ExportError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
@@ -118,9 +126,11 @@ def export_model(
         raise ExportError(f"the tolerance must be a number >= 0, got {tolerance}")
     path = Path(path)
     model = model.eval().to("cpu", torch.float32)
+    if check_sizes is None:
+        check_sizes = CHECK_SIZES if size is None else (tuple(size),)
     start = time.perf_counter()
     if program is None:
-        program = trace(PaddedModel(model, pad_multiple(model)).eval())
+        program = trace(PaddedModel(model, pad_multiple(model)).eval(), size=size)
     with atomic_path(path, replace=replace) as tmp:
         run = _write_onnx(program, tmp) if fmt == "onnx" else _write_program(program, tmp)
     report = ExportReport(path, fmt, time.perf_counter() - start, tolerance=tolerance)
@@ -159,21 +169,37 @@ def global_guide_pass(module: nn.Module) -> Iterator[None]:
             m.guide_pass = rule
 
 
-def trace(module: nn.Module) -> Any:
-    """``torch.export`` with dynamic batch, height and width (sides MIN_SIDE..MAX_SIDE)."""
+def trace(module: nn.Module, size: tuple[int, int] | None = None) -> Any:
+    """``torch.export`` with a dynamic batch, and a dynamic height and width (sides
+    MIN_SIDE..MAX_SIDE, one global guidance pass) or, with ``size``, that fixed size
+    (the model's own guidance pass, windows included)."""
     batch, height, width = EXAMPLE_SIZE
-    example = torch.rand(batch, 3, height, width)
     dims = {0: torch.export.Dim.DYNAMIC(min=1, max=1024)}
-    dims.update({axis: torch.export.Dim.DYNAMIC(min=MIN_SIDE, max=MAX_SIDE) for axis in (2, 3)})
+    if size is None:
+        dims.update({axis: torch.export.Dim.DYNAMIC(min=MIN_SIDE, max=MAX_SIDE) for axis in (2, 3)})
+        guide_rule = global_guide_pass(module)
+    else:
+        height, width = check_size(size)
+        guide_rule = contextlib.nullcontext()
+    example = torch.rand(batch, 3, height, width)
     try:
-        with torch.no_grad(), warnings.catch_warnings(), global_guide_pass(module):
+        with torch.no_grad(), warnings.catch_warnings(), guide_rule:
             warnings.filterwarnings("ignore", message=".*was assigned during export.*")  # MSF's last_gate
             return torch.export.export(module, (example,), dynamic_shapes={"x": dims}, strict=False)
     except Exception as exc:  # noqa: BLE001 - any tracing failure: say which model and why
+        what = "dynamic height and width" if size is None else f"size {height}x{width}"
         raise ExportError(
-            f"torch.export could not trace {type(module.model).__name__} with dynamic height and "
-            f"width: {type(exc).__name__}: {str(exc)[:2000]}"
+            f"torch.export could not trace {type(module.model).__name__} with {what}: "
+            f"{type(exc).__name__}: {str(exc)[:2000]}"
         ) from exc
+
+
+def check_size(size: Sequence[int]) -> tuple[int, int]:
+    """``(height, width)`` of a fixed-size export, each side MIN_SIDE..MAX_SIDE."""
+    height, width = (int(side) for side in size)
+    if not (MIN_SIDE <= height <= MAX_SIDE and MIN_SIDE <= width <= MAX_SIDE):
+        raise ExportError(f"an export size must be {MIN_SIDE}..{MAX_SIDE} pixels a side, got {height}x{width}")
+    return height, width
 
 
 def _write_program(program: Any, path: Path) -> Callable[[torch.Tensor], torch.Tensor]:

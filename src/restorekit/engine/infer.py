@@ -254,6 +254,7 @@ def restore_files(
     progress: bool = False,
     overwrite: bool = True,
     on_progress: Callable[[Path, int, int], None] | None = None,
+    runner: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> None:
     """Restore each input and write it in the input's format (gray, alpha, bit depth kept).
 
@@ -263,7 +264,9 @@ def restore_files(
     :func:`autocast_context`'s switch (None: bf16 on CUDA). ``progress``: a bar over
     each image's tiles on stderr. ``overwrite=False``: an output is created only if no
     file has its name when it is written (another restore may have written it meanwhile).
-    ``on_progress(input, done, total)``: called as each image's tiles are restored (the app's bar)."""
+    ``on_progress(input, done, total)``: called as each image's tiles are restored (the app's bar).
+    ``runner``: what restores the tiles (default: ``model``; an ONNX Runtime model,
+    :mod:`restorekit.engine.runtime`); ``model`` plans them."""
     amp = device.type == "cuda" if amp is None else amp
 
     model.eval()
@@ -286,7 +289,7 @@ def restore_files(
             size, batch = plan.tile, plan.batch
         with tqdm(desc=src.name, unit="tile", disable=None if progress else True, leave=False) as bar:
             restored = restore_tensor(
-                model,
+                runner or model,
                 image.rgb[None].to(device),
                 tile=size,
                 overlap=overlap,

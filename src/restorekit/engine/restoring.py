@@ -23,6 +23,7 @@ from restorekit.engine.ensemble import SelfEnsemble
 from restorekit.engine.infer import inference_amp, restore_files
 from restorekit.engine.loading import load_model_for_inference, recipe_for_weights
 from restorekit.engine.memory import parse_memory
+from restorekit.engine.runtime import RUNTIMES, select_runtime
 from restorekit.errors import RecipeError
 
 
@@ -41,6 +42,7 @@ class RestoreOptions:
     tile: int | str = "auto"  # pixels, 0 for whole images, or auto (from max_memory)
     overlap: int = 32
     max_memory: str | int | None = None  # 8G, 512M or bytes; only with tile auto
+    runtime: str = "eager"  # eager, onnxruntime or auto (engine.runtime.RUNTIMES); fixed when loaded
 
     def checked(self) -> RestoreOptions:
         """These options, or a RecipeError naming the option that cannot work."""
@@ -51,6 +53,8 @@ class RestoreOptions:
             raise RecipeError(f"--overlap ({self.overlap}) must be >= 0 and smaller than --tile ({tile})")
         if self.max_memory is not None and tile != "auto":
             raise RecipeError(f"--max-memory sets the tile size; it does not apply with --tile {tile}")
+        if self.runtime not in RUNTIMES:
+            raise RecipeError(f"--runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}")
         if self.max_memory is not None:
             parse_memory(self.max_memory)  # a malformed budget is refused before the model loads
         return self
@@ -64,11 +68,12 @@ class RestoreOptions:
 class Restorer:
     """A model loaded for :class:`RestoreOptions`, ready to restore files."""
 
-    model: nn.Module  # without the self-ensemble: that is applied per call
+    model: nn.Module  # without the self-ensemble: that is applied per call; it plans the tiles
     device: torch.device
     amp: bool | str
     weights: Path  # the weights file loaded
     notes: list[str]
+    runner: nn.Module | None = None  # what restores the tiles (engine.runtime.select_runtime); None: model
 
     def restore(
         self,
@@ -81,12 +86,13 @@ class Restorer:
     ) -> None:
         """Restore each (input, output) pair with ``options``' tiling, budget and ensemble."""
         options.checked()
-        model = self.model
+        model, runner = self.model, self.runner or self.model
         if options.self_ensemble:
-            model = SelfEnsemble(model)
+            model, runner = SelfEnsemble(model), SelfEnsemble(runner)
         restore_files(
             model,
             pairs,
+            runner=runner,
             tile=options.tile or None,
             overlap=options.overlap,
             device=self.device,
@@ -106,4 +112,6 @@ def load_restorer(options: RestoreOptions) -> Restorer:
     model, weights, notes = load_model_for_inference(
         recipe, options.weights, use_ema=options.use_ema, device=device, verify_weights=options.verify_weights
     )
-    return Restorer(model, device, inference_amp(options.precision, recipe, device), weights, notes)
+    runner, runtime = select_runtime(options.runtime, model, recipe["model"], device)
+    amp = inference_amp(options.precision, recipe, device)
+    return Restorer(model, device, amp, weights, [*notes, runtime], runner=runner)
