@@ -40,7 +40,7 @@ import torch
 from restorekit import build_model, load_recipe
 from restorekit.engine.infer import restore_files
 from restorekit.engine.memory import parse_memory
-from restorekit.engine.runtime import ExportCache, OnnxRuntimeModel, cache_dir, onnxruntime_available
+from restorekit.engine.runtime import ExportCache, OnnxRuntimeModel, cache_dir, onnxruntime_available, ort
 from restorekit.io.image_files import write_image
 
 RECIPES = ("baselines/restormer", "baselines/promptir", "baselines/adair", "baselines/moce_ir", "dino_ir")
@@ -221,8 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cache = ExportCache(Path(args.cache) if args.cache else cache_dir() / "onnx")
     name = args.name or ("runtime_quick" if args.quick else "runtime_cuda" if device.type == "cuda" else "runtime")
     folder = bench.out_dir(args.out)
-    import onnxruntime  # optional extra [export], checked above
-
+    onnxruntime = ort()  # the optional extra [export], checked above
     result: dict[str, Any] = {
         "env": bench.environment(device, args.precision),
         "config": {"quick": args.quick, "sizes": args.sizes, "repeat": args.repeat, "cache": str(cache.root),

@@ -77,7 +77,6 @@ FUNCTION_IMPORTS: dict[tuple[str, str], str] = {
     ("restorekit.engine.export", "onnxruntime"): "optional extra [export]",
     ("restorekit.engine.export", "onnxscript"): "optional extra [export]",
     ("restorekit.engine.runtime", "onnxruntime"): "optional extra [export]: --runtime onnxruntime",
-    ("restorekit.engine.runtime", "onnxscript"): "optional extra [export]: the exporter --runtime needs",
     ("restorekit.engine.evaluate", "matplotlib.backends.backend_agg"): "heavy import: only the grid figure needs it",
     ("restorekit.engine.evaluate", "matplotlib.figure"): "heavy import: only the grid figure needs it",
     ("restorekit.engine.gates", "matplotlib.backends.backend_agg"): "heavy import: only the gate plot needs it",

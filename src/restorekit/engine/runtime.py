@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -179,12 +180,17 @@ class ExportCache:
         return target / MODEL_FILE
 
 
+def ort() -> Any:
+    """The ``onnxruntime`` module (the one import of it: restorekit[export] is optional)."""
+    import onnxruntime  # optional extra: restorekit[export]
+
+    return onnxruntime
+
+
 def session_options() -> Any:
     """ONNX Runtime options: as many intra-op threads as torch uses (``torch.get_num_threads()``,
     which ``train.threads`` and the tests set), one inter-op thread, quiet logs."""
-    import onnxruntime  # optional extra: restorekit[export]
-
-    options = onnxruntime.SessionOptions()
+    options = ort().SessionOptions()
     options.intra_op_num_threads = max(1, torch.get_num_threads())
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
@@ -195,13 +201,11 @@ class OrtSession:
     """One ONNX Runtime session over a graph: torch tensors in and out, on the CPU or CUDA."""
 
     def __init__(self, path: Path, device: torch.device) -> None:
-        import onnxruntime  # optional extra: restorekit[export]
-
         self.device = device
         providers = ["CPUExecutionProvider"]
         if device.type == "cuda":
             providers.insert(0, "CUDAExecutionProvider")
-        self.session = onnxruntime.InferenceSession(str(path), session_options(), providers=providers)
+        self.session = ort().InferenceSession(str(path), session_options(), providers=providers)
         self.input, self.output = self.session.get_inputs()[0].name, self.session.get_outputs()[0].name
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -304,12 +308,8 @@ class OnnxRuntimeModel(nn.Module):
 
 
 def onnxruntime_available() -> bool:
-    try:
-        import onnxruntime  # noqa: F401 - optional extra: restorekit[export]
-        import onnxscript  # noqa: F401 - the exporter needs it
-    except ImportError:
-        return False
-    return True
+    """Whether restorekit[export] is installed: onnxruntime, and onnxscript for the exporter."""
+    return all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnxscript"))
 
 
 def select_runtime(name: str, model: nn.Module, spec: Mapping[str, Any], device: torch.device,
@@ -330,9 +330,7 @@ def select_runtime(name: str, model: nn.Module, spec: Mapping[str, Any], device:
     if name == "auto" and device.type != "cpu":
         return model, f"runtime: eager (auto: ONNX Runtime is picked on the CPU only, the device is {device})"
     if device.type == "cuda":
-        import onnxruntime  # optional extra, checked above
-
-        if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        if "CUDAExecutionProvider" not in ort().get_available_providers():
             raise RuntimeUnavailableError(
                 "--runtime onnxruntime on CUDA needs onnxruntime-gpu (its CUDAExecutionProvider); or pass --device cpu"
             )
