@@ -193,8 +193,9 @@ def test_sigkill_at_a_random_moment_then_resume_is_bitwise_identical(tmp_path: P
     seed = kill_seed()
     chooser = random.Random(seed)
     kills: list[tuple[int, int]] = []  # (checkpoint the run started from, newest when killed)
-    for _ in range(2):
+    for last_target in (24, 32):  # kill points well before the final checkpoint (40), however fast the steps run
         started_from = newest_checkpoint(cut)
+        target = chooser.randrange(started_from + 4, max(last_target, started_from + 4) + 1, 4)  # one this run writes
         proc = subprocess.Popen(
             [sys.executable, "-m", "restorekit", "train", *args, "-o", f"train.out_dir={cut}", "--resume", "auto"],
             env=env(),
@@ -203,10 +204,11 @@ def test_sigkill_at_a_random_moment_then_resume_is_bitwise_identical(tmp_path: P
             stderr=subprocess.DEVNULL,
         )
         deadline = time.time() + 120
-        # Progress first: this run has written a checkpoint past the one it started from.
-        while time.time() < deadline and proc.poll() is None and newest_checkpoint(cut) <= started_from:
-            time.sleep(0.05)
-        time.sleep(chooser.uniform(0.0, 0.8))
+        # Progress first: this run has written the target checkpoint; then a random moment within the
+        # next few steps (a step or a checkpoint write in progress).
+        while time.time() < deadline and proc.poll() is None and newest_checkpoint(cut) < target:
+            time.sleep(0.01)
+        time.sleep(chooser.uniform(0.0, 0.1))
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
             kills.append((started_from, newest_checkpoint(cut)))
