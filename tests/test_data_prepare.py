@@ -351,7 +351,7 @@ def test_published_checksums_are_checked(tmp_path, use_rows):
     use_rows(row)
     with pytest.raises(DataError, match=r"kodak\.zip: SHA-256 differs from the one its authors publish"):
         prepare_module.prepare("kodak24", archive, tmp_path / "data", progress=False)
-    use_rows(dataclasses.replace(row, sha256={"kodak.zip": prepare_module.sha256_of(archive)}))
+    use_rows(dataclasses.replace(row, sha256={"kodak.zip": prepare_module.file_sha256(archive)}))
     assert prepare_module.prepare("kodak24", archive, tmp_path / "data", progress=False).counts == {"images": 2}
 
 

@@ -19,7 +19,6 @@ the dataset) it is reported as done; otherwise the command stops and says so.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -35,6 +34,7 @@ from restorekit.data.archives import archive_kind, extract, list_files
 from restorekit.data.sources import Part, Source, find_source
 from restorekit.errors import DataError
 from restorekit.io.atomic import fsync_dir
+from restorekit.io.weight_files import file_sha256
 
 MARKER = ".prepared.json"
 WORK_FOLDER = ".restorekit-prepare"
@@ -52,14 +52,6 @@ class PrepareResult:
 def _bar(total: int, desc: str, progress: bool) -> Iterator[int]:
     # disable=None: shown on a terminal only
     yield from tqdm(range(total), desc=desc, unit="file", file=sys.stderr, disable=None if progress else True)
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_subset(path: Path) -> set[str]:
@@ -146,7 +138,7 @@ def _refuse_collisions(found: list[list[tuple[str, str, dict[str, str]]]], where
 
 def _check_sha256(source: Source, archive: Path) -> None:
     expected = source.sha256.get(archive.name)
-    if expected and sha256_of(archive) != expected.lower():
+    if expected and file_sha256(archive) != expected.lower():
         raise DataError(f"{archive}: SHA-256 differs from the one its authors publish ({expected}); download it again")
 
 

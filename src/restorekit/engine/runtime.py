@@ -43,6 +43,7 @@ from restorekit.contracts import GuidedModel
 from restorekit.engine.export import CHECK_SIZES, MIN_SIDE, ExportError, export_model, pad_multiple
 from restorekit.errors import RestorekitError
 from restorekit.io.atomic import publish_dir, write_text
+from restorekit.io.weight_files import file_sha256
 from restorekit.version import __version__
 
 logger = logging.getLogger(__name__)
@@ -90,14 +91,6 @@ def weights_digest(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def any_size_export_exact(model: nn.Module, height: int, width: int) -> bool:
     """Whether the any-size export restores ``height x width`` as eager does: false only
     where a guided model's rule is not global and its token grid exceeds one window."""
@@ -140,7 +133,7 @@ class ExportCache:
         model = folder / MODEL_FILE
         if not model.is_file() or model.stat().st_size != record.get("bytes"):
             return f"{model} is missing or truncated"
-        if file_digest(model) != record.get("sha256"):
+        if file_sha256(model) != record.get("sha256"):
             return f"{model} does not match its recorded sha256"
         return None
 
@@ -170,7 +163,7 @@ class ExportCache:
             record = {
                 "key": key,
                 "bytes": (scratch / MODEL_FILE).stat().st_size,
-                "sha256": file_digest(scratch / MODEL_FILE),
+                "sha256": file_sha256(scratch / MODEL_FILE),
                 "max_difference": {f"{h}x{w}": d for (h, w), d in report.differences.items()},
             }
             write_text(scratch / ENTRY_FILE, json.dumps(record, indent=1, default=str) + "\n")
